@@ -1,0 +1,55 @@
+package main
+
+import (
+	"os"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/gpuslice/gpuslice/internal/demo"
+	"github.com/gpuslice/gpuslice/internal/output"
+)
+
+func newDemoCommand(g *globals) *cobra.Command {
+	var keep bool
+	var format string
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Play the reference homelab cluster on a local control plane",
+		Long: `Start a real local control plane (etcd, kube-apiserver, kube-scheduler,
+kube-controller-manager; built from the Go module proxy the first time, about
+5-10 minutes), register node homelabai advertising nvidia.com/gpu.shared: 8 as
+the time-sliced NVIDIA device plugin would, run and register the device
+injection webhook, create the seed's Plex pod and print what it received.
+
+No GPU and no real cluster are needed. Run it from a gpuslice checkout, or set
+KUBEBUILDER_ASSETS to a folder holding the four binaries.`,
+		Example: `  go run ./cmd/gpuslice demo
+  gpuslice demo -o yaml      # the Plex pod as stored, mutated
+  gpuslice demo --keep       # leave the cluster running; prints its KUBECONFIG`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			if err := output.Check(format, false); err != nil {
+				return err
+			}
+			o := demo.Options{Out: os.Stdout, Progress: os.Stderr, Log: log, Keep: keep}
+			if output.IsStructured(format) {
+				o.Result = func(pod *corev1.Pod) error { return output.Write(os.Stdout, format, pod) }
+			}
+			return demo.Run(cmd.Context(), o)
+		},
+	}
+	cmd.Flags().BoolVar(&keep, "keep", false, "keep the cluster running until Ctrl-C")
+	cmd.Flags().StringVarP(&format, "output", "o", "", "output format: table (default), json or yaml")
+	// The demo's webhook logs are noise next to its story.
+	cmd.PreRun = func(*cobra.Command, []string) {
+		if !cmd.Flags().Changed("log-level") && !cmd.Root().PersistentFlags().Changed("log-level") {
+			g.logLevel = "warn"
+		}
+	}
+	return cmd
+}

@@ -1,0 +1,67 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/client-go/kubernetes"
+)
+
+// globals are the flags every subcommand shares.
+type globals struct {
+	kube      *genericclioptions.ConfigFlags
+	logFormat string
+	logLevel  string
+}
+
+func newRootCommand() *cobra.Command {
+	g := &globals{kube: genericclioptions.NewConfigFlags(true)}
+	root := &cobra.Command{
+		Use:   "gpuslice",
+		Short: "Share NVIDIA GPUs between workloads on small Kubernetes clusters",
+		Long: `gpuslice shares one or more NVIDIA GPUs between workloads on small Kubernetes
+clusters (K3s and friends): it injects GPU devices into annotated pods,
+accounts for time-sliced shares and VRAM, and runs the operator's runbooks
+as commands.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "json", "log line format: json or text")
+	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "least severe log level written: debug, info, warn or error")
+	g.kube.AddFlags(root.PersistentFlags())
+	root.AddCommand(newWebhookCommand(g), newDemoCommand(g))
+	return root
+}
+
+// logger builds the structured logger every long-running command uses.
+func (g *globals) logger() (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(g.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", g.logLevel)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch strings.ToLower(g.logFormat) {
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want json or text", g.logFormat)
+}
+
+// client returns a clientset from the kubeconfig flags (or in-cluster).
+func (g *globals) client() (kubernetes.Interface, error) {
+	cfg, err := g.kube.ToRESTConfig()
+	if err != nil {
+		return nil, fmt.Errorf("loading Kubernetes client configuration: %w; set --kubeconfig or KUBECONFIG, or run in a pod", err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("creating Kubernetes client: %w", err)
+	}
+	return cs, nil
+}

@@ -1,0 +1,68 @@
+package main
+
+import (
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/gpuslice/gpuslice/pkg/registration"
+	"github.com/gpuslice/gpuslice/pkg/webhook"
+)
+
+func newWebhookCommand(g *globals) *cobra.Command {
+	o := webhook.RunOptions{}
+	cmd := &cobra.Command{
+		Use:   "webhook",
+		Short: "Serve the device-injection admission webhook (gpu-directory-injector)",
+		Long: `Serve the mutating admission webhook that gives pods annotated
+"gpu-directories: nvidia" the NVIDIA device nodes (/dev/nvidia0, /dev/nvidiactl,
+/dev/nvidia-uvm) and runtimeClassName nvidia, and pods annotated
+"gpu-shares: N" their nvidia.com/gpu.shared requests.
+
+Endpoints on --listen-address (HTTPS): /mutate, /healthz, /readyz, /metrics.
+With --metrics-address, /metrics, /healthz and /readyz also over plain HTTP.
+
+Certificates come either from files (cert-manager), reloaded without a restart
+when they change, or with --self-signed from a CA that gpuslice keeps in a
+Secret, which it also writes into the registration's caBundle.`,
+		Example: `  # in a pod, self-signed, registering itself
+  gpuslice webhook --self-signed --register
+
+  # with cert-manager's Secret mounted at /certs
+  gpuslice webhook --tls-cert-file /certs/tls.crt --tls-private-key-file /certs/tls.key`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			o.Log = log
+			if o.SelfSigned || o.Register {
+				if o.Client, err = g.client(); err != nil {
+					return err
+				}
+			}
+			return webhook.Run(cmd.Context(), o)
+		},
+	}
+	ns := os.Getenv("POD_NAMESPACE")
+	if ns == "" {
+		ns = registration.DefaultNamespace
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.ListenAddress, "listen-address", ":8443", "host:port for HTTPS (/mutate, /healthz, /readyz, /metrics)")
+	f.StringVar(&o.MetricsAddress, "metrics-address", "", "host:port for plain-HTTP /metrics, /healthz and /readyz (off when empty)")
+	f.StringVar(&o.CertFile, "tls-cert-file", "", "serving certificate (PEM); reloaded when the file changes")
+	f.StringVar(&o.KeyFile, "tls-private-key-file", "", "serving certificate's private key (PEM)")
+	f.BoolVar(&o.SelfSigned, "self-signed", false, "issue serving certificates from a CA kept in --ca-secret and trust it in the registration's caBundle")
+	f.StringVar(&o.CASecret, "ca-secret", "gpu-webhook-ca", "Secret (in --webhook-namespace) holding the self-signed CA")
+	f.StringVar(&o.ServiceName, "service-name", registration.DefaultService, "Service in front of the webhook, for certificate names and registration")
+	f.StringVar(&o.Namespace, "webhook-namespace", ns, "the webhook's own namespace (default $POD_NAMESPACE or gpu-system); never mutated")
+	f.StringVar(&o.WebhookConfig, "webhook-config-name", registration.DefaultName, "MutatingWebhookConfiguration to register or keep the caBundle of")
+	f.BoolVar(&o.Register, "register", false, "create or update the MutatingWebhookConfiguration on start")
+	f.DurationVar(&o.LeafValidity, "self-signed-validity", 30*24*time.Hour, "life of a self-signed serving certificate; renewed in memory after two thirds")
+	f.StringVar(&o.ConfigFile, "config", "", "device profiles and namespace policy (YAML, see docs/webhook.md); built-in nvidia profile when empty")
+	f.DurationVar(&o.ShutdownGrace, "shutdown-grace", 10*time.Second, "time requests in flight get to finish on SIGTERM")
+	return cmd
+}

@@ -1,0 +1,256 @@
+// Package demo plays the reference cluster on a local control plane: node
+// homelabai with one RTX 3080 Ti time-sliced into 8 shares, the
+// device-injection webhook registered as in the seed, and Plex asking for its
+// devices.
+package demo
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	nodev1 "k8s.io/api/node/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/gpuslice/gpuslice/internal/localcluster"
+	"github.com/gpuslice/gpuslice/pkg/certs"
+	"github.com/gpuslice/gpuslice/pkg/inject"
+	"github.com/gpuslice/gpuslice/pkg/registration"
+	"github.com/gpuslice/gpuslice/pkg/webhook"
+)
+
+// Options configure a demo run.
+type Options struct {
+	// Out receives the story; Progress the build and start-up lines.
+	Out, Progress io.Writer
+	Log           *slog.Logger
+	// Keep leaves the cluster running until ctx ends.
+	Keep bool
+	// Result, when set, receives the Plex pod as stored, for -o json|yaml.
+	Result func(*corev1.Pod) error
+}
+
+// Env is a local control plane with the webhook running and registered,
+// shared by the demo and the end-to-end tests.
+type Env struct {
+	Cluster *localcluster.Cluster
+	// WebhookURL is where the API server reaches the webhook.
+	WebhookURL string
+	// CA signed the webhook's certificate; it is the registration's caBundle.
+	CA       *certs.CA
+	CertFile string
+	KeyFile  string
+	stop     context.CancelFunc
+	done     chan error
+}
+
+// StartEnv starts the control plane (scheduler and controller manager too),
+// registers node homelabai, and runs and registers the webhook on loopback
+// with certificates from files, as cert-manager would provide them.
+func StartEnv(ctx context.Context, opts localcluster.Options, log *slog.Logger) (env *Env, err error) {
+	opts.Scheduler, opts.ControllerManager = true, true
+	c, err := localcluster.Start(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	env = &Env{Cluster: c}
+	defer func() {
+		if err != nil {
+			env.Stop()
+		}
+	}()
+	if _, err := c.AddNode(ctx, localcluster.HomelabAI()); err != nil {
+		return nil, err
+	}
+	if env.CA, err = certs.NewCA("gpuslice demo webhook CA", 24*time.Hour); err != nil {
+		return nil, err
+	}
+	env.CertFile, env.KeyFile = c.Dir+"/webhook.crt", c.Dir+"/webhook.key"
+	if err := env.IssueWebhookCert(time.Hour); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("listening for the webhook: %w", err)
+	}
+	env.WebhookURL = "https://127.0.0.1:" + strconv.Itoa(ln.Addr().(*net.TCPAddr).Port) + "/mutate"
+	metrics := webhook.NewMetrics()
+	source, err := certs.NewFileSource(env.CertFile, env.KeyFile, metrics.CertificateLoaded)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	srv := &webhook.Server{
+		Handler: webhook.NewHandler(inject.DefaultConfig(registration.DefaultNamespace), metrics, log),
+		Metrics: metrics, Certs: source, Log: log, ShutdownGrace: time.Second,
+	}
+	sctx, cancel := context.WithCancel(context.Background())
+	env.stop, env.done = cancel, make(chan error, 1)
+	go func() { env.done <- srv.Serve(sctx, ln, nil) }()
+	mwc := registration.Build(registration.Options{URL: env.WebhookURL, CABundle: env.CA.CertPEM})
+	if err := registration.Apply(ctx, c.Client, mwc); err != nil {
+		return nil, err
+	}
+	if err := ensureRuntimeClass(ctx, c.Client); err != nil {
+		return nil, err
+	}
+	return env, nil
+}
+
+// IssueWebhookCert writes a new serving certificate for 127.0.0.1 over the
+// webhook's files: a rotation, as cert-manager does it.
+func (e *Env) IssueWebhookCert(validFor time.Duration) error {
+	pair, err := e.CA.Issue(certs.LeafOptions{CommonName: "127.0.0.1", IPs: []net.IP{net.ParseIP("127.0.0.1")}, ValidFor: validFor})
+	if err != nil {
+		return err
+	}
+	return pair.WriteFiles(e.CertFile, e.KeyFile)
+}
+
+// StopWebhook stops the webhook server, leaving its registration in place:
+// the outage that failurePolicy Fail must handle.
+func (e *Env) StopWebhook() error {
+	if e.stop == nil {
+		return nil
+	}
+	e.stop()
+	e.stop = nil
+	return <-e.done
+}
+
+// Stop ends the webhook and the control plane.
+func (e *Env) Stop() {
+	_ = e.StopWebhook()
+	e.Cluster.Stop()
+}
+
+func ensureRuntimeClass(ctx context.Context, cs kubernetes.Interface) error {
+	rc := &nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: "nvidia"}, Handler: "nvidia"}
+	if _, err := cs.NodeV1().RuntimeClasses().Create(ctx, rc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("creating RuntimeClass nvidia: %w", err)
+	}
+	return nil
+}
+
+// EnsureNamespace creates a namespace if it is missing.
+func EnsureNamespace(ctx context.Context, cs kubernetes.Interface, name string) error {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("creating namespace %s: %w", name, err)
+	}
+	return nil
+}
+
+// PlexPod is the seed's Plex example (section "Method 1"): the annotation
+// and NVIDIA environment, no devices and no runtime class of its own.
+func PlexPod() *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: "plex", Namespace: "media",
+			Labels:      map[string]string{"app": "plex"},
+			Annotations: map[string]string{inject.AnnotationProfiles: "nvidia"},
+		},
+		Spec: corev1.PodSpec{
+			NodeSelector: map[string]string{"kubernetes.io/hostname": "homelabai"},
+			Containers: []corev1.Container{{
+				Name:  "plex",
+				Image: "plexinc/pms-docker:latest",
+				Env: []corev1.EnvVar{
+					{Name: "NVIDIA_VISIBLE_DEVICES", Value: "all"},
+					{Name: "NVIDIA_DRIVER_CAPABILITIES", Value: "compute,video,utility"},
+				},
+				Ports: []corev1.ContainerPort{{Name: "pms", ContainerPort: 32400}},
+			}},
+		},
+	}
+}
+
+// WarningRecorder collects the warnings the API server relays from webhooks.
+type WarningRecorder struct{ Warnings []string }
+
+// HandleWarningHeader implements rest.WarningHandler.
+func (w *WarningRecorder) HandleWarningHeader(_ int, _ string, text string) {
+	w.Warnings = append(w.Warnings, text)
+}
+
+// ClientWithWarnings returns a client whose warnings land in rec.
+func ClientWithWarnings(cfg *rest.Config, rec *WarningRecorder) (kubernetes.Interface, error) {
+	cfg = rest.CopyConfig(cfg)
+	cfg.WarningHandler = rec
+	return kubernetes.NewForConfig(cfg)
+}
+
+// Run plays the demo.
+func Run(ctx context.Context, o Options) error {
+	if _, err := localcluster.EnsureBinaries(ctx, o.Progress); err != nil {
+		return err
+	}
+	fmt.Fprintln(o.Progress, "control plane: starting etcd, kube-apiserver, kube-scheduler and kube-controller-manager "+localcluster.KubernetesVersion+"...")
+	start := time.Now()
+	env, err := StartEnv(ctx, localcluster.Options{}, o.Log)
+	if err != nil {
+		return err
+	}
+	defer env.Stop()
+	fmt.Fprintf(o.Progress, "control plane: ready in %s; node homelabai advertises nvidia.com/gpu.shared: 8\n", time.Since(start).Round(100*time.Millisecond))
+	fmt.Fprintf(o.Progress, "webhook: gpu-directory-injector serving at %s, registered with failurePolicy Fail\n\n", env.WebhookURL)
+
+	cs := env.Cluster.Client
+	if err := EnsureNamespace(ctx, cs, "media"); err != nil {
+		return err
+	}
+	rec := &WarningRecorder{}
+	wc, err := ClientWithWarnings(env.Cluster.Config, rec)
+	if err != nil {
+		return err
+	}
+	if _, err := wc.CoreV1().Pods("media").Create(ctx, PlexPod(), metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("creating the Plex pod: %w", err)
+	}
+	pod, err := WaitBound(ctx, cs, "media", "plex")
+	if err != nil {
+		return err
+	}
+	if pod, err = env.Cluster.SetPodRunning(ctx, "media", "plex", true); err != nil {
+		return err
+	}
+	if o.Result != nil {
+		return o.Result(pod)
+	}
+	if err := WritePodReport(o.Out, pod, rec.Warnings); err != nil {
+		return err
+	}
+	if o.Keep {
+		u, _ := url.Parse(env.Cluster.Config.Host)
+		fmt.Fprintf(o.Out, "\nThe cluster keeps running at %s until Ctrl-C:\n  export KUBECONFIG=%s\n", u, env.Cluster.Kubeconfig)
+		<-ctx.Done()
+	}
+	return nil
+}
+
+// WaitBound waits for the scheduler to bind the pod to a node.
+func WaitBound(ctx context.Context, cs kubernetes.Interface, ns, name string) (*corev1.Pod, error) {
+	var pod *corev1.Pod
+	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		p, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		pod = p
+		return p.Spec.NodeName != "", nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("waiting for pod %s/%s to be scheduled: %w", ns, name, err)
+	}
+	return pod, nil
+}

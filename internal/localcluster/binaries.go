@@ -1,0 +1,161 @@
+package localcluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// KubernetesVersion is the control plane's version, pinned by the tools
+// module in hack/controlplane.
+const KubernetesVersion = "v1.36.3"
+
+// Binary names, as envtest expects them in KUBEBUILDER_ASSETS.
+const (
+	Etcd                  = "etcd"
+	KubeAPIServer         = "kube-apiserver"
+	KubeScheduler         = "kube-scheduler"
+	KubeControllerManager = "kube-controller-manager"
+)
+
+// buildTargets maps each binary to its package in the tools module.
+var buildTargets = []struct{ name, pkg string }{
+	{Etcd, "./etcd"},
+	{KubeAPIServer, "k8s.io/kubernetes/cmd/kube-apiserver"},
+	{KubeScheduler, "k8s.io/kubernetes/cmd/kube-scheduler"},
+	{KubeControllerManager, "k8s.io/kubernetes/cmd/kube-controller-manager"},
+}
+
+// ErrNoBinaries means the control-plane binaries are neither in
+// KUBEBUILDER_ASSETS nor buildable from a gpuslice checkout.
+var ErrNoBinaries = errors.New("control-plane binaries not found")
+
+// FindRepoRoot walks up from dir to the gpuslice checkout that holds the
+// tools module.
+func FindRepoRoot(dir string) (string, error) {
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "hack", "controlplane", "go.mod")); err == nil {
+			return d, nil
+		}
+		if filepath.Dir(d) == d {
+			return "", fmt.Errorf("%w: no gpuslice checkout (hack/controlplane/go.mod) above %s; run from the repository or set KUBEBUILDER_ASSETS to a folder holding %s, %s, %s and %s",
+				ErrNoBinaries, dir, Etcd, KubeAPIServer, KubeScheduler, KubeControllerManager)
+		}
+	}
+}
+
+// CacheDir is where a checkout keeps its built binaries (git-ignored).
+func CacheDir(repoRoot string) string {
+	return filepath.Join(repoRoot, ".cache", "controlplane", KubernetesVersion)
+}
+
+// FindBinaries returns a folder holding all four binaries: KUBEBUILDER_ASSETS
+// when set, else the checkout's cache. It builds nothing.
+func FindBinaries() (string, error) {
+	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
+		if missing := missingBinaries(dir); len(missing) > 0 {
+			return "", fmt.Errorf("%w: KUBEBUILDER_ASSETS=%s lacks %v; unset it to use the checkout's cache, or run hack/build-controlplane.sh", ErrNoBinaries, dir, missing)
+		}
+		return dir, nil
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("finding the working directory: %w", err)
+	}
+	root, err := FindRepoRoot(wd)
+	if err != nil {
+		return "", err
+	}
+	dir := CacheDir(root)
+	if missing := missingBinaries(dir); len(missing) > 0 {
+		return "", fmt.Errorf("%w: %s lacks %v; build them with hack/build-controlplane.sh (about 8 minutes the first time)", ErrNoBinaries, dir, missing)
+	}
+	return dir, nil
+}
+
+// EnsureBinaries finds the binaries, building any that are missing from the
+// checkout's tools module. Progress lines go to progress. Concurrent callers
+// (test packages run in parallel) wait on a file lock instead of building
+// twice.
+func EnsureBinaries(ctx context.Context, progress io.Writer) (string, error) {
+	dir, err := FindBinaries()
+	if err == nil || os.Getenv("KUBEBUILDER_ASSETS") != "" {
+		return dir, err
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("finding the working directory: %w", err)
+	}
+	root, err := FindRepoRoot(wd)
+	if err != nil {
+		return "", err
+	}
+	return BuildBinaries(ctx, root, progress)
+}
+
+// BuildBinaries builds whichever binaries the checkout's cache lacks.
+func BuildBinaries(ctx context.Context, repoRoot string, progress io.Writer) (string, error) {
+	dir := CacheDir(repoRoot)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("creating %s: %w", dir, err)
+	}
+	unlock, err := lockFile(filepath.Join(dir, ".build.lock"))
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	toolsDir := filepath.Join(repoRoot, "hack", "controlplane")
+	for i, t := range buildTargets {
+		if _, err := os.Stat(filepath.Join(dir, t.name)); err == nil {
+			fmt.Fprintf(progress, "control plane: %s %s present (%d/%d)\n", t.name, KubernetesVersion, i+1, len(buildTargets))
+			continue
+		}
+		fmt.Fprintf(progress, "control plane: building %s %s from the Go module proxy (%d/%d; the first build takes minutes)...\n", t.name, KubernetesVersion, i+1, len(buildTargets))
+		start := time.Now()
+		// Build to a temporary name and rename, so an interrupted build never
+		// leaves a truncated binary that looks present.
+		tmp := filepath.Join(dir, "."+t.name+".tmp")
+		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", tmp, t.pkg)
+		cmd.Dir = toolsDir
+		cmd.Stdout, cmd.Stderr = progress, progress
+		if err := cmd.Run(); err != nil {
+			return "", fmt.Errorf("building %s in %s: %w", t.name, toolsDir, err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, t.name)); err != nil {
+			return "", fmt.Errorf("installing %s: %w", t.name, err)
+		}
+		fmt.Fprintf(progress, "control plane: built %s in %s\n", t.name, time.Since(start).Round(time.Second))
+	}
+	return dir, nil
+}
+
+func missingBinaries(dir string) []string {
+	var missing []string
+	for _, t := range buildTargets {
+		if fi, err := os.Stat(filepath.Join(dir, t.name)); err != nil || fi.IsDir() {
+			missing = append(missing, t.name)
+		}
+	}
+	return missing
+}
+
+func lockFile(path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("opening lock %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("locking %s: %w", path, err)
+	}
+	return func() {
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
+}

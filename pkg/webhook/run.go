@@ -1,0 +1,127 @@
+package webhook
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/gpuslice/gpuslice/pkg/certs"
+	"github.com/gpuslice/gpuslice/pkg/inject"
+	"github.com/gpuslice/gpuslice/pkg/registration"
+)
+
+// RunOptions configure `gpuslice webhook`.
+type RunOptions struct {
+	ListenAddress  string
+	MetricsAddress string // plain HTTP; empty disables it
+
+	// Certificates from files (cert-manager, a mounted Secret) ...
+	CertFile, KeyFile string
+	// ... or issued from a CA bootstrapped in a Secret.
+	SelfSigned    bool
+	CASecret      string
+	ServiceName   string
+	Namespace     string // the webhook's own namespace
+	WebhookConfig string // MutatingWebhookConfiguration whose caBundle to keep
+	Register      bool   // create or update the registration on start
+	LeafValidity  time.Duration
+	ConfigFile    string
+	ShutdownGrace time.Duration
+	Client        kubernetes.Interface // needed with SelfSigned or Register
+	Log           *slog.Logger
+}
+
+// Run serves the webhook until ctx ends.
+func Run(ctx context.Context, o RunOptions) error {
+	cfg, err := loadConfig(o.ConfigFile, o.Namespace)
+	if err != nil {
+		return err
+	}
+	metrics := NewMetrics()
+	source, caPEM, err := certificateSource(ctx, o, metrics)
+	if err != nil {
+		return err
+	}
+	if o.Register {
+		if o.Client == nil {
+			return errors.New("--register needs access to the cluster: set --kubeconfig or run in a pod")
+		}
+		mwc := registration.Build(registration.Options{
+			Name: o.WebhookConfig, ServiceName: o.ServiceName, ServiceNamespace: o.Namespace,
+			CABundle: caPEM, ExcludedNamespaces: cfg.ExcludedNamespaces,
+		})
+		if err := registration.Apply(ctx, o.Client, mwc); err != nil {
+			return err
+		}
+		o.Log.Info("registered webhook", "mutatingWebhookConfiguration", mwc.Name, "service", o.Namespace+"/"+o.ServiceName)
+	} else if o.SelfSigned {
+		if err := registration.EnsureCABundle(ctx, o.Client, o.WebhookConfig, caPEM); err != nil {
+			return err
+		}
+	}
+	ln, err := net.Listen("tcp", o.ListenAddress)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w; choose another --listen-address", o.ListenAddress, err)
+	}
+	var metricsLn net.Listener
+	if o.MetricsAddress != "" {
+		if metricsLn, err = net.Listen("tcp", o.MetricsAddress); err != nil {
+			ln.Close()
+			return fmt.Errorf("listening on %s: %w; choose another --metrics-address", o.MetricsAddress, err)
+		}
+	}
+	srv := &Server{Handler: NewHandler(cfg, metrics, o.Log), Metrics: metrics, Certs: source, Log: o.Log, ShutdownGrace: o.ShutdownGrace}
+	return srv.Serve(ctx, ln, metricsLn)
+}
+
+func loadConfig(path, namespace string) (*inject.Config, error) {
+	if path == "" {
+		return inject.DefaultConfig(namespace), nil
+	}
+	return inject.LoadConfig(path, namespace)
+}
+
+// certificateSource picks files or the self-signed CA; it returns the CA
+// PEM to trust when gpuslice issues its own certificates.
+func certificateSource(ctx context.Context, o RunOptions, m *Metrics) (certs.Source, []byte, error) {
+	onReload := func(notAfter time.Time, err error) {
+		m.CertificateLoaded(notAfter, err)
+		if err != nil {
+			o.Log.Error("serving certificate not loaded; still serving the previous one", "error", err.Error())
+		} else {
+			o.Log.Info("serving certificate loaded", "notAfter", notAfter.Format(time.RFC3339))
+		}
+	}
+	switch {
+	case o.SelfSigned && (o.CertFile != "" || o.KeyFile != ""):
+		return nil, nil, errors.New("--self-signed and --tls-cert-file/--tls-private-key-file exclude each other: pick one way to get certificates")
+	case o.SelfSigned:
+		if o.Client == nil {
+			return nil, nil, errors.New("--self-signed keeps its CA in a Secret and needs access to the cluster: set --kubeconfig or run in a pod")
+		}
+		ca, err := registration.BootstrapCA(ctx, o.Client, o.Namespace, o.CASecret)
+		if err != nil {
+			return nil, nil, err
+		}
+		validity := o.LeafValidity
+		if validity == 0 {
+			validity = 30 * 24 * time.Hour
+		}
+		src, err := certs.NewIssuingSource(ca, certs.LeafOptions{
+			CommonName: o.ServiceName + "." + o.Namespace + ".svc",
+			DNSNames:   registration.ServiceDNSNames(o.ServiceName, o.Namespace),
+			ValidFor:   validity,
+		}, onReload)
+		return src, ca.CertPEM, err
+	case o.CertFile == "" || o.KeyFile == "":
+		return nil, nil, errors.New("no serving certificate: give --tls-cert-file and --tls-private-key-file, or --self-signed")
+	default:
+		src, err := certs.NewFileSource(o.CertFile, o.KeyFile, onReload)
+		return src, nil, err
+	}
+}
