@@ -130,13 +130,13 @@ func (h *Handler) admit(req *admissionv1.AdmissionRequest) (resp *admissionv1.Ad
 		h.metrics.denials.WithLabelValues("no-object").Inc()
 		return deny(req.UID, "the admission request carries no pod object"), "denied"
 	}
-	var pod corev1.Pod
-	if err := json.Unmarshal(req.Object.Raw, &pod); err != nil {
+	pod, err := inject.DecodePod(req.Object.Raw)
+	if err != nil {
 		h.metrics.denials.WithLabelValues("malformed-pod").Inc()
 		return deny(req.UID, fmt.Sprintf("the pod in the admission request does not decode: %v", err)), "denied"
 	}
-	d := h.config.Load().Mutate(req.Namespace, &pod)
-	name := podName(req, &pod)
+	d := h.config.Load().Mutate(req.Namespace, pod)
+	name := podName(req, pod)
 	if !d.Allowed {
 		h.metrics.denials.WithLabelValues(d.Reason).Inc()
 		h.log.Info("denied pod", "uid", req.UID, "namespace", req.Namespace, "pod", name, "reason", d.Reason, "message", d.Message)
@@ -148,7 +148,7 @@ func (h *Handler) admit(req *admissionv1.AdmissionRequest) (resp *admissionv1.Ad
 	if len(d.Patch) == 0 {
 		return resp, "unchanged"
 	}
-	patch, err := json.Marshal(d.Patch)
+	patch, err := d.PatchJSON()
 	if err != nil {
 		h.metrics.denials.WithLabelValues("internal-error").Inc()
 		return deny(req.UID, fmt.Sprintf("could not encode its patch: %v", err)), "denied"
