@@ -4,7 +4,6 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
-	corev1 "k8s.io/api/core/v1"
 
 	"github.com/gpuslice/gpuslice/internal/demo"
 	"github.com/gpuslice/gpuslice/internal/output"
@@ -20,12 +19,14 @@ func newDemoCommand(g *globals) *cobra.Command {
 kube-controller-manager; built from the Go module proxy the first time, about
 5-10 minutes), register node homelabai advertising nvidia.com/gpu.shared: 8 as
 the time-sliced NVIDIA device plugin would, run and register the device
-injection webhook, create the seed's Plex pod and print what it received.
+injection webhook, create the seed's Plex pod and print what it received; then deploy the
+seed's workloads (Plex, Ollama, TTS, Whisper) and print the share and VRAM
+ledger before and after the AI-dev vLLM deployment.
 
 No GPU and no real cluster are needed. Run it from a gpuslice checkout, or set
 KUBEBUILDER_ASSETS to a folder holding the four binaries.`,
 		Example: `  go run ./cmd/gpuslice demo
-  gpuslice demo -o yaml      # the Plex pod as stored, mutated
+  gpuslice demo -o yaml      # the mutated Plex pod and both ledgers
   gpuslice demo --keep       # leave the cluster running; prints its KUBECONFIG`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -38,7 +39,7 @@ KUBEBUILDER_ASSETS to a folder holding the four binaries.`,
 			}
 			o := demo.Options{Out: os.Stdout, Progress: os.Stderr, Log: log, Keep: keep}
 			if output.IsStructured(format) {
-				o.Result = func(pod *corev1.Pod) error { return output.Write(os.Stdout, format, pod) }
+				o.Result = func(r *demo.Result) error { return output.Write(os.Stdout, format, r) }
 			}
 			return demo.Run(cmd.Context(), o)
 		},

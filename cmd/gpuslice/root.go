@@ -33,7 +33,7 @@ as commands.`,
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "json", "log line format: json or text")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "least severe log level written: debug, info, warn or error")
 	g.kube.AddFlags(root.PersistentFlags())
-	root.AddCommand(newWebhookCommand(g), newDemoCommand(g))
+	root.AddCommand(newWebhookCommand(g), newDemoCommand(g), newStatusCommand(g), newConfigCommand(g))
 	return root
 }
 

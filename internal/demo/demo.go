@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/url"
 	"strconv"
 	"time"
 
@@ -21,11 +20,14 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 
 	"github.com/gpuslice/gpuslice/internal/localcluster"
 	"github.com/gpuslice/gpuslice/pkg/certs"
 	"github.com/gpuslice/gpuslice/pkg/inject"
+	"github.com/gpuslice/gpuslice/pkg/ledger"
 	"github.com/gpuslice/gpuslice/pkg/registration"
+	"github.com/gpuslice/gpuslice/pkg/snapshot"
 	"github.com/gpuslice/gpuslice/pkg/webhook"
 )
 
@@ -36,8 +38,17 @@ type Options struct {
 	Log           *slog.Logger
 	// Keep leaves the cluster running until ctx ends.
 	Keep bool
-	// Result, when set, receives the Plex pod as stored, for -o json|yaml.
-	Result func(*corev1.Pod) error
+	// Result, when set, receives what the demo produced instead of the
+	// tables being printed, for -o json|yaml.
+	Result func(*Result) error
+}
+
+// Result is what the demo shows: the Plex pod as the webhook left it, and
+// the ledger before and after the AI-dev deployment.
+type Result struct {
+	PlexPod *corev1.Pod    `json:"plexPod"`
+	Before  *ledger.Report `json:"before"`
+	After   *ledger.Report `json:"after"`
 }
 
 // Env is a local control plane with the webhook running and registered,
@@ -205,37 +216,77 @@ func Run(ctx context.Context, o Options) error {
 	fmt.Fprintf(o.Progress, "control plane: ready in %s; node homelabai advertises nvidia.com/gpu.shared: 8\n", time.Since(start).Round(100*time.Millisecond))
 	fmt.Fprintf(o.Progress, "webhook: gpu-directory-injector serving at %s, registered with failurePolicy Fail\n\n", env.WebhookURL)
 
+	res := &Result{}
+	warnings, err := createPlexPod(ctx, env, res)
+	if err != nil {
+		return err
+	}
+	if err := Deploy(ctx, env.Cluster, SeedWorkloads()...); err != nil {
+		return err
+	}
+	if res.Before, err = snapshot.Ledger(ctx, env.Cluster.Client, ledger.Options{}); err != nil {
+		return err
+	}
+	if err := Deploy(ctx, env.Cluster, VLLMWorkload()); err != nil {
+		return err
+	}
+	if res.After, err = snapshot.Ledger(ctx, env.Cluster.Client, ledger.Options{}); err != nil {
+		return err
+	}
+	if o.Result != nil {
+		return o.Result(res)
+	}
+	if err := writeStory(o.Out, res, warnings); err != nil {
+		return err
+	}
+	if o.Keep {
+		fmt.Fprintf(o.Out, "\nThe cluster keeps running at %s until Ctrl-C. Try:\n  export KUBECONFIG=%s\n  go run ./cmd/gpuslice status\n", env.Cluster.Config.Host, env.Cluster.Kubeconfig)
+		<-ctx.Done()
+	}
+	return nil
+}
+
+// createPlexPod creates the seed's Plex pod, as a user would with kubectl,
+// keeps what the API server stored and the webhook's warnings, then removes
+// it: the seed's workloads that follow run Plex as a Deployment.
+func createPlexPod(ctx context.Context, env *Env, res *Result) ([]string, error) {
 	cs := env.Cluster.Client
 	if err := EnsureNamespace(ctx, cs, "media"); err != nil {
-		return err
+		return nil, err
 	}
 	rec := &WarningRecorder{}
 	wc, err := ClientWithWarnings(env.Cluster.Config, rec)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if _, err := wc.CoreV1().Pods("media").Create(ctx, PlexPod(), metav1.CreateOptions{}); err != nil {
-		return fmt.Errorf("creating the Plex pod: %w", err)
+		return nil, fmt.Errorf("creating the Plex pod: %w", err)
 	}
-	pod, err := WaitBound(ctx, cs, "media", "plex")
-	if err != nil {
+	if _, err := WaitBound(ctx, cs, "media", "plex"); err != nil {
+		return nil, err
+	}
+	if res.PlexPod, err = env.Cluster.SetPodRunning(ctx, "media", "plex", true); err != nil {
+		return nil, err
+	}
+	// No kubelet confirms a graceful deletion, so delete at once.
+	if err := cs.CoreV1().Pods("media").Delete(ctx, "plex", metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}); err != nil {
+		return nil, fmt.Errorf("removing the demo's Plex pod: %w", err)
+	}
+	return rec.Warnings, nil
+}
+
+// writeStory prints the demo's three steps.
+func writeStory(w io.Writer, res *Result, warnings []string) error {
+	fmt.Fprintln(w, "== 1. The device-injection webhook gives the seed's Plex pod its GPU ==")
+	if err := WritePodReport(w, res.PlexPod, warnings); err != nil {
 		return err
 	}
-	if pod, err = env.Cluster.SetPodRunning(ctx, "media", "plex", true); err != nil {
+	fmt.Fprintln(w, "\n== 2. GPU allocation before the AI-dev deployment (gpuslice status) ==")
+	if err := ledger.WriteTable(w, res.Before, false); err != nil {
 		return err
 	}
-	if o.Result != nil {
-		return o.Result(pod)
-	}
-	if err := WritePodReport(o.Out, pod, rec.Warnings); err != nil {
-		return err
-	}
-	if o.Keep {
-		u, _ := url.Parse(env.Cluster.Config.Host)
-		fmt.Fprintf(o.Out, "\nThe cluster keeps running at %s until Ctrl-C:\n  export KUBECONFIG=%s\n", u, env.Cluster.Kubeconfig)
-		<-ctx.Done()
-	}
-	return nil
+	fmt.Fprintln(w, "\n== 3. After the AI-dev deployment: vLLM, hybrid, 2 shares, GPU_MEMORY_UTILIZATION 0.70 ==")
+	return ledger.WriteTable(w, res.After, false)
 }
 
 // WaitBound waits for the scheduler to bind the pod to a node.

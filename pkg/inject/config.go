@@ -9,6 +9,7 @@ package inject
 import (
 	"errors"
 	"fmt"
+	"github.com/gpuslice/gpuslice/internal/suggest"
 	"os"
 	"path"
 	"slices"
@@ -264,7 +265,7 @@ func (p *problems) strict(err error) {
 	}
 	parent, name := splitFieldPath(fieldPath)
 	known := knownFields[parent]
-	if guess := closest(name, known); guess != "" {
+	if guess, _ := suggest.Closest(name, known); guess != "" {
 		p.addf(fieldPath, "unknown field; did you mean %q?", guess)
 		return
 	}
@@ -291,41 +292,6 @@ func splitFieldPath(p string) (parent, name string) {
 		return clean[:i], clean[i+1:]
 	}
 	return "", clean
-}
-
-// closest returns the candidate equal to s ignoring case, starting with it,
-// or within edit distance 2; or "".
-func closest(s string, candidates []string) string {
-	best, bestDist := "", 3
-	for _, c := range candidates {
-		if strings.EqualFold(s, c) || len(s) >= 3 && strings.HasPrefix(strings.ToLower(c), strings.ToLower(s)) {
-			return c
-		}
-		if d := editDistance(strings.ToLower(s), strings.ToLower(c)); d < bestDist {
-			best, bestDist = c, d
-		}
-	}
-	return best
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 func (fc *fileConfig) validate(p *problems) {

@@ -1,0 +1,62 @@
+package registration
+
+import (
+	"testing"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+)
+
+func TestBuild(t *testing.T) {
+	tests := []struct {
+		name         string
+		opts         Options
+		wantService  bool
+		wantExcluded []string
+	}{
+		{name: "in cluster", opts: Options{ServiceName: "gpu-webhook", ServiceNamespace: "gpu-system"}, wantService: true, wantExcluded: []string{"gpu-system", "kube-system"}},
+		{name: "other namespace", opts: Options{ServiceName: "w", ServiceNamespace: "gpuslice"}, wantService: true, wantExcluded: []string{"gpuslice", "kube-system"}},
+		{name: "URL", opts: Options{URL: "https://127.0.0.1:8443/mutate"}, wantExcluded: []string{"gpu-system", "kube-system"}},
+		{name: "configured exclusions", opts: Options{URL: "https://x/mutate", ExcludedNamespaces: []string{"kube-system", "media", "kube-system", ""}}, wantExcluded: []string{"kube-system", "media"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := Build(tt.opts)
+			if m.Name != DefaultName || len(m.Webhooks) != 1 {
+				t.Fatalf("name %q, %d webhooks", m.Name, len(m.Webhooks))
+			}
+			w := m.Webhooks[0]
+			if *w.FailurePolicy != admissionregistrationv1.Fail || *w.SideEffects != admissionregistrationv1.SideEffectClassNone ||
+				*w.ReinvocationPolicy != admissionregistrationv1.IfNeededReinvocationPolicy || *w.TimeoutSeconds != DefaultTimeoutSecond {
+				t.Errorf("policy: %v %v %v %v", *w.FailurePolicy, *w.SideEffects, *w.ReinvocationPolicy, *w.TimeoutSeconds)
+			}
+			if got := w.ClientConfig.Service != nil; got != tt.wantService {
+				t.Errorf("service reference = %v, want %v", got, tt.wantService)
+			}
+			if tt.wantService && (*w.ClientConfig.Service.Path != "/mutate" || *w.ClientConfig.Service.Port != 443) {
+				t.Errorf("service path/port: %v %v", *w.ClientConfig.Service.Path, *w.ClientConfig.Service.Port)
+			}
+			if len(w.Rules) != 1 || len(w.Rules[0].Operations) != 1 || w.Rules[0].Operations[0] != admissionregistrationv1.Create || w.Rules[0].Resources[0] != "pods" {
+				t.Errorf("rules: %+v", w.Rules)
+			}
+			got := w.NamespaceSelector.MatchExpressions[0].Values
+			if len(got) != len(tt.wantExcluded) {
+				t.Fatalf("excluded %v, want %v", got, tt.wantExcluded)
+			}
+			for i := range got {
+				if got[i] != tt.wantExcluded[i] {
+					t.Errorf("excluded %v, want %v", got, tt.wantExcluded)
+				}
+			}
+			if len(w.MatchConditions) != 1 || w.MatchConditions[0].Expression != MatchExpression() {
+				t.Errorf("matchConditions: %+v", w.MatchConditions)
+			}
+		})
+	}
+}
+
+func TestMatchExpression(t *testing.T) {
+	want := `has(object.metadata.annotations) && ("gpu-directories" in object.metadata.annotations || "gpu-shares" in object.metadata.annotations)`
+	if got := MatchExpression(); got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+}

@@ -1,0 +1,34 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/gpuslice/gpuslice/internal/demo"
+)
+
+// TestDemo keeps the README's first command true: the demo runs on a fresh
+// control plane and tells the whole story.
+func TestDemo(t *testing.T) {
+	var out bytes.Buffer
+	err := demo.Run(context.Background(), demo.Options{Out: &out, Progress: io.Discard, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatalf("demo: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{
+		"runtimeClassName:  nvidia",
+		"nvidia-uvm   /dev/nvidia-uvm   plex        /dev/nvidia-uvm",
+		"Available   -                     4            50%",
+		"vllm-server   ai-dev      hybrid    2            25%",
+		"Available     -                     2            25%",
+		"Risk: Potential total",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out.String())
+		}
+	}
+}

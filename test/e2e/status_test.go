@@ -1,0 +1,171 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"github.com/gpuslice/gpuslice/internal/golden"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/gpuslice/gpuslice/internal/demo"
+	"github.com/gpuslice/gpuslice/internal/localcluster"
+	"github.com/gpuslice/gpuslice/pkg/ledger"
+	"github.com/gpuslice/gpuslice/pkg/snapshot"
+)
+
+func statusTable(ctx context.Context, t *testing.T, cs kubernetes.Interface, opt ledger.Options) []byte {
+	t.Helper()
+	report, err := snapshot.Ledger(ctx, cs, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if err := ledger.WriteTable(&b, report, false); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// TestStatusSeedCluster: the seed's workloads, deployed as Deployments that
+// kube-controller-manager turns into pods and kube-scheduler binds, give the
+// seed's "Before" and "After AI-dev Deployment" tables.
+func TestStatusSeedCluster(t *testing.T) {
+	env := startEnv(t)
+	ctx := testContext(t)
+	cs := env.Cluster.Client
+	if err := demo.Deploy(ctx, env.Cluster, demo.SeedWorkloads()...); err != nil {
+		t.Fatal(err)
+	}
+	golden.Check(t, "testdata/status-before.golden", statusTable(ctx, t, cs, ledger.Options{}))
+	if err := demo.Deploy(ctx, env.Cluster, demo.VLLMWorkload()); err != nil {
+		t.Fatal(err)
+	}
+	golden.Check(t, "testdata/status-after.golden", statusTable(ctx, t, cs, ledger.Options{}))
+	golden.Check(t, "testdata/status-after-ai.golden", statusTable(ctx, t, cs, ledger.Options{Namespace: "ai"}))
+
+	// Pods that finished or failed hold no share. (A Deployment's pod would
+	// just be replaced by kube-controller-manager, so use bare pods.)
+	for _, phase := range []corev1.PodPhase{corev1.PodSucceeded, corev1.PodFailed} {
+		pod := plainPod("ai", "batch-"+strings.ToLower(string(phase)))
+		pod.Spec.RestartPolicy = corev1.RestartPolicyNever
+		pod.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": "homelabai"}
+		one := resource.MustParse("1")
+		pod.Spec.Containers[0].Resources.Limits = corev1.ResourceList{"nvidia.com/gpu.shared": one}
+		if _, err := cs.CoreV1().Pods("ai").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := demo.WaitBound(ctx, cs, "ai", pod.Name); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := env.Cluster.SetPodRunning(ctx, "ai", pod.Name, true); err != nil {
+			t.Fatal(err)
+		}
+		report, err := snapshot.Ledger(ctx, cs, ledger.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u := sharedUsage(t, report, "homelabai"); u.Allocated != 7 {
+			t.Errorf("running %s: allocated %d, want 7", pod.Name, u.Allocated)
+		}
+		if _, err := env.Cluster.SetPodStatus(ctx, "ai", pod.Name, func(p *corev1.Pod) { p.Status.Phase = phase }); err != nil {
+			t.Fatal(err)
+		}
+		// The earlier batch pod finished too: back to the seed's 6.
+		if report, err = snapshot.Ledger(ctx, cs, ledger.Options{}); err != nil {
+			t.Fatal(err)
+		}
+		if u := sharedUsage(t, report, "homelabai"); u.Allocated != 6 || u.Free != 2 {
+			t.Errorf("after %s %s: allocated %d free %d, want 6 and 2", pod.Name, phase, u.Allocated, u.Free)
+		}
+	}
+}
+
+// TestStatusTwoGPUNode: a node with two GPUs time-sliced 4 ways each
+// advertises 8 shares; the scheduler fills it and refuses the ninth.
+func TestStatusTwoGPUNode(t *testing.T) {
+	env := startEnv(t)
+	ctx := testContext(t)
+	cs := env.Cluster.Client
+	node := localcluster.GPUNode{
+		Name: "gpubox",
+		Labels: map[string]string{
+			"nvidia.com/gpu.product": "NVIDIA-RTX-A4000-SHARED", "nvidia.com/gpu.count": "2",
+			"nvidia.com/gpu.memory": "16376", "nvidia.com/gpu.replicas": "4",
+		},
+		Resources: corev1.ResourceList{"nvidia.com/gpu": resource.MustParse("0"), "nvidia.com/gpu.shared": resource.MustParse("8")},
+	}
+	if _, err := env.Cluster.AddNode(ctx, node); err != nil {
+		t.Fatal(err)
+	}
+	var workloads []demo.Workload
+	for _, w := range []struct {
+		name   string
+		shares int64
+	}{{"trainer", 4}, {"embedder", 3}} {
+		wl := demo.Workload{Deployment: demo.SharesDeployment("lab", w.name, w.shares)}
+		wl.Deployment.Spec.Template.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": "gpubox"}
+		workloads = append(workloads, wl)
+	}
+	if err := demo.Deploy(ctx, env.Cluster, workloads...); err != nil {
+		t.Fatal(err)
+	}
+	report, err := snapshot.Ledger(ctx, cs, ledger.Options{Node: "gpubox"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := report.Nodes[0]
+	if n.GPUCount != 2 || n.GPUReplicas != 4 || n.VRAM.AvailableBytes != 2*16376<<20 {
+		t.Errorf("node info: %d GPUs, %d replicas, %d bytes", n.GPUCount, n.GPUReplicas, n.VRAM.AvailableBytes)
+	}
+	if u := sharedUsage(t, report, "gpubox"); u.Allocatable != 8 || u.Allocated != 7 || u.Free != 1 {
+		t.Errorf("gpubox shares: %+v, want 7 of 8 allocated", u)
+	}
+	golden.Check(t, "testdata/status-gpubox.golden", statusTable(ctx, t, cs, ledger.Options{Node: "gpubox"}))
+}
+
+// TestStatusErrors: an unreachable cluster and a user without RBAC get
+// errors that say what to do.
+func TestStatusErrors(t *testing.T) {
+	env := startEnv(t)
+	ctx := testContext(t)
+	cfg := rest.CopyConfig(env.Cluster.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: "jane"}
+	forbidden, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := snapshot.Ledger(ctx, forbidden, ledger.Options{}); err == nil || !strings.Contains(err.Error(), "grant get and list on nodes") {
+		t.Errorf("without RBAC: %v", err)
+	}
+	down := rest.CopyConfig(env.Cluster.Config)
+	down.Host = "https://127.0.0.1:1"
+	unreachable, err := kubernetes.NewForConfig(down)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := snapshot.Ledger(ctx, unreachable, ledger.Options{}); err == nil || !strings.Contains(err.Error(), "cannot reach the Kubernetes API server") {
+		t.Errorf("unreachable: %v", err)
+	}
+}
+
+func sharedUsage(t *testing.T, r *ledger.Report, node string) ledger.ResourceUsage {
+	t.Helper()
+	for _, n := range r.Nodes {
+		if n.Name != node {
+			continue
+		}
+		for _, u := range n.Resources {
+			if u.Name == "nvidia.com/gpu.shared" {
+				return u
+			}
+		}
+	}
+	t.Fatalf("node %s has no nvidia.com/gpu.shared in %+v", node, r)
+	return ledger.ResourceUsage{}
+}
