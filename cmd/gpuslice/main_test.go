@@ -158,3 +158,20 @@ func TestClusterCommands(t *testing.T) {
 		t.Errorf("--node nope: %v", err)
 	}
 }
+
+func TestWebhookFlagErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"webhook"}, "no serving certificate"},
+		{[]string{"webhook", "--tls-cert-file", filepath.Join(dir, "missing.crt"), "--tls-private-key-file", filepath.Join(dir, "missing.key")}, "missing.crt"},
+		{[]string{"webhook", "--log-format", "xml"}, "--log-format"},
+		{[]string{"webhook", "--config", filepath.Join(dir, "nope.yaml"), "--tls-cert-file", "x", "--tls-private-key-file", "y"}, "nope.yaml"},
+	} {
+		if _, err := run(t, "", tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("gpuslice %s: err = %v, want it to mention %q", strings.Join(tc.args, " "), err, tc.want)
+		}
+	}
+}
