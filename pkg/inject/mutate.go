@@ -248,10 +248,21 @@ func devicesOf(profiles []*Profile) []profileDevice {
 	return out
 }
 
-// volumeOwner says who holds a volume name, for conflict messages.
+// volumeOwner says who holds a volume name, for conflict messages. It
+// keeps the volume, not its description: describing costs an encode and a
+// decode, and every real pod has volumes (the service-account token) that
+// never conflict.
 type volumeOwner struct {
 	fromPod bool
-	desc    string
+	volume  corev1.Volume
+	profile string // the profile whose device planned it, when not from the pod
+}
+
+func (o volumeOwner) describe() string {
+	if o.fromPod {
+		return describeVolume(o.volume)
+	}
+	return fmt.Sprintf("%s, device of profile %s", describeVolume(o.volume), o.profile)
 }
 
 // injectDevices mounts every device into every target container that has
@@ -265,7 +276,7 @@ func (m *mutation) injectDevices(profiles []*Profile) *denial {
 	byName := map[string]volumeOwner{}
 	for _, v := range spec.Volumes {
 		if !hasKey(byName, v.Name) {
-			byName[v.Name] = volumeOwner{fromPod: true, desc: describeVolume(v)}
+			byName[v.Name] = volumeOwner{fromPod: true, volume: v}
 		}
 		if v.HostPath != nil {
 			if p := path.Clean(v.HostPath.Path); !hasKey(byPath, p) {
@@ -328,7 +339,7 @@ func (m *mutation) injectDevices(profiles []*Profile) *denial {
 			HostPath: &corev1.HostPathVolumeSource{Path: dev.HostPath, Type: dev.Type},
 		}}
 		newVolumes = append(newVolumes, vol)
-		byName[name] = volumeOwner{desc: fmt.Sprintf("%s, device of profile %s", describeVolume(vol), dev.profile)}
+		byName[name] = volumeOwner{volume: vol, profile: dev.profile}
 		byPath[dev.HostPath] = name
 	}
 	m.ops = addToList(m.ops, "/spec/volumes", len(spec.Volumes) > 0, newVolumes)
@@ -353,11 +364,11 @@ func volumeConflict(name string, owner volumeOwner, dev profileDevice) *denial {
 		return deny(ReasonVolumeConflict,
 			"the pod's volume %q is %s, but profile %s needs that name for hostPath %s; rename the pod's volume, "+
 				"or give the pod a hostPath volume for %s (any name) so it is reused",
-			name, owner.desc, dev.profile, dev.HostPath, dev.HostPath)
+			name, owner.describe(), dev.profile, dev.HostPath, dev.HostPath)
 	}
 	return deny(ReasonVolumeConflict,
 		"volume name %q is used by two devices: %s, and %s of profile %s; give one of them another name in the injector config",
-		name, owner.desc, dev.HostPath, dev.profile)
+		name, owner.describe(), dev.HostPath, dev.profile)
 }
 
 // describeVolume names a volume's source, e.g. "hostPath /dev/nvidia0" or "emptyDir".
