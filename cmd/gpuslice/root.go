@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -33,8 +35,39 @@ as commands.`,
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "json", "log line format: json or text")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "least severe log level written: debug, info, warn or error")
 	g.kube.AddFlags(root.PersistentFlags())
-	root.AddCommand(newWebhookCommand(g), newDemoCommand(g), newStatusCommand(g), newConfigCommand(g))
+	root.AddCommand(newWebhookCommand(g), newDemoCommand(g), newStatusCommand(g), newConfigCommand(g), newTuneCommand(g), newReleaseCommand(g), newRestoreCommand(g), newPlexHealthCommand(g), newDoctorCommand(g), newAgentCommand(g), newTopCommand(g))
+	followBinaryName(root, os.Args[0])
 	return root
+}
+
+// pluginBinary is the binary's name as a kubectl plugin: kubectl runs
+// kubectl-gpuslice from PATH for `kubectl gpuslice`.
+const pluginBinary = "kubectl-gpuslice"
+
+// exampleLine matches the command at the start of an example line.
+var exampleLine = regexp.MustCompile(`(?m)^(\s*)gpuslice\b`)
+
+// followBinaryName makes help read as the user types the command: installed
+// as the kubectl plugin, usage lines and examples say "kubectl gpuslice".
+// Cobra takes a command's name from the first word of Use, so the two-word
+// name goes in the display-name annotation, as cobra documents for plugins.
+func followBinaryName(root *cobra.Command, binary string) {
+	if strings.TrimSuffix(filepath.Base(binary), ".exe") != pluginBinary {
+		return
+	}
+	root.Use = pluginBinary
+	if root.Annotations == nil {
+		root.Annotations = map[string]string{}
+	}
+	root.Annotations[cobra.CommandDisplayNameAnnotation] = "kubectl gpuslice"
+	var rename func(*cobra.Command)
+	rename = func(c *cobra.Command) {
+		c.Example = exampleLine.ReplaceAllString(c.Example, "${1}kubectl gpuslice")
+		for _, sub := range c.Commands() {
+			rename(sub)
+		}
+	}
+	rename(root)
 }
 
 // logger builds the structured logger every long-running command uses.

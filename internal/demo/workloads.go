@@ -21,6 +21,10 @@ import (
 // AnnotationGPUMemory declares a workload's expected VRAM for the ledger.
 const AnnotationGPUMemory = "gpu-memory"
 
+// annotationProtected is ops.AnnotationProtected, spelled out because
+// pkg/ops's tests use this package (the end-to-end tests check they agree).
+const annotationProtected = "gpuslice.io/protected"
+
 // Workload is one of the seed's GPU workloads as a Deployment (and the
 // ConfigMap it reads, for vLLM).
 type Workload struct {
@@ -31,9 +35,11 @@ type Workload struct {
 // SeedWorkloads are the reference cluster's workloads before the AI-dev
 // deployment (seed, "Current GPU Allocation" and "GPU Memory
 // Considerations"): Plex through the webhook only, Ollama, TTS and Whisper
-// by share requests.
+// by share requests. Plex is protected: gpuslice release refuses it, since
+// freeing the GPU for Plex is what releases are for.
 func SeedWorkloads() []Workload {
 	plex := deployment("media", "plex", "plexinc/pms-docker:latest", 0, "1Gi-2Gi")
+	plex.Annotations = map[string]string{annotationProtected: "true"}
 	plex.Spec.Template.Annotations[inject.AnnotationProfiles] = "nvidia"
 	plex.Spec.Template.Spec.Containers[0].Env = PlexPod().Spec.Containers[0].Env
 	return []Workload{

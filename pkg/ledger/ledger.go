@@ -477,6 +477,5 @@ func sortedKeys[V any](m map[string]V) []string {
 // carries the gpu-directories annotation. Callers use it to fetch only what
 // GPU pods need, such as the ConfigMaps they read.
 func IsGPUPod(pod *corev1.Pod, opt Options) bool {
-	b := newBuilder(Input{}, opt)
-	return pod.Annotations[AnnotationGPUDirectories] != "" || len(podRequests(pod, b.isGPUResource)) > 0
+	return pod.Annotations[AnnotationGPUDirectories] != "" || len(PodRequests(pod, opt)) > 0
 }

@@ -9,6 +9,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/gpuslice/gpuslice/pkg/podenv"
 )
 
 const (
@@ -140,41 +142,13 @@ func (b *builder) podMemory(pod *corev1.Pod, workload string, gpuMemory int64) (
 }
 
 // gpuMemoryUtilization finds the variable in the pod's containers the way
-// the kubelet resolves it: envFrom sources in order, then env entries,
-// later ones winning. Secrets are not read.
+// the kubelet resolves it (podenv.Lookup): the first container that sets
+// it, from a value or a ConfigMap. Secrets are not read.
 func (b *builder) gpuMemoryUtilization(pod *corev1.Pod) (value, from string, found bool) {
-	lookup := func(cmName, key string) (string, bool) {
-		cm := b.configMaps[nsName(pod.Namespace, cmName)]
-		if cm == nil {
-			return "", false
-		}
-		v, ok := cm.Data[key]
-		return v, ok
-	}
-	const name = EnvGPUMemoryUtilization
-	for _, c := range pod.Spec.Containers {
-		for _, ef := range c.EnvFrom {
-			if ef.ConfigMapRef == nil || !strings.HasPrefix(name, ef.Prefix) {
-				continue
-			}
-			if v, ok := lookup(ef.ConfigMapRef.Name, strings.TrimPrefix(name, ef.Prefix)); ok {
-				value, from, found = v, "configmap "+nsName(pod.Namespace, ef.ConfigMapRef.Name), true
-			}
-		}
-		for _, e := range c.Env {
-			switch {
-			case e.Name != name:
-			case e.ValueFrom == nil:
-				value, from, found = e.Value, "env of container "+c.Name, true
-			case e.ValueFrom.ConfigMapKeyRef != nil:
-				ref := e.ValueFrom.ConfigMapKeyRef
-				if v, ok := lookup(ref.Name, ref.Key); ok {
-					value, from, found = v, "configmap "+nsName(pod.Namespace, ref.Name), true
-				}
-			}
-		}
-		if found {
-			return value, from, true
+	configMaps := func(name string) *corev1.ConfigMap { return b.configMaps[nsName(pod.Namespace, name)] }
+	for i := range pod.Spec.Containers {
+		if s, ok := podenv.Lookup(pod.Namespace, &pod.Spec.Containers[i], configMaps, EnvGPUMemoryUtilization); ok {
+			return s.Value, s.From, true
 		}
 	}
 	return "", "", false

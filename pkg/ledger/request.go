@@ -4,6 +4,21 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
+// PodRequests is the pod's effective request of each GPU resource the
+// ledger counts under opt (every "nvidia.com/..." resource and
+// opt.SharedResources), as Build adds it up: the way the scheduler
+// computes it, init containers and overhead included. Zero requests are
+// left out.
+func PodRequests(pod *corev1.Pod, opt Options) map[string]int64 {
+	return podRequests(pod, newBuilder(Input{}, opt).isGPUResource)
+}
+
+// ContainerRequest is the container's request of one resource, falling
+// back to its limit, as PodRequests reads each container.
+func ContainerRequest(c corev1.Container, name corev1.ResourceName) int64 {
+	return containerRequests(c, func(n corev1.ResourceName) bool { return n == name })[string(name)]
+}
+
 // podRequests returns the pod's effective request of each wanted resource
 // the way the scheduler computes it (k8s.io/component-helpers resource
 // PodRequests): regular containers and restartable (sidecar) init

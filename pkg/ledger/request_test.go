@@ -61,3 +61,34 @@ func TestPodRequests(t *testing.T) {
 		})
 	}
 }
+
+func TestExportedRequests(t *testing.T) {
+	const custom = "example.com/vgpu"
+	pod := &corev1.Pod{Spec: corev1.PodSpec{
+		InitContainers: []corev1.Container{withRequests("i", "nvidia.com/gpu.shared", 4)},
+		Containers: []corev1.Container{
+			withRequests("a", "nvidia.com/gpu.shared", 1),
+			withRequests("b", custom, 2),
+			withRequests("c", "cpu", 3),
+		},
+	}}
+	if got, want := PodRequests(pod, Options{}), map[string]int64{"nvidia.com/gpu.shared": 4}; !maps.Equal(got, want) {
+		t.Errorf("default options: got %v, want %v", got, want)
+	}
+	if got, want := PodRequests(pod, Options{SharedResources: []string{custom}}), map[string]int64{"nvidia.com/gpu.shared": 4, custom: 2}; !maps.Equal(got, want) {
+		t.Errorf("shared %s: got %v, want %v", custom, got, want)
+	}
+
+	limitOnly := corev1.Container{Name: "l"}
+	setQuantity(&limitOnly.Resources.Limits, custom, 2)
+	both := withRequests("b", custom, 1)
+	setQuantity(&both.Resources.Limits, custom, 3)
+	for _, tt := range []struct {
+		c    corev1.Container
+		want int64
+	}{{withRequests("r", custom, 5), 5}, {limitOnly, 2}, {both, 1}, {withRequests("o", "cpu", 1), 0}} {
+		if got := ContainerRequest(tt.c, custom); got != tt.want {
+			t.Errorf("ContainerRequest(%s) = %d, want %d", tt.c.Name, got, tt.want)
+		}
+	}
+}

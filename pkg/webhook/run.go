@@ -8,6 +8,8 @@ import (
 	"net"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/gpuslice/gpuslice/pkg/certs"
@@ -60,7 +62,7 @@ func Run(ctx context.Context, o RunOptions) error {
 		}
 		o.Log.Info("registered webhook", "mutatingWebhookConfiguration", mwc.Name, "service", o.Namespace+"/"+o.ServiceName)
 	} else if o.SelfSigned {
-		if err := registration.EnsureCABundle(ctx, o.Client, o.WebhookConfig, caPEM); err != nil {
+		if err := keepCABundle(ctx, o, caPEM); err != nil {
 			return err
 		}
 	}
@@ -124,4 +126,34 @@ func certificateSource(ctx context.Context, o RunOptions, m *Metrics) (certs.Sou
 		src, err := certs.NewFileSource(o.CertFile, o.KeyFile, onReload)
 		return src, nil, err
 	}
+}
+
+// keepCABundle writes the CA into the registration's caBundle. A
+// registration that does not exist yet (Helm creates it after the
+// Deployment) is retried in the background while the server starts, instead
+// of failing the process into a restart loop; any other error stops the
+// start, since it will not heal by itself.
+func keepCABundle(ctx context.Context, o RunOptions, caPEM []byte) error {
+	err := registration.EnsureCABundle(ctx, o.Client, o.WebhookConfig, caPEM)
+	if !apierrors.IsNotFound(err) {
+		return err
+	}
+	o.Log.Warn("registration not found yet; will write the caBundle when it appears",
+		"mutatingWebhookConfiguration", o.WebhookConfig)
+	go func() {
+		_ = wait.PollUntilContextCancel(ctx, 2*time.Second, false, func(ctx context.Context) (bool, error) {
+			err := registration.EnsureCABundle(ctx, o.Client, o.WebhookConfig, caPEM)
+			switch {
+			case err == nil:
+				o.Log.Info("caBundle written", "mutatingWebhookConfiguration", o.WebhookConfig)
+				return true, nil
+			case apierrors.IsNotFound(err):
+				return false, nil
+			default:
+				o.Log.Error("writing caBundle", "error", err.Error())
+				return false, nil
+			}
+		})
+	}()
+	return nil
 }

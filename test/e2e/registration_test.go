@@ -199,3 +199,53 @@ func ready(addr string, caBundle []byte) bool {
 	resp.Body.Close()
 	return resp.StatusCode == http.StatusOK
 }
+
+// TestSelfSignedBeforeRegistration: Helm creates the registration after the
+// Deployment, so a self-signed webhook may start first. It must keep
+// serving and write its CA once the registration appears.
+func TestSelfSignedBeforeRegistration(t *testing.T) {
+	c := startPlainCluster(t)
+	ctx := testContext(t)
+	if err := demo.EnsureNamespace(ctx, c.Client, "gpu-system"); err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- webhook.Run(runCtx, webhook.RunOptions{
+			ListenAddress: freeAddr(t), SelfSigned: true,
+			CASecret: "gpu-webhook-ca", ServiceName: "gpu-webhook", Namespace: "gpu-system",
+			WebhookConfig: registration.DefaultName, Client: c.Client,
+			Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		})
+	}()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("webhook.Run: %v", err)
+		}
+	}()
+	// The CA Secret exists once the webhook has started.
+	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		select {
+		case err := <-done:
+			return false, fmt.Errorf("webhook exited before its registration existed: %v", err)
+		default:
+		}
+		_, err := c.Client.CoreV1().Secrets("gpu-system").Get(ctx, "gpu-webhook-ca", metav1.GetOptions{})
+		return err == nil, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := registration.Apply(ctx, c.Client, registration.Build(registration.Options{ServiceName: "gpu-webhook", ServiceNamespace: "gpu-system"})); err != nil {
+		t.Fatal(err)
+	}
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		mwc, err := c.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, registration.DefaultName, metav1.GetOptions{})
+		return err == nil && len(mwc.Webhooks[0].ClientConfig.CABundle) > 0, nil
+	})
+	if err != nil {
+		t.Fatalf("caBundle never written after the registration appeared: %v", err)
+	}
+}

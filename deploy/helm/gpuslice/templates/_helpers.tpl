@@ -1,0 +1,112 @@
+{{/* Name of the chart, or nameOverride. */}}
+{{- define "gpuslice.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Prefix of every object's name: the release name, unless it already says gpuslice. */}}
+{{- define "gpuslice.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Labels of every object. deploy/manifests is rendered with Release.Service
+"kubectl", so the plain manifests claim no Helm ownership.
+*/}}
+{{- define "gpuslice.labels" -}}
+{{ if eq .Release.Service "Helm" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ end -}}
+app.kubernetes.io/name: {{ include "gpuslice.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: gpuslice
+{{- end }}
+
+{{/*
+Selector labels of one component; call with (dict "ctx" $ "component" "webhook").
+`gpuslice top` finds the agent by app.kubernetes.io/component=agent, and
+`gpuslice doctor` the webhook by app.kubernetes.io/name=gpuslice.
+*/}}
+{{- define "gpuslice.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "gpuslice.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* All labels of one component's objects. */}}
+{{- define "gpuslice.componentLabels" -}}
+{{ include "gpuslice.labels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "gpuslice.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{- define "gpuslice.webhook.serviceAccountName" -}}
+{{- printf "%s-webhook" (include "gpuslice.fullname" .) }}
+{{- end }}
+
+{{- define "gpuslice.agent.serviceAccountName" -}}
+{{- printf "%s-agent" (include "gpuslice.fullname" .) }}
+{{- end }}
+
+{{/* cert-manager's Certificate for the webhook, and the Secret it writes. */}}
+{{- define "gpuslice.webhook.certificateName" -}}
+{{- printf "%s-webhook" (include "gpuslice.fullname" .) }}
+{{- end }}
+
+{{- define "gpuslice.webhook.tlsSecretName" -}}
+{{- printf "%s-webhook-tls" (include "gpuslice.fullname" .) }}
+{{- end }}
+
+{{- define "gpuslice.webhook.configMapName" -}}
+{{- printf "%s-webhook-config" (include "gpuslice.fullname" .) }}
+{{- end }}
+
+{{/*
+The injector config written to the ConfigMap: the values, with apiVersion
+and kind added when they are missing.
+*/}}
+{{- define "gpuslice.webhook.config" -}}
+{{- $c := deepCopy .Values.webhook.config }}
+{{- $_ := set $c "apiVersion" (default "gpuslice.io/v1alpha1" $c.apiVersion) }}
+{{- $_ = set $c "kind" (default "InjectorConfig" $c.kind) }}
+{{- toYaml $c }}
+{{- end }}
+
+{{/*
+Namespaces whose pods are never sent to the webhook, as
+registration.Build computes them: the config's excludedNamespaces when it
+names some, else kube-system and the release namespace; sorted, unique.
+*/}}
+{{- define "gpuslice.webhook.excludedNamespaces" -}}
+{{- $excluded := list "kube-system" .Release.Namespace }}
+{{- with .Values.webhook.config.excludedNamespaces }}
+{{- $excluded = . }}
+{{- end }}
+{{- toJson ($excluded | compact | uniq | sortAlpha) }}
+{{- end }}
+
+{{/* The restricted securityContext both containers run with. */}}
+{{- define "gpuslice.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+capabilities:
+  drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}

@@ -1,0 +1,107 @@
+// A stand-in libnvidia-ml.so.1 for machines without a GPU: the C API the
+// agent calls, answering with the fixture of recorded.go (the reference
+// RTX 3080 Ti). nvml_cgo_test.go compiles it with the system C compiler,
+// so the real binding (dlopen, dlsym, struct layouts, buffer growth) runs
+// here. GPUSLICE_FAKE_NVML_INIT=<code> makes nvmlInit_v2 fail with code;
+// GPUSLICE_FAKE_NVML_PROCESSES=<n> replaces the processes with n compute
+// processes, PIDs 100000 up, 64 MiB each (bench/agent).
+#include <stdlib.h>
+#include <string.h>
+
+typedef int nvmlReturn_t;
+typedef void *nvmlDevice_t;
+typedef struct { unsigned long long total, free, used; } nvmlMemory_t;
+typedef struct { unsigned int gpu, memory; } nvmlUtilization_t;
+typedef struct {
+	unsigned int pid;
+	unsigned long long usedGpuMemory;
+	unsigned int gpuInstanceId, computeInstanceId;
+} nvmlProcessInfo_t;
+
+#define MIB (1ULL << 20)
+static int device; // the handle is its address
+static int initialized;
+
+nvmlReturn_t nvmlInit_v2(void) {
+	const char *fail = getenv("GPUSLICE_FAKE_NVML_INIT");
+	if (fail && *fail) return atoi(fail);
+	initialized = 1;
+	return 0;
+}
+nvmlReturn_t nvmlShutdown(void) { if (!initialized) return 1; initialized = 0; return 0; }
+
+static nvmlReturn_t copy(const char *s, char *buf, unsigned int len) {
+	if (!initialized) return 1;
+	if (strlen(s) + 1 > len) return 7;
+	strcpy(buf, s);
+	return 0;
+}
+nvmlReturn_t nvmlSystemGetDriverVersion(char *buf, unsigned int len) { return copy("550.120", buf, len); }
+nvmlReturn_t nvmlDeviceGetCount_v2(unsigned int *c) { if (!initialized) return 1; *c = 1; return 0; }
+nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int i, nvmlDevice_t *d) {
+	if (!initialized) return 1;
+	if (i != 0) return 2;
+	*d = &device;
+	return 0;
+}
+nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice_t d, char *buf, unsigned int len) { return copy("GPU-2f7c1b8e-5a3d-4e9f-b6c2-8d1e0a4f7b93", buf, len); }
+nvmlReturn_t nvmlDeviceGetName(nvmlDevice_t d, char *buf, unsigned int len) { return copy("NVIDIA GeForce RTX 3080 Ti", buf, len); }
+nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t d, nvmlMemory_t *m) {
+	if (!initialized || d != &device) return 1;
+	m->total = 12288 * MIB;
+	m->used = (4 + 1180 + 1126 + 8586 + 243) * MIB;
+	m->free = m->total - m->used;
+	return 0;
+}
+nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t d, nvmlUtilization_t *u) {
+	if (!initialized) return 1;
+	u->gpu = 37;
+	u->memory = 21;
+	return 0;
+}
+nvmlReturn_t nvmlDeviceGetTemperature(nvmlDevice_t d, int sensor, unsigned int *t) {
+	if (!initialized) return 1;
+	if (sensor != 0) return 2;
+	*t = 61;
+	return 0;
+}
+
+// list answers like NVML: too small a buffer gets INSUFFICIENT_SIZE and
+// the count needed.
+static nvmlReturn_t list(const nvmlProcessInfo_t *procs, unsigned int n, unsigned int *count, nvmlProcessInfo_t *out) {
+	if (!initialized) return 1;
+	if (*count < n) { *count = n; return 7; }
+	memcpy(out, procs, n * sizeof *procs);
+	*count = n;
+	return 0;
+}
+static const nvmlProcessInfo_t compute[] = {
+	{27340, 1180 * MIB, 0xFFFFFFFF, 0xFFFFFFFF},
+	{31877, 1126 * MIB, 0xFFFFFFFF, 0xFFFFFFFF},
+	{48213, 8586 * MIB, 0xFFFFFFFF, 0xFFFFFFFF},
+};
+static const nvmlProcessInfo_t graphics[] = {
+	{1893, 4 * MIB, 0xFFFFFFFF, 0xFFFFFFFF},
+	{31877, 1126 * MIB, 0xFFFFFFFF, 0xFFFFFFFF},
+};
+static nvmlProcessInfo_t many[1024];
+
+static unsigned int generated(void) {
+	const char *n = getenv("GPUSLICE_FAKE_NVML_PROCESSES");
+	if (!n || !*n) return 0;
+	unsigned int count = (unsigned int)atoi(n);
+	if (count > 1024) count = 1024;
+	for (unsigned int i = 0; i < count; i++) {
+		many[i] = (nvmlProcessInfo_t){100000 + i, 64 * MIB, 0xFFFFFFFF, 0xFFFFFFFF};
+	}
+	return count;
+}
+
+// Only _v2 for compute, as drivers R450-R495 have it: the binding falls back.
+nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v2(nvmlDevice_t d, unsigned int *c, nvmlProcessInfo_t *p) {
+	unsigned int n = generated();
+	return n ? list(many, n, c, p) : list(compute, 3, c, p);
+}
+nvmlReturn_t nvmlDeviceGetGraphicsRunningProcesses_v3(nvmlDevice_t d, unsigned int *c, nvmlProcessInfo_t *p) {
+	return generated() ? list(graphics, 0, c, p) : list(graphics, 2, c, p);
+}

@@ -1,0 +1,224 @@
+package ops
+
+import (
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/gpuslice/gpuslice/internal/demo"
+)
+
+const gmu = "GPU_MEMORY_UTILIZATION"
+
+func TestParseFraction(t *testing.T) {
+	for in, ok := range map[string]bool{"0.6": true, "1": true, "0.05": true, " 0.7 ": true, "0": false, "1.01": false, "-0.5": false, "NaN": false, "60%": false, "": false} {
+		if _, err := ParseFraction(in); (err == nil) != ok {
+			t.Errorf("ParseFraction(%q): %v", in, err)
+		}
+	}
+	if _, err := ParseFraction("1.5"); err == nil || !strings.Contains(err.Error(), "want a number in (0, 1]") {
+		t.Errorf("message: %v", err)
+	}
+}
+
+// vllm is the seed's vLLM Deployment with its container edited.
+func vllm(edit func(c *corev1.Container)) *workload {
+	w := demo.VLLMWorkload()
+	if edit != nil {
+		edit(&w.Deployment.Spec.Template.Spec.Containers[0])
+	}
+	return wrapDeployment(w.Deployment)
+}
+
+func configMaps(cms ...*corev1.ConfigMap) map[string]*corev1.ConfigMap {
+	out := map[string]*corev1.ConfigMap{}
+	for _, cm := range cms {
+		out[cm.Name] = cm
+	}
+	return out
+}
+
+func cm(name string, data map[string]string) *corev1.ConfigMap {
+	return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ai-dev"}, Data: data}
+}
+
+func TestPlanMemory(t *testing.T) {
+	seedCM := demo.VLLMWorkload().ConfigMap
+	envValue := func(v string) corev1.EnvVar { return corev1.EnvVar{Name: gmu, Value: v} }
+	keyRef := func(cmName, key string) corev1.EnvVar {
+		return corev1.EnvVar{Name: gmu, ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: cmName}, Key: key}}}
+	}
+	for _, tc := range []struct {
+		name string
+		w    *workload
+		cms  map[string]*corev1.ConfigMap
+		want []MemorySetting
+		err  string
+	}{
+		{
+			name: "seed: envFrom ConfigMap vllm-config", w: vllm(nil), cms: configMaps(seedCM),
+			want: []MemorySetting{{Container: "vllm", ConfigMap: "vllm-config", Key: gmu, Old: "0.70", New: "0.6", Changed: true}},
+		},
+		{
+			name: "same value written differently changes nothing", w: vllm(nil), cms: configMaps(seedCM),
+			want: []MemorySetting{{Container: "vllm", ConfigMap: "vllm-config", Key: gmu, Old: "0.70", New: "0.7"}},
+		},
+		{
+			name: "env value in the template",
+			w:    vllm(func(c *corev1.Container) { c.EnvFrom = nil; c.Env = append(c.Env, envValue("0.9")) }),
+			want: []MemorySetting{{Container: "vllm", Key: gmu, Old: "0.9", New: "0.6", Changed: true}},
+		},
+		{
+			name: "env value overrides envFrom, as in the kubelet",
+			w:    vllm(func(c *corev1.Container) { c.Env = append(c.Env, envValue("0.8")) }), cms: configMaps(seedCM),
+			want: []MemorySetting{{Container: "vllm", Key: gmu, Old: "0.8", New: "0.6", Changed: true}},
+		},
+		{
+			name: "later envFrom wins",
+			w: vllm(func(c *corev1.Container) {
+				c.EnvFrom = append(c.EnvFrom, corev1.EnvFromSource{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "override"}}})
+			}),
+			cms:  configMaps(seedCM, cm("override", map[string]string{gmu: "0.5"})),
+			want: []MemorySetting{{Container: "vllm", ConfigMap: "override", Key: gmu, Old: "0.5", New: "0.6", Changed: true}},
+		},
+		{
+			name: "envFrom prefix",
+			w: vllm(func(c *corev1.Container) {
+				c.EnvFrom = []corev1.EnvFromSource{{Prefix: "GPU_", ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "gpu"}}}}
+			}),
+			cms:  configMaps(cm("gpu", map[string]string{"MEMORY_UTILIZATION": "0.7"})),
+			want: []MemorySetting{{Container: "vllm", ConfigMap: "gpu", Key: "MEMORY_UTILIZATION", Old: "0.7", New: "0.6", Changed: true}},
+		},
+		{
+			name: "configMapKeyRef under another key",
+			w:    vllm(func(c *corev1.Container) { c.EnvFrom = nil; c.Env = append(c.Env, keyRef("shared", "vllm-mem")) }),
+			cms:  configMaps(cm("shared", map[string]string{"vllm-mem": "0.7"})),
+			want: []MemorySetting{{Container: "vllm", ConfigMap: "shared", Key: "vllm-mem", Old: "0.7", New: "0.6", Changed: true}},
+		},
+		{
+			name: "two containers reading one ConfigMap key: one setting",
+			w: func() *workload {
+				w := vllm(nil)
+				c := w.template.Spec.Containers[0]
+				c.Name = "vllm-embed"
+				w.template.Spec.Containers = append(w.template.Spec.Containers, c)
+				return w
+			}(),
+			cms:  configMaps(seedCM),
+			want: []MemorySetting{{Container: "vllm", ConfigMap: "vllm-config", Key: gmu, Old: "0.70", New: "0.6", Changed: true}},
+		},
+		{
+			name: "not read anywhere: where it looked and how to add it",
+			w: vllm(func(c *corev1.Container) {
+				c.Args = []string{"--gpu-memory-utilization=0.9"}
+				c.EnvFrom = append(c.EnvFrom, corev1.EnvFromSource{SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "hf-token"}}})
+			}),
+			cms: configMaps(cm("vllm-config", map[string]string{"MODEL": "x"})),
+			err: "deployment ai-dev/vllm-server does not read GPU_MEMORY_UTILIZATION: looked at env of container vllm, " +
+				"ConfigMap vllm-config (envFrom; no key GPU_MEMORY_UTILIZATION), Secret hf-token (envFrom; gpuslice does not read Secrets), " +
+				"args of container vllm (they set --gpu-memory-utilization themselves; pass $(GPU_MEMORY_UTILIZATION) there). " +
+				"Add it to the pod template (kubectl set env deployment/vllm-server -n ai-dev GPU_MEMORY_UTILIZATION=0.6)",
+		},
+		{
+			name: "missing ConfigMap behind envFrom",
+			w:    vllm(nil),
+			err:  "ConfigMap vllm-config (envFrom; not found)",
+		},
+		{
+			name: "from a Secret: refused",
+			w: vllm(func(c *corev1.Container) {
+				c.Env = append(c.Env, corev1.EnvVar{Name: gmu, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+					LocalObjectReference: corev1.LocalObjectReference{Name: "s"}, Key: "k"}}})
+			}),
+			cms: configMaps(seedCM),
+			err: "comes from Secret s key k, which gpuslice does not write",
+		},
+		{
+			name: "configMapKeyRef to a missing ConfigMap: refused",
+			w:    vllm(func(c *corev1.Container) { c.Env = append(c.Env, keyRef("gone", gmu)) }),
+			cms:  configMaps(seedCM),
+			err:  "ConfigMap gone key GPU_MEMORY_UTILIZATION, which does not exist: create it",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fraction := "0.6"
+			if len(tc.want) > 0 {
+				fraction = tc.want[0].New
+			}
+			got, err := planMemory(tc.w, tc.cms, fraction)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(tc.want) {
+				t.Fatalf("settings %+v, want %+v", got, tc.want)
+			}
+			for i := range got {
+				if got[i] != tc.want[i] {
+					t.Errorf("setting %d: %+v, want %+v", i, got[i], tc.want[i])
+				}
+			}
+		})
+	}
+}
+
+func TestSetEnvChangesTheValueTheKubeletUses(t *testing.T) {
+	w := vllm(func(c *corev1.Container) {
+		c.Env = append(c.Env, corev1.EnvVar{Name: gmu, Value: "0.9"}, corev1.EnvVar{Name: gmu, Value: "0.8"})
+	})
+	setEnv(w, "vllm", gmu, "0.5")
+	env := w.template.Spec.Containers[0].Env
+	if env[len(env)-2].Value != "0.9" || env[len(env)-1].Value != "0.5" {
+		t.Errorf("env %+v", env)
+	}
+}
+
+func TestReaders(t *testing.T) {
+	target := vllm(nil)
+	reader := func(name string, edit func(*corev1.PodSpec)) *workload {
+		w := vllm(nil)
+		w.Ref.Name = name
+		w.meta.Name = name
+		w.template.Spec.Containers[0].EnvFrom = nil
+		edit(&w.template.Spec)
+		return w
+	}
+	envFrom := reader("embed", func(s *corev1.PodSpec) {
+		s.Containers[0].EnvFrom = []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "vllm-config"}}}}
+	})
+	keyRef := reader("router", func(s *corev1.PodSpec) {
+		s.Containers[0].Env = []corev1.EnvVar{{Name: "MEM", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: "vllm-config"}, Key: gmu}}}}
+	})
+	otherKey := reader("model-cache", func(s *corev1.PodSpec) {
+		s.Containers[0].Env = []corev1.EnvVar{{Name: "MODEL", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: "vllm-config"}, Key: "MODEL"}}}}
+	})
+	volume := reader("dashboard", func(s *corev1.PodSpec) {
+		s.Volumes = []corev1.Volume{{Name: "cfg", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: "vllm-config"}}}}}
+	})
+	volumeOtherItems := reader("prompts", func(s *corev1.PodSpec) {
+		s.Volumes = []corev1.Volume{{Name: "cfg", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: "vllm-config"}, Items: []corev1.KeyToPath{{Key: "MODEL", Path: "model"}}}}}}
+	})
+	all := []*workload{target, envFrom, keyRef, otherKey, volume, volumeOtherItems}
+	others, restarts, affected := readers(all, target.Ref, []cmKey{{"vllm-config", gmu}}, []Restart{{Workload: target.Ref}})
+	if len(others) != 2 || others[0] != envFrom || others[1] != keyRef {
+		t.Errorf("restarted others: %v", others)
+	}
+	if len(restarts) != 3 || restarts[1].Why != "reads ConfigMap vllm-config (envFrom)" || restarts[2].Why != "reads ConfigMap vllm-config key GPU_MEMORY_UTILIZATION (env MEM)" {
+		t.Errorf("restarts: %+v", restarts)
+	}
+	if len(affected) != 1 || affected[0].Workload.Name != "dashboard" || !strings.Contains(affected[0].Why, "mounts ConfigMap vllm-config as volume cfg") {
+		t.Errorf("affected: %+v", affected)
+	}
+}

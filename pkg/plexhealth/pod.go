@@ -1,0 +1,185 @@
+package plexhealth
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// LogReader reads the end of a container's log. KubeLogs reads it through
+// the API server (which asks the kubelet); tests, which have no kubelet,
+// give their own.
+type LogReader interface {
+	Logs(ctx context.Context, namespace, pod, container string, lines int64) (string, error)
+}
+
+// KubeLogs reads logs with client-go, as kubectl logs --tail does.
+type KubeLogs struct{ Client kubernetes.Interface }
+
+// Logs implements LogReader.
+func (k KubeLogs) Logs(ctx context.Context, namespace, pod, container string, lines int64) (string, error) {
+	b, err := k.Client.CoreV1().Pods(namespace).GetLogs(pod, &corev1.PodLogOptions{Container: container, TailLines: &lines}).DoRaw(ctx)
+	return string(b), err
+}
+
+var (
+	errorLine = regexp.MustCompile(`(?i)\b(error|fatal|critical|panic|failed)\b`)
+	gpuWords  = regexp.MustCompile(`(?i)cuda|nvenc|nvdec|nvidia|hardware (transcod|encod|decod)`)
+)
+
+// scanLogs finds error lines: how many, how many mention the GPU, and the
+// last few to show.
+func scanLogs(text string, show int) (count, gpu int, last []string) {
+	for line := range strings.Lines(text) {
+		line = strings.TrimSpace(line)
+		if !errorLine.MatchString(line) {
+			continue
+		}
+		count++
+		if gpuWords.MatchString(line) {
+			gpu++
+		}
+		last = append(last, line)
+		if len(last) > show {
+			last = last[1:]
+		}
+	}
+	return count, gpu, last
+}
+
+// podChecks are the findings about one Plex pod that need no I/O.
+func podChecks(pod *corev1.Pod) []Finding {
+	name := pod.Namespace + "/" + pod.Name
+	out := []Finding{readiness(pod, name)}
+	devices, withDevices := gpuAccess(pod)
+	switch {
+	case len(devices) > 0:
+		out = append(out, Finding{Check: CheckDevices, Status: OK, Message: name + ": " + strings.Join(devices, "; ")})
+	case pod.Annotations["gpu-directories"] != "":
+		out = append(out, Finding{Check: CheckDevices, Status: Warn, Message: name + " is annotated gpu-directories but has no /dev/nvidia* mount: " +
+			"the gpu-directory-injector webhook did not mutate it (was it down when the pod was created?); delete the pod to have it recreated"})
+	default:
+		out = append(out, Finding{Check: CheckDevices, Status: Warn, Message: name + " has no /dev/nvidia* mount and requests no nvidia.com/ resource: " +
+			"annotate the pod template gpu-directories: nvidia so the webhook injects the devices"})
+	}
+	if rc := pod.Spec.RuntimeClassName; rc == nil || *rc == "" {
+		out = append(out, Finding{Check: CheckRuntime, Status: Warn, Message: name + " has no runtimeClassName: unless NVIDIA's runtime is the node's default, " +
+			"Plex runs without it; set runtimeClassName: nvidia (the webhook does for annotated pods)"})
+	} else {
+		out = append(out, Finding{Check: CheckRuntime, Status: OK, Message: name + ": runtimeClassName " + *rc})
+	}
+	if f, ok := capabilities(pod, name, withDevices); ok {
+		out = append(out, f)
+	}
+	return out
+}
+
+// readiness is a hard check: Plex must be Running and Ready.
+func readiness(pod *corev1.Pod, name string) Finding {
+	ready := false
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			ready = c.Status == corev1.ConditionTrue
+		}
+	}
+	where := ""
+	if pod.Spec.NodeName != "" {
+		where = " on " + pod.Spec.NodeName
+	}
+	if pod.Status.Phase == corev1.PodRunning && ready && pod.DeletionTimestamp == nil {
+		return Finding{Check: CheckPod, Status: OK, Message: name + " Running and Ready" + where}
+	}
+	why := []string{"phase " + orDash(string(pod.Status.Phase))}
+	if pod.DeletionTimestamp != nil {
+		why = append(why, "terminating")
+	}
+	if !ready {
+		why = append(why, "not Ready")
+	}
+	for _, cs := range pod.Status.ContainerStatuses {
+		switch {
+		case cs.State.Waiting != nil:
+			why = append(why, fmt.Sprintf("container %s waiting: %s %s", cs.Name, cs.State.Waiting.Reason, cs.State.Waiting.Message))
+		case cs.State.Terminated != nil:
+			why = append(why, fmt.Sprintf("container %s terminated: %s (exit %d)", cs.Name, cs.State.Terminated.Reason, cs.State.Terminated.ExitCode))
+		case !cs.Ready:
+			why = append(why, "container "+cs.Name+" not ready")
+		}
+		if cs.RestartCount > 0 {
+			why = append(why, fmt.Sprintf("container %s restarted %d times", cs.Name, cs.RestartCount))
+		}
+	}
+	return Finding{Check: CheckPod, Status: Fail, Message: fmt.Sprintf("%s%s: %s; kubectl describe pod -n %s %s says why",
+		name, where, strings.TrimSpace(strings.Join(why, ", ")), pod.Namespace, pod.Name)}
+}
+
+// gpuAccess lists, per container, the /dev/nvidia* host paths it mounts or
+// the nvidia.com/ resources it requests (the device plugin mounts those).
+func gpuAccess(pod *corev1.Pod) (devices []string, containers []string) {
+	hostDev := map[string]string{} // volume name -> host path
+	for _, v := range pod.Spec.Volumes {
+		if v.HostPath != nil && strings.HasPrefix(v.HostPath.Path, "/dev/nvidia") {
+			hostDev[v.Name] = v.HostPath.Path
+		}
+	}
+	for _, c := range pod.Spec.Containers {
+		var have []string
+		for _, m := range c.VolumeMounts {
+			if _, ok := hostDev[m.Name]; ok {
+				have = append(have, m.MountPath)
+			}
+		}
+		for name, q := range c.Resources.Limits {
+			if strings.HasPrefix(string(name), "nvidia.com/") && !q.IsZero() {
+				have = append(have, fmt.Sprintf("%s: %s", name, q.String()))
+			}
+		}
+		if len(have) > 0 {
+			slices.Sort(have)
+			devices = append(devices, c.Name+": "+strings.Join(have, ", "))
+			containers = append(containers, c.Name)
+		}
+	}
+	return devices, containers
+}
+
+// capabilities checks NVIDIA_DRIVER_CAPABILITIES in the containers with a
+// GPU: NVENC and NVDEC need "video", which the NVIDIA runtime's default
+// (compute,utility) leaves out.
+func capabilities(pod *corev1.Pod, name string, withDevices []string) (Finding, bool) {
+	const env = "NVIDIA_DRIVER_CAPABILITIES"
+	var bad, good []string
+	for _, c := range pod.Spec.Containers {
+		if !slices.Contains(withDevices, c.Name) {
+			continue
+		}
+		value, set := "", false
+		for _, e := range c.Env {
+			if e.Name == env && e.ValueFrom == nil {
+				value, set = e.Value, true
+			}
+		}
+		caps := strings.Split(strings.ReplaceAll(value, " ", ""), ",")
+		switch {
+		case !set:
+			bad = append(bad, c.Name+" does not set it")
+		case !slices.Contains(caps, "video") && !slices.Contains(caps, "all"):
+			bad = append(bad, fmt.Sprintf("%s sets %q", c.Name, value))
+		default:
+			good = append(good, c.Name+": "+value)
+		}
+	}
+	switch {
+	case len(bad) > 0:
+		return Finding{Check: CheckCapabilities, Status: Warn, Message: fmt.Sprintf("%s: %s %s; hardware transcoding needs video: set %s=compute,video,utility",
+			name, env, strings.Join(bad, ", "), env)}, true
+	case len(good) > 0:
+		return Finding{Check: CheckCapabilities, Status: OK, Message: name + ": " + env + " " + strings.Join(good, "; ")}, true
+	}
+	return Finding{}, false
+}

@@ -1,0 +1,1014 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	nodev1 "k8s.io/api/node/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
+
+	"github.com/gpuslice/gpuslice/internal/chart"
+	"github.com/gpuslice/gpuslice/internal/demo"
+	"github.com/gpuslice/gpuslice/internal/localcluster"
+	"github.com/gpuslice/gpuslice/pkg/inject"
+	"github.com/gpuslice/gpuslice/pkg/registration"
+)
+
+// fieldManager owns what the tests apply.
+const fieldManager = "gpuslice-test"
+
+// chartCases override every value in values.yaml at least once
+// (TestChartCasesCoverEveryValue checks it), each case in a coherent set.
+var chartCases = []struct {
+	name, namespace, release, values string
+}{
+	{name: "defaults"},
+	{name: "other namespace and release", namespace: "gpuslice", release: "gs"},
+	{name: "image and names", values: `
+image: {repository: registry.homelab.lan/gpuslice, tag: dev, pullPolicy: Always}
+imagePullSecrets: [{name: regcred}]
+nameOverride: gs
+logFormat: text
+logLevel: debug`},
+	{name: "full name", values: `fullnameOverride: homelab-gpu`},
+	{name: "webhook tuned", values: `
+webhook:
+  replicas: 3
+  configurationName: gpu-injector
+  failurePolicy: Ignore
+  timeoutSeconds: 10
+  service: {name: gpuslice-webhook, port: 8443}
+  port: 9443
+  metrics: {enabled: false, port: 9091}
+  resources: {requests: {cpu: 50m, memory: 64Mi}, limits: {memory: 256Mi}}
+  podDisruptionBudget: {minAvailable: 2}
+  affinity:
+    nodeAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+        nodeSelectorTerms: [{matchExpressions: [{key: node-role.kubernetes.io/control-plane, operator: Exists}]}]
+  nodeSelector: {kubernetes.io/os: linux}
+  tolerations: [{key: node-role.kubernetes.io/control-plane, operator: Exists, effect: NoSchedule}]
+  priorityClassName: system-cluster-critical
+  podAnnotations: {backup.velero.io/backup-volumes: ""}
+  podLabels: {team: homelab}
+  extraArgs: [--shutdown-grace=20s]`},
+	{name: "one webhook replica", values: `webhook: {replicas: 1}`},
+	{name: "no disruption budget", values: `webhook: {podDisruptionBudget: {enabled: false}}`},
+	{name: "webhook config", values: `
+webhook:
+  config:
+    excludedNamespaces: [kube-system, gpu-system, backup]
+    profiles:
+      - name: intel-qsv
+        devices: [{name: dri, hostPath: /dev/dri, type: Directory}]
+        namespaces: [media]
+    hybrid: {resourceName: nvidia.com/gpu.shared, env: {NVIDIA_VISIBLE_DEVICES: all}}`},
+	{name: "self-signed tuned", values: `certificates: {selfSigned: {caSecretName: gpuslice-ca, validity: 240h}}`},
+	{name: "cert-manager", values: `certificates: {mode: cert-manager, certManager: {duration: 720h, renewBefore: 240h}}`},
+	{name: "cert-manager issuer", values: `
+certificates:
+  mode: cert-manager
+  certManager: {issuerRef: {name: homelab-ca, kind: ClusterIssuer, group: cert-manager.io}}`},
+	{name: "agent tuned", values: `
+agent:
+  hostPID: true
+  port: 9500
+  runtimeClassName: ""
+  nvmlLibrary: /usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1
+  # null removes a default key; Helm merges maps.
+  nodeSelector: {nvidia.com/gpu.present: null, kubernetes.io/hostname: homelabai}
+  tolerations: []
+  resources: {requests: {cpu: 20m, memory: 64Mi}, limits: {memory: 256Mi}}
+  affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [{matchExpressions: [{key: kubernetes.io/arch, operator: In, values: [amd64]}]}]}}}
+  priorityClassName: system-node-critical
+  podAnnotations: {prometheus.io/scrape: "true"}
+  podLabels: {team: homelab}
+  extraArgs: [--nvml-retry-max=1m]`},
+	{name: "no agent", values: `agent: {enabled: false}`},
+	{name: "runtime class", values: `runtimeClass: {create: true, name: nvidia-legacy, handler: nvidia-legacy}`},
+	{name: "device plugin config", values: `
+devicePlugin:
+  config: {create: true, name: nvidia-sharing, namespace: kube-system, replicas: 4, rename: false, failRequestsGreaterThanOne: true}`},
+	{name: "monitoring", values: `
+serviceMonitor: {enabled: true, interval: 15s, labels: {release: kube-prometheus-stack}}
+grafana: {dashboard: {enabled: true, namespace: monitoring, labels: {grafana_dashboard: "1", folder: gpu}}}`},
+}
+
+// Namespaces the cases install into, besides the release's.
+var chartCaseNamespaces = []string{"gpu-system", "gpuslice", "monitoring"}
+
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := chart.RepoRoot(wd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+func TestChartCasesCoverEveryValue(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(repoRoot(t), chart.Dir, "values.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defaults, err := chart.ParseValues(string(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var overridden []string
+	for _, c := range chartCases {
+		v, err := chart.ParseValues(c.values)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		overridden = append(overridden, chart.LeafPaths(v)...)
+	}
+	for _, leaf := range chart.LeafPaths(defaults) {
+		// An override of a map covers its defaults, and the reverse.
+		if !slices.ContainsFunc(overridden, func(o string) bool {
+			return o == leaf || strings.HasPrefix(leaf, o+".") || strings.HasPrefix(o, leaf+".")
+		}) {
+			t.Errorf("no case in chartCases overrides %s", leaf)
+		}
+	}
+}
+
+// TestDeployChart renders and lints the chart for every case, and has the
+// API server validate every object it renders (server-side dry run).
+// cert-manager's and the Prometheus Operator's kinds come from minimal CRDs
+// (x-kubernetes-preserve-unknown-fields): the dry run proves their apiVersion,
+// kind and metadata, not their spec.
+func TestDeployChart(t *testing.T) {
+	root := repoRoot(t)
+	ch, err := chart.Load(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := startPlainCluster(t)
+	ctx := testContext(t)
+	for _, ns := range chartCaseNamespaces {
+		if err := demo.EnsureNamespace(ctx, c.Client, ns); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k := newKubeAPI(t, c.Config)
+	k.installCRDs(ctx, t)
+	for _, tc := range chartCases {
+		t.Run(tc.name, func(t *testing.T) {
+			vals, err := chart.ParseValues(tc.values)
+			if err != nil {
+				t.Fatal(err)
+			}
+			o := chart.Options{Release: tc.release, Namespace: tc.namespace, Values: vals}
+			if err := chart.Lint(root, o); err != nil {
+				t.Errorf("helm lint: %v", err)
+			}
+			r, err := chart.Render(ch, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, obj := range r.Objects() {
+				if err := k.dryRun(ctx, obj); err != nil {
+					t.Errorf("%s %s/%s refused: %v", obj.GetKind(), obj.GetNamespace(), obj.GetName(), err)
+				}
+			}
+		})
+	}
+}
+
+// TestDeployExamples: the examples' namespaces are created, every other
+// object passes a server-side dry run.
+func TestDeployExamples(t *testing.T) {
+	objs := exampleObjects(t)
+	c := startPlainCluster(t)
+	ctx := testContext(t)
+	k := newKubeAPI(t, c.Config)
+	for _, obj := range objs {
+		var err error
+		if obj.GetKind() == "Namespace" {
+			err = k.apply(ctx, obj)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, obj := range objs {
+		if obj.GetKind() != "Namespace" {
+			if err := k.dryRun(ctx, obj); err != nil {
+				t.Errorf("%s %s/%s refused: %v", obj.GetKind(), obj.GetNamespace(), obj.GetName(), err)
+			}
+		}
+	}
+}
+
+// TestExamplesMatchDemo: the examples are the workloads `gpuslice demo`
+// plays, written the gpuslice way.
+func TestExamplesMatchDemo(t *testing.T) {
+	byName := map[string]*unstructured.Unstructured{}
+	for _, obj := range exampleObjects(t) {
+		byName[obj.GetKind()+"/"+obj.GetNamespace()+"/"+obj.GetName()] = obj
+	}
+	deploymentOf := func(ns, name string) *appsv1.Deployment {
+		t.Helper()
+		var d appsv1.Deployment
+		fromUnstructured(t, byName["Deployment/"+ns+"/"+name], &d)
+		return &d
+	}
+	for _, w := range demo.SeedWorkloads() {
+		want := w.Deployment
+		got := deploymentOf(want.Namespace, want.Name)
+		if !equalMaps(got.Annotations, want.Annotations) {
+			t.Errorf("%s: Deployment annotations %v, want %v", want.Name, got.Annotations, want.Annotations)
+		}
+		if !equalMaps(got.Spec.Template.Annotations, want.Spec.Template.Annotations) {
+			t.Errorf("%s: pod annotations %v, want %v", want.Name, got.Spec.Template.Annotations, want.Spec.Template.Annotations)
+		}
+		gc, wc := got.Spec.Template.Spec.Containers[0], want.Spec.Template.Spec.Containers[0]
+		if gc.Image != wc.Image || !equalJSON(t, gc.Resources, wc.Resources) || !equalJSON(t, gc.Env, wc.Env) {
+			t.Errorf("%s: container %s %v %v, want %s %v %v", want.Name, gc.Image, gc.Resources, gc.Env, wc.Image, wc.Resources, wc.Env)
+		}
+		if !equalMaps(got.Spec.Template.Spec.NodeSelector, want.Spec.Template.Spec.NodeSelector) {
+			t.Errorf("%s: nodeSelector %v", want.Name, got.Spec.Template.Spec.NodeSelector)
+		}
+	}
+	vllm := demo.VLLMWorkload()
+	var cm corev1.ConfigMap
+	fromUnstructured(t, byName["ConfigMap/ai-dev/vllm-config"], &cm)
+	if !equalMaps(cm.Data, vllm.ConfigMap.Data) {
+		t.Errorf("vllm-config %v, want %v", cm.Data, vllm.ConfigMap.Data)
+	}
+	got := deploymentOf("ai-dev", "vllm-server")
+	if a := got.Spec.Template.Annotations; a[inject.AnnotationProfiles] != "nvidia" || a[inject.AnnotationShares] != "2" {
+		t.Errorf("vLLM annotations %v, want the hybrid method: gpu-directories nvidia, gpu-shares 2", a)
+	}
+	if !equalMaps(got.Spec.Selector.MatchLabels, vllm.Deployment.Spec.Selector.MatchLabels) {
+		t.Errorf("vLLM selector %v, want %v (the seed's -l app=vllm)", got.Spec.Selector.MatchLabels, vllm.Deployment.Spec.Selector.MatchLabels)
+	}
+}
+
+func equalMaps(a, b map[string]string) bool {
+	return len(a) == len(b) && !slices.ContainsFunc(mapKeys(a), func(k string) bool { v, ok := b[k]; return !ok || v != a[k] })
+}
+
+func mapKeys(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+func equalJSON(t *testing.T, a, b any) bool {
+	t.Helper()
+	ja, err := json.Marshal(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jb, err := json.Marshal(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bytes.Equal(ja, jb)
+}
+
+// TestDeployInstall installs the default manifests on the local control
+// plane and runs the webhook exactly as the chart's Deployment does: its
+// container args, POD_NAMESPACE, and the chart's ServiceAccount (through
+// impersonation, so the chart's RBAC is what the webhook gets). Then the
+// Plex and vLLM examples must come back mutated.
+//
+// There is no kubelet or kube-proxy: the webhook runs as a local process on
+// a free port, and the Service is patched (only the Service) to
+// type ExternalName, externalName 127.0.0.1. kube-apiserver's service
+// resolver (proxy.ResolveCluster, used for webhooks without
+// --enable-aggregator-routing) resolves an ExternalName Service to
+// externalName:<the registration's service port> and still verifies the
+// certificate for <service>.<namespace>.svc. So the chart is rendered with
+// webhook.service.port set to the webhook's port; everything else is the
+// defaults.
+func TestDeployInstall(t *testing.T) {
+	bin := buildBinary(t, "gpuslice")
+	root := repoRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if _, err := localcluster.EnsureBinaries(ctx, io.Discard); err != nil {
+		t.Fatalf("control-plane binaries: %v", err)
+	}
+	// The controller manager turns the examples' Deployments into pods.
+	c, err := localcluster.Start(ctx, localcluster.Options{ControllerManager: true})
+	if err != nil {
+		t.Fatalf("starting the local control plane: %v", err)
+	}
+	t.Cleanup(c.Stop)
+
+	addr := freeAddr(t)
+	_, portStr, _ := strings.Cut(addr, ":")
+	port, _ := strconv.Atoi(portStr)
+	ch, err := chart.Load(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := chart.Render(ch, chart.Options{Plain: true, Values: map[string]any{
+		"webhook": map[string]any{"service": map[string]any{"port": port}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := newKubeAPI(t, c.Config)
+	if err := demo.EnsureNamespace(ctx, c.Client, chart.DefaultNamespace); err != nil {
+		t.Fatal(err)
+	}
+	for _, obj := range r.Objects() {
+		if err := k.apply(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// K3s ships RuntimeClass nvidia (the chart leaves it alone by default);
+	// the API server refuses pods naming a RuntimeClass that does not exist.
+	rc := &nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: "nvidia"}, Handler: "nvidia"}
+	if _, err := c.Client.NodeV1().RuntimeClasses().Create(ctx, rc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	svc := r.OfKind("Service")
+	svcName := registration.DefaultService
+	if !slices.ContainsFunc(svc, func(u *unstructured.Unstructured) bool { return u.GetName() == svcName }) {
+		t.Fatalf("the chart renders no Service %s", svcName)
+	}
+	patch := []byte(`{"spec":{"type":"ExternalName","externalName":"127.0.0.1"}}`)
+	if _, err := c.Client.CoreV1().Services(chart.DefaultNamespace).Patch(ctx, svcName, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: fieldManager}); err != nil {
+		t.Fatalf("making Service %s an ExternalName: %v", svcName, err)
+	}
+
+	var d appsv1.Deployment
+	fromUnstructured(t, r.Find("Deployment", "gpuslice-webhook"), &d)
+	pod := d.Spec.Template.Spec
+	metricsAddr := freeAddr(t)
+	args := append(slices.Clone(pod.Containers[0].Args),
+		"--kubeconfig", c.Kubeconfig,
+		"--as", "system:serviceaccount:"+chart.DefaultNamespace+":"+pod.ServiceAccountName,
+		"--listen-address", addr, "--metrics-address", metricsAddr)
+	exited := runWebhook(t, bin, args)
+
+	objs := exampleObjects(t)
+	for _, obj := range objs {
+		if obj.GetKind() == "Namespace" {
+			if err := k.apply(ctx, obj); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	plex := exampleDeployment(t, objs, "media", "plex")
+	// Ready when the API server, going through the Service, gets Plex's pod
+	// mutated: certificate, caBundle, RBAC and Service all work.
+	var last string
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		select {
+		case err := <-exited:
+			return false, fmt.Errorf("the webhook exited: %v", err)
+		default:
+		}
+		p := podOf(plex)
+		got, err := c.Client.CoreV1().Pods(p.Namespace).Create(ctx, p, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		if err != nil {
+			last = err.Error()
+			return false, nil
+		}
+		return len(got.Spec.Volumes) == 3, nil
+	})
+	if err != nil {
+		t.Fatalf("the installed webhook never mutated Plex: %v (last answer: %s)", err, last)
+	}
+	mwc, err := c.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, registration.DefaultName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, err := c.Client.CoreV1().Secrets(chart.DefaultNamespace).Get(ctx, "gpu-webhook-ca", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the CA Secret the chart's ServiceAccount should have created: %v", err)
+	}
+	if !bytes.Equal(mwc.Webhooks[0].ClientConfig.CABundle, secret.Data[corev1.TLSCertKey]) {
+		t.Error("the registration's caBundle is not the CA in gpu-webhook-ca")
+	}
+
+	for _, obj := range objs {
+		if obj.GetKind() != "Namespace" && (obj.GetName() == "plex" || obj.GetNamespace() == "ai-dev") {
+			if err := k.apply(ctx, obj); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	p := waitForPod(ctx, t, c, "media", "app=plex")
+	checkDevices(t, p)
+
+	v := waitForPod(ctx, t, c, "ai-dev", "app=vllm")
+	checkDevices(t, v)
+	res := v.Spec.Containers[0].Resources
+	shares := corev1.ResourceName(inject.DefaultSharedResource)
+	if q := res.Requests[shares]; q.Value() != 2 {
+		t.Errorf("vLLM requests %v, want 2 %s from gpu-shares", res.Requests, shares)
+	}
+	if q := res.Limits[shares]; q.Value() != 2 {
+		t.Errorf("vLLM limits %v, want 2 %s from gpu-shares", res.Limits, shares)
+	}
+	if !slices.ContainsFunc(v.Spec.Containers[0].Env, func(e corev1.EnvVar) bool { return e.Name == "NVIDIA_VISIBLE_DEVICES" && e.Value == "all" }) {
+		t.Errorf("vLLM env %v lacks NVIDIA_VISIBLE_DEVICES=all", v.Spec.Containers[0].Env)
+	}
+
+	// The plain-HTTP metrics port the ServiceMonitor scrapes counts them.
+	body := httpGet(t, "http://"+metricsAddr+"/metrics")
+	if !strings.Contains(body, `gpuslice_webhook_admission_requests_total{outcome="mutated"}`) {
+		t.Errorf("metrics do not count the mutations:\n%s", body)
+	}
+}
+
+// checkDevices: the seed's "What the Webhook Injects".
+func checkDevices(t *testing.T, p *corev1.Pod) {
+	t.Helper()
+	if p.Spec.RuntimeClassName == nil || *p.Spec.RuntimeClassName != "nvidia" {
+		t.Errorf("%s: runtimeClassName %v, want nvidia", p.Name, p.Spec.RuntimeClassName)
+	}
+	var paths []string
+	for _, v := range p.Spec.Volumes {
+		if v.HostPath != nil {
+			paths = append(paths, v.HostPath.Path)
+		}
+	}
+	want := []string{"/dev/nvidia0", "/dev/nvidiactl", "/dev/nvidia-uvm"}
+	if len(p.Spec.Volumes) != 3 || !slices.Equal(paths, want) {
+		t.Errorf("%s: volumes %v, want hostPaths %v", p.Name, p.Spec.Volumes, want)
+	}
+	if n := len(p.Spec.Containers[0].VolumeMounts); n != 3 {
+		t.Errorf("%s: %d mounts, want 3", p.Name, n)
+	}
+}
+
+func podOf(d *appsv1.Deployment) *corev1.Pod {
+	tmpl := d.Spec.Template.DeepCopy()
+	tmpl.ObjectMeta.GenerateName = d.Name + "-probe-"
+	tmpl.ObjectMeta.Namespace = d.Namespace
+	return &corev1.Pod{ObjectMeta: tmpl.ObjectMeta, Spec: tmpl.Spec}
+}
+
+func waitForPod(ctx context.Context, t *testing.T, c *localcluster.Cluster, ns, selector string) *corev1.Pod {
+	t.Helper()
+	var pod *corev1.Pod
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		list, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
+		if err != nil || len(list.Items) == 0 {
+			return false, err
+		}
+		pod = &list.Items[0]
+		return true, nil
+	})
+	if err != nil {
+		t.Fatalf("no pod %s in %s from its Deployment: %v", selector, ns, err)
+	}
+	return pod
+}
+
+// runWebhook starts the built binary and stops it (SIGTERM, as the kubelet
+// does) when the test ends; the channel reports an early exit.
+func runWebhook(t *testing.T, bin string, args []string) <-chan error {
+	t.Helper()
+	logPath := filepath.Join(t.TempDir(), "webhook.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "POD_NAMESPACE="+chart.DefaultNamespace)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	done := make(chan struct{})
+	go func() {
+		err := cmd.Wait()
+		logFile.Close()
+		exited <- err
+		close(done)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			log, _ := os.ReadFile(logPath)
+			t.Logf("webhook %v log:\n%s", args, log)
+		}
+	})
+	return exited
+}
+
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// buildBinary builds gpuslice under the given file name, with cgo as the
+// image builds it.
+func buildBinary(t *testing.T, name string) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), name)
+	cmd := exec.Command("go", "build", "-o", bin, "github.com/gpuslice/gpuslice/cmd/gpuslice")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building %s: %v\n%s", name, err, out)
+	}
+	return bin
+}
+
+// TestDeployBinary: the binary installed as the kubectl plugin names
+// itself "kubectl gpuslice"; the chart's container args are flags it has.
+func TestDeployBinary(t *testing.T) {
+	plugin := buildBinary(t, "kubectl-gpuslice")
+	plain := filepath.Join(filepath.Dir(plugin), "gpuslice")
+	if err := os.Link(plugin, plain); err != nil {
+		t.Fatal(err)
+	}
+	run := func(bin string, args ...string) string {
+		t.Helper()
+		out, err := exec.Command(bin, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s %v: %v\n%s", filepath.Base(bin), args, err, out)
+		}
+		return string(out)
+	}
+
+	t.Run("kubectl plugin", func(t *testing.T) {
+		help := run(plugin, "--help")
+		for _, want := range []string{"kubectl gpuslice [command]", `Use "kubectl gpuslice [command] --help"`, "--kubeconfig", "--context", "--namespace"} {
+			if !strings.Contains(help, want) {
+				t.Errorf("kubectl-gpuslice --help lacks %q:\n%s", want, help)
+			}
+		}
+		help = run(plugin, "webhook", "--help")
+		for _, want := range []string{"kubectl gpuslice webhook [flags]", "  kubectl gpuslice webhook --self-signed --register"} {
+			if !strings.Contains(help, want) {
+				t.Errorf("kubectl-gpuslice webhook --help lacks %q:\n%s", want, help)
+			}
+		}
+		if regexp.MustCompile(`(?m)^\s*gpuslice `).MatchString(help) {
+			t.Errorf("an example still reads as the plain binary:\n%s", help)
+		}
+		if help := run(plain, "--help"); strings.Contains(help, "kubectl gpuslice") || !strings.Contains(help, "gpuslice [command]") {
+			t.Errorf("gpuslice --help should name itself gpuslice:\n%s", help)
+		}
+	})
+
+	t.Run("through kubectl", func(t *testing.T) {
+		kubectl, err := exec.LookPath("kubectl")
+		if err != nil {
+			t.Skip("no kubectl on PATH")
+		}
+		cmd := exec.Command(kubectl, "gpuslice", "--help")
+		cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(plugin)+string(os.PathListSeparator)+os.Getenv("PATH"))
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "kubectl gpuslice [command]") {
+			t.Errorf("kubectl gpuslice --help: %v\n%s", err, out)
+		}
+	})
+
+	t.Run("chart args are flags", func(t *testing.T) {
+		ch, err := chart.Load(repoRoot(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range chartCases {
+			vals, err := chart.ParseValues(tc.values)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := chart.Render(ch, chart.Options{Release: tc.release, Namespace: tc.namespace, Values: vals})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, obj := range append(r.OfKind("Deployment"), r.OfKind("DaemonSet")...) {
+				var spec corev1.PodTemplateSpec
+				tmpl, _, err := unstructured.NestedMap(obj.Object, "spec", "template")
+				if err != nil {
+					t.Fatal(err)
+				}
+				fromMap(t, tmpl, &spec)
+				for _, ctr := range spec.Spec.Containers {
+					// Flags are parsed before --help is honoured: an unknown one fails.
+					cmd := exec.Command(plain, append(slices.Clone(ctr.Args), "--help")...)
+					if out, err := cmd.CombinedOutput(); err != nil {
+						t.Errorf("%s: %s %s's args %v: %v\n%s", tc.name, obj.GetKind(), obj.GetName(), ctr.Args, err, out)
+					}
+				}
+			}
+		}
+	})
+}
+
+// TestDeployDockerfile checks what can be checked without a container
+// engine.
+func TestDeployDockerfile(t *testing.T) {
+	root := repoRoot(t)
+	raw, err := os.ReadFile(filepath.Join(root, "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stages, err := parseDockerfile(string(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stages) < 2 {
+		t.Fatalf("%d stage(s); want a builder and a runtime stage", len(stages))
+	}
+	for _, s := range stages {
+		for _, in := range s.instructions {
+			if in.cmd == "ADD" && regexp.MustCompile(`(?i)(https?://|git@)`).MatchString(in.args) {
+				t.Errorf("line %d: ADD of a URL (%s): fetch in a RUN with a checksum, or COPY", in.line, in.args)
+			}
+		}
+	}
+	final := stages[len(stages)-1]
+	if !strings.HasPrefix(final.base, "gcr.io/distroless/") && final.base != "scratch" {
+		t.Errorf("final stage FROM %s; want distroless or scratch", final.base)
+	}
+	user := final.last("USER")
+	uid, _, _ := strings.Cut(user, ":")
+	if n, err := strconv.Atoi(uid); err != nil || n == 0 {
+		t.Errorf("final USER %q; want a numeric non-root uid (runAsNonRoot cannot check a name)", user)
+	}
+	var entrypoint []string
+	if err := json.Unmarshal([]byte(final.last("ENTRYPOINT")), &entrypoint); err != nil || len(entrypoint) == 0 {
+		t.Fatalf("ENTRYPOINT %q: want the exec form, [\"/gpuslice\"]", final.last("ENTRYPOINT"))
+	}
+	var builder *dockerStage
+	for _, in := range final.instructions {
+		f := strings.Fields(in.args)
+		if in.cmd == "COPY" && len(f) == 3 && strings.HasPrefix(f[0], "--from=") && f[2] == entrypoint[0] {
+			from := strings.TrimPrefix(f[0], "--from=")
+			for i := range stages {
+				if stages[i].name == from {
+					builder = &stages[i]
+				}
+			}
+			if builder == nil || !strings.Contains(builder.all("RUN"), "-o "+f[1]+" ") {
+				t.Errorf("%s is copied from %s, which no go build -o in stage %q writes", entrypoint[0], f[1], from)
+			}
+		}
+	}
+	if builder == nil {
+		t.Fatalf("the final stage copies nothing to the ENTRYPOINT %s from a build stage", entrypoint[0])
+	}
+	image, tag, _ := strings.Cut(builder.base, ":")
+	if image != "golang" {
+		t.Fatalf("builder FROM %s; want golang", builder.base)
+	}
+	if want := goModVersion(t, root); !strings.HasPrefix(tag, want+"-") && tag != want {
+		t.Errorf("builder golang:%s; go.mod says go %s", tag, want)
+	}
+	// cgo packages in the binary need cgo in the build and glibc at run time.
+	list := exec.Command("go", "list", "-deps", "-f", "{{if and .CgoFiles (not .Standard)}}{{.ImportPath}}{{end}}", "./cmd/gpuslice")
+	list.Dir = root
+	out, err := list.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	if cgo := strings.Fields(string(out)); len(cgo) > 0 {
+		if !strings.Contains(builder.all("RUN"), "CGO_ENABLED=1") {
+			t.Errorf("%v use cgo; the build must set CGO_ENABLED=1", cgo)
+		}
+		if !regexp.MustCompile(`^gcr\.io/distroless/(base|cc)-debian\d+`).MatchString(final.base) {
+			t.Errorf("%v use cgo; FROM %s has no glibc: use gcr.io/distroless/base", cgo, final.base)
+		}
+		if strings.Contains(final.base, "debian12") != strings.Contains(tag, "bookworm") {
+			t.Errorf("builder golang:%s and runtime %s are different Debian releases: the binary may need a newer glibc than the image has", tag, final.base)
+		}
+	}
+	ignore, err := os.ReadFile(filepath.Join(root, ".dockerignore"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{".cache", ".git"} {
+		if !slices.Contains(strings.Fields(string(ignore)), want) {
+			t.Errorf(".dockerignore does not exclude %s", want)
+		}
+	}
+}
+
+type dockerInstruction struct {
+	cmd, args string
+	line      int
+}
+
+type dockerStage struct {
+	base, name   string
+	instructions []dockerInstruction
+}
+
+func (s *dockerStage) last(cmd string) string {
+	out := ""
+	for _, in := range s.instructions {
+		if in.cmd == cmd {
+			out = in.args
+		}
+	}
+	return out
+}
+
+func (s *dockerStage) all(cmd string) string {
+	var b strings.Builder
+	for _, in := range s.instructions {
+		if in.cmd == cmd {
+			b.WriteString(in.args + " \n")
+		}
+	}
+	return b.String()
+}
+
+// parseDockerfile splits a Dockerfile into stages: comments and line
+// continuations as BuildKit reads them, without variable expansion.
+func parseDockerfile(text string) ([]dockerStage, error) {
+	var stages []dockerStage
+	sc := bufio.NewScanner(strings.NewReader(text))
+	var pending strings.Builder
+	start, n := 0, 0
+	for sc.Scan() {
+		n++
+		line := strings.TrimSpace(sc.Text())
+		if strings.HasPrefix(line, "#") || (line == "" && pending.Len() == 0) {
+			continue
+		}
+		if pending.Len() == 0 {
+			start = n
+		}
+		if cont, ok := strings.CutSuffix(line, `\`); ok {
+			pending.WriteString(cont + " ")
+			continue
+		}
+		pending.WriteString(line)
+		cmd, args, _ := strings.Cut(pending.String(), " ")
+		pending.Reset()
+		cmd, args = strings.ToUpper(cmd), strings.TrimSpace(args)
+		switch {
+		case cmd == "FROM":
+			f := strings.Fields(args)
+			for len(f) > 0 && strings.HasPrefix(f[0], "--") {
+				f = f[1:]
+			}
+			s := dockerStage{}
+			switch {
+			case len(f) == 1:
+				s.base = f[0]
+			case len(f) == 3 && strings.EqualFold(f[1], "AS"):
+				s.base, s.name = f[0], f[2]
+			default:
+				return nil, fmt.Errorf("line %d: FROM %s: want IMAGE [AS NAME]", start, args)
+			}
+			stages = append(stages, s)
+		case len(stages) == 0 && cmd != "ARG":
+			return nil, fmt.Errorf("line %d: %s before the first FROM", start, cmd)
+		case len(stages) > 0:
+			s := &stages[len(stages)-1]
+			s.instructions = append(s.instructions, dockerInstruction{cmd: cmd, args: args, line: start})
+		}
+	}
+	if pending.Len() > 0 {
+		return nil, errors.New("the Dockerfile ends in a line continuation")
+	}
+	return stages, sc.Err()
+}
+
+// goModVersion is go.mod's go directive as major.minor.
+func goModVersion(t *testing.T, root string) string {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(root, "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^go (\d+\.\d+)`).FindStringSubmatch(string(raw))
+	if m == nil {
+		t.Fatal("go.mod has no go directive")
+	}
+	return m[1]
+}
+
+// kubeAPI sends unstructured objects to the API server, finding their
+// resources through discovery.
+type kubeAPI struct {
+	dyn    dynamic.Interface
+	mapper *restmapper.DeferredDiscoveryRESTMapper
+}
+
+func newKubeAPI(t *testing.T, cfg *rest.Config) *kubeAPI {
+	t.Helper()
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &kubeAPI{dyn: dyn, mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))}
+}
+
+func (k *kubeAPI) resource(obj *unstructured.Unstructured) (dynamic.ResourceInterface, error) {
+	gvk := obj.GroupVersionKind()
+	m, err := k.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if meta.IsNoMatchError(err) {
+		k.mapper.Reset() // a CRD established since discovery was cached
+		m, err = k.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("no resource for %s: %w", gvk, err)
+	}
+	if m.Scope.Name() != meta.RESTScopeNameNamespace {
+		return k.dyn.Resource(m.Resource), nil
+	}
+	// kubectl apply would put it in the current context's namespace.
+	if obj.GetNamespace() == "" {
+		return nil, fmt.Errorf("%s %s has no namespace", obj.GetKind(), obj.GetName())
+	}
+	return k.dyn.Resource(m.Resource).Namespace(obj.GetNamespace()), nil
+}
+
+func (k *kubeAPI) dryRun(ctx context.Context, obj *unstructured.Unstructured) error {
+	ri, err := k.resource(obj)
+	if err != nil {
+		return err
+	}
+	_, err = ri.Create(ctx, obj, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}, FieldValidation: metav1.FieldValidationStrict})
+	return err
+}
+
+// apply is kubectl apply --server-side.
+func (k *kubeAPI) apply(ctx context.Context, obj *unstructured.Unstructured) error {
+	ri, err := k.resource(obj)
+	if err != nil {
+		return err
+	}
+	if _, err := ri.Apply(ctx, obj.GetName(), obj, metav1.ApplyOptions{FieldManager: fieldManager, Force: true}); err != nil {
+		return fmt.Errorf("applying %s %s/%s: %w", obj.GetKind(), obj.GetNamespace(), obj.GetName(), err)
+	}
+	return nil
+}
+
+// minimalCRDs stand in for cert-manager's and the Prometheus Operator's.
+var minimalCRDs = []struct{ group, kind, plural string }{
+	{"cert-manager.io", "Issuer", "issuers"},
+	{"cert-manager.io", "Certificate", "certificates"},
+	{"monitoring.coreos.com", "ServiceMonitor", "servicemonitors"},
+}
+
+func (k *kubeAPI) installCRDs(ctx context.Context, t *testing.T) {
+	t.Helper()
+	gvr := schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+	version := map[string]string{"cert-manager.io": "v1", "monitoring.coreos.com": "v1"}
+	for _, c := range minimalCRDs {
+		crd := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+			"metadata": map[string]any{"name": c.plural + "." + c.group},
+			"spec": map[string]any{
+				"group": c.group, "scope": "Namespaced",
+				"names": map[string]any{"kind": c.kind, "plural": c.plural, "singular": strings.ToLower(c.kind), "listKind": c.kind + "List"},
+				"versions": []any{map[string]any{
+					"name": version[c.group], "served": true, "storage": true,
+					"schema": map[string]any{"openAPIV3Schema": map[string]any{
+						"type": "object", "x-kubernetes-preserve-unknown-fields": true,
+					}},
+				}},
+			},
+		}}
+		if _, err := k.dyn.Resource(gvr).Create(ctx, crd, metav1.CreateOptions{}); err != nil {
+			t.Fatalf("creating CRD %s: %v", crd.GetName(), err)
+		}
+		err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+			got, err := k.dyn.Resource(gvr).Get(ctx, crd.GetName(), metav1.GetOptions{})
+			if err != nil {
+				return false, err
+			}
+			conds, _, _ := unstructured.NestedSlice(got.Object, "status", "conditions")
+			return slices.ContainsFunc(conds, func(c any) bool {
+				m, _ := c.(map[string]any)
+				return m["type"] == "Established" && m["status"] == "True"
+			}), nil
+		})
+		if err != nil {
+			t.Fatalf("CRD %s never established: %v", crd.GetName(), err)
+		}
+	}
+	k.mapper.Reset()
+}
+
+// exampleObjects reads every object in examples/*.yaml, namespaces first.
+func exampleObjects(t *testing.T) []*unstructured.Unstructured {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(repoRoot(t), "examples", "*.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no examples: %v", err)
+	}
+	var out []*unstructured.Unstructured
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(raw), 4096)
+		for {
+			obj := &unstructured.Unstructured{}
+			if err := dec.Decode(&obj.Object); errors.Is(err, io.EOF) {
+				break
+			} else if err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			if len(obj.Object) > 0 {
+				out = append(out, obj)
+			}
+		}
+	}
+	slices.SortStableFunc(out, func(a, b *unstructured.Unstructured) int {
+		return boolInt(b.GetKind() == "Namespace") - boolInt(a.GetKind() == "Namespace")
+	})
+	return out
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func exampleDeployment(t *testing.T, objs []*unstructured.Unstructured, ns, name string) *appsv1.Deployment {
+	t.Helper()
+	for _, obj := range objs {
+		if obj.GetKind() == "Deployment" && obj.GetNamespace() == ns && obj.GetName() == name {
+			var d appsv1.Deployment
+			fromUnstructured(t, obj, &d)
+			return &d
+		}
+	}
+	t.Fatalf("no example Deployment %s/%s", ns, name)
+	return nil
+}
+
+// fromUnstructured decodes strictly: a misspelt field fails the test
+// instead of vanishing.
+func fromUnstructured(t *testing.T, u *unstructured.Unstructured, into any) {
+	t.Helper()
+	if u == nil {
+		t.Fatal("object not found")
+	}
+	fromMap(t, u.Object, into)
+}
+
+func fromMap(t *testing.T, m map[string]any, into any) {
+	t.Helper()
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(m, into, true); err != nil {
+		t.Fatal(err)
+	}
+}
