@@ -51,28 +51,13 @@ func TestSelfSignedWebhook(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := freeAddr(t)
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- webhook.Run(runCtx, webhook.RunOptions{
-			ListenAddress: addr, SelfSigned: true, Register: true,
-			CASecret: "gpu-webhook-ca", ServiceName: "gpu-webhook", Namespace: "gpu-system",
-			WebhookConfig: registration.DefaultName, Client: c.Client,
-			Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		})
-	}()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("webhook.Run: %v", err)
-		}
-	}()
+	done, runErr := runSelfSigned(t, ctx, c, addr, true)
 
 	var mwcCA []byte
 	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		select {
-		case err := <-done:
-			return false, fmt.Errorf("webhook exited: %v", err)
+		case <-done:
+			return false, fmt.Errorf("webhook exited: %v", *runErr)
 		default:
 		}
 		mwc, err := c.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, registration.DefaultName, metav1.GetOptions{})
@@ -209,27 +194,12 @@ func TestSelfSignedBeforeRegistration(t *testing.T) {
 	if err := demo.EnsureNamespace(ctx, c.Client, "gpu-system"); err != nil {
 		t.Fatal(err)
 	}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- webhook.Run(runCtx, webhook.RunOptions{
-			ListenAddress: freeAddr(t), SelfSigned: true,
-			CASecret: "gpu-webhook-ca", ServiceName: "gpu-webhook", Namespace: "gpu-system",
-			WebhookConfig: registration.DefaultName, Client: c.Client,
-			Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		})
-	}()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("webhook.Run: %v", err)
-		}
-	}()
+	done, runErr := runSelfSigned(t, ctx, c, freeAddr(t), false)
 	// The CA Secret exists once the webhook has started.
 	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		select {
-		case err := <-done:
-			return false, fmt.Errorf("webhook exited before its registration existed: %v", err)
+		case <-done:
+			return false, fmt.Errorf("webhook exited before its registration existed: %v", *runErr)
 		default:
 		}
 		_, err := c.Client.CoreV1().Secrets("gpu-system").Get(ctx, "gpu-webhook-ca", metav1.GetOptions{})
@@ -248,4 +218,32 @@ func TestSelfSignedBeforeRegistration(t *testing.T) {
 	if err != nil {
 		t.Fatalf("caBundle never written after the registration appeared: %v", err)
 	}
+}
+
+// runSelfSigned runs `gpuslice webhook --self-signed [--register]`'s code in
+// the background until the test ends. The returned channel is closed when
+// it stops, early or not; errors from an early stop reach the poll loops
+// through *stopErr and the end of the test through t.Errorf.
+func runSelfSigned(t *testing.T, ctx context.Context, c *localcluster.Cluster, addr string, register bool) (done <-chan struct{}, stopErr *error) {
+	t.Helper()
+	runCtx, stop := context.WithCancel(ctx)
+	finished := make(chan struct{})
+	var err error
+	go func() {
+		defer close(finished)
+		err = webhook.Run(runCtx, webhook.RunOptions{
+			ListenAddress: addr, SelfSigned: true, Register: register,
+			CASecret: "gpu-webhook-ca", ServiceName: "gpu-webhook", Namespace: "gpu-system",
+			WebhookConfig: registration.DefaultName, Client: c.Client,
+			Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		})
+	}()
+	t.Cleanup(func() {
+		stop()
+		<-finished
+		if err != nil {
+			t.Errorf("webhook.Run: %v", err)
+		}
+	})
+	return finished, &err
 }
