@@ -42,7 +42,10 @@ func (ev *Evidence) memorySettings(pod *corev1.Pod) MemorySettings {
 		if s, ok := podenv.Lookup(pod.Namespace, c, configMaps, EnvModel); ok && m.Model == "" {
 			m.Model = s.Value
 		}
-		// vLLM's own flags win over what the image's entrypoint reads.
+		// vLLM's own flags win over what the image's entrypoint reads,
+		// unless they only refer to the env ("$(GPU_MEMORY_UTILIZATION)",
+		// as the examples write them): then the env's value and source
+		// found above are the ones to tune.
 		args := append(append([]string{}, c.Command...), c.Args...)
 		if v := flagValue(args, "--gpu-memory-utilization"); v != "" {
 			m.Utilization, m.UtilizationFrom = v, "--gpu-memory-utilization of container "+c.Name
@@ -55,13 +58,18 @@ func (ev *Evidence) memorySettings(pod *corev1.Pod) MemorySettings {
 }
 
 // flagValue finds --flag=value or --flag value in a command line.
+// A value that is a $(VAR) reference counts as unset.
 func flagValue(args []string, flag string) string {
 	for i, a := range args {
-		if v, ok := strings.CutPrefix(a, flag+"="); ok {
-			return v
+		v, ok := strings.CutPrefix(a, flag+"=")
+		if !ok && a == flag && i+1 < len(args) {
+			v, ok = args[i+1], true
 		}
-		if a == flag && i+1 < len(args) {
-			return args[i+1]
+		if ok {
+			if strings.Contains(v, "$(") {
+				return ""
+			}
+			return v
 		}
 	}
 	return ""

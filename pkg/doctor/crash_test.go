@@ -108,6 +108,11 @@ func TestDoctorMemorySettings(t *testing.T) {
 	if got.Utilization != "0.5" || got.MaxModelLen != "4096" || !strings.Contains(got.UtilizationFrom, "--gpu-memory-utilization") {
 		t.Errorf("from the arguments: %+v", got)
 	}
+	// Flags that only refer to the env leave the env's value and source.
+	p.Spec.Containers[0].Args = []string{"--gpu-memory-utilization=$(GPU_MEMORY_UTILIZATION)", "--max-model-len", "$(MAX_MODEL_LEN)"}
+	if got := ev.memorySettings(p); got.Utilization != "0.70" || got.MaxModelLen != "8192" || !strings.Contains(got.UtilizationFrom, "configmap ai-dev/vllm-config") {
+		t.Errorf("with $(VAR) flags: %+v", got)
+	}
 }
 
 func oomKilled(p *corev1.Pod) {

@@ -15,8 +15,16 @@ import (
 	"github.com/gpuslice/gpuslice/pkg/inject"
 )
 
-// ExpiryWarning is how close to its end a serving certificate gets a warning.
+// ExpiryWarning is how close to its end a long-lived serving certificate
+// gets a warning. Short-lived ones warn in their last quarter instead:
+// gpuslice's own 30-day leaves are renewed with 10 days left, and must not
+// warn while healthy.
 const ExpiryWarning = 14 * 24 * time.Hour
+
+// warnWithin is the warning window for one certificate.
+func warnWithin(leaf *x509.Certificate) time.Duration {
+	return min(ExpiryWarning, leaf.NotAfter.Sub(leaf.NotBefore)/4)
+}
 
 // JudgeWebhook runs the seed's "Check if webhook is running" and "Webhook
 // Failure Policy" as checks: registration, Deployment and pods, Service
@@ -363,7 +371,7 @@ func parseBundle(pemData []byte) (*x509.CertPool, []string, error) {
 }
 
 // JudgeCertExpiry fails when the serving certificate has expired and warns
-// within ExpiryWarning of its end.
+// within warnWithin of its end.
 func JudgeCertExpiry(leaf *x509.Certificate, now time.Time) Result {
 	res := Result{Check: CheckWebhookCertExpiry}
 	left := leaf.NotAfter.Sub(now)
@@ -374,7 +382,7 @@ func JudgeCertExpiry(leaf *x509.Certificate, now time.Time) Result {
 		res.Verdict = Fail
 		res.Evidence = fmt.Sprintf("the webhook's certificate expired %s ago (%s): the API server refuses it", roundDuration(-left), until)
 		res.Remedy = renew
-	case left < ExpiryWarning:
+	case left < warnWithin(leaf):
 		res.Verdict = Warn
 		res.Evidence = fmt.Sprintf("the webhook's certificate expires in %s (%s)", roundDuration(left), until)
 		res.Remedy = renew

@@ -245,6 +245,11 @@ func TestDoctorJudgeCertExpiry(t *testing.T) {
 			expect(t, JudgeCertExpiry(leaf, leaf.NotAfter.Add(-tc.left)), tc.verdict, tc.contains...)
 		})
 	}
+	// A 30-day self-signed leaf is renewed with 10 days left: no warning
+	// then, one in its last quarter (7 days and a half) if renewal failed.
+	short := servedCert(t, newCA(t, "gpuslice webhook CA"), 30*24*time.Hour, "gpu-webhook.gpu-system.svc")
+	expect(t, JudgeCertExpiry(short, short.NotAfter.Add(-10*24*time.Hour)), OK)
+	expect(t, JudgeCertExpiry(short, short.NotAfter.Add(-7*24*time.Hour)), Warn, "expires in 7 days")
 }
 
 func TestDoctorJudgeDryRun(t *testing.T) {
