@@ -101,7 +101,7 @@ certificates:
   certManager: {issuerRef: {name: homelab-ca, kind: ClusterIssuer, group: cert-manager.io}}`},
 	{name: "agent tuned", values: `
 agent:
-  hostPID: true
+  hostPID: false
   port: 9500
   runtimeClassName: ""
   nvmlLibrary: /usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1
