@@ -123,6 +123,10 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		// plugin would refuse pods until the controller manager has made
 		// each namespace's default ServiceAccount.
 		"--disable-admission-plugins=ServiceAccount",
+		// Simulated nodes have no kubelet; dialling their InternalIP
+		// (127.0.0.1) for logs fails at once on loopback instead of
+		// resolving the node's hostname through the network's DNS.
+		"--kubelet-preferred-address-types=InternalIP",
 		"--cert-dir="+filepath.Join(c.Dir, "apiserver-certs"),
 	); err != nil {
 		return nil, err
