@@ -62,7 +62,8 @@ Secret, which it also writes into the registration's caBundle.`,
 	f.StringVar(&o.WebhookConfig, "webhook-config-name", registration.DefaultName, "MutatingWebhookConfiguration to register or keep the caBundle of")
 	f.BoolVar(&o.Register, "register", false, "create or update the MutatingWebhookConfiguration on start")
 	f.DurationVar(&o.LeafValidity, "self-signed-validity", 30*24*time.Hour, "life of a self-signed serving certificate; renewed in memory after two thirds")
-	f.StringVar(&o.ConfigFile, "config", "", "device profiles and namespace policy (YAML, see docs/webhook.md); built-in nvidia profile when empty")
+	f.StringVar(&o.ConfigFile, "config", "", "device profiles and namespace policy (YAML, see docs/webhook.md); built-in nvidia profile when empty; reloaded when the file changes")
+	f.DurationVar(&o.ConfigCheckEvery, "config-check-interval", 10*time.Second, "how often --config is checked for changes")
 	f.DurationVar(&o.ShutdownGrace, "shutdown-grace", 10*time.Second, "time requests in flight get to finish on SIGTERM")
 	return cmd
 }

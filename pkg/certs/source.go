@@ -4,10 +4,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"os"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/gpuslice/gpuslice/internal/filestamp"
 )
 
 // Source hands the serving certificate to every TLS handshake. Both
@@ -33,18 +33,9 @@ type FileSource struct {
 	onReload          ReloadFunc
 
 	mu      sync.Mutex
-	stamp   [2]fileStamp
+	stamp   [2]filestamp.Stamp
 	current *tls.Certificate
 	expiry  time.Time
-}
-
-// fileStamp identifies one version of a file. The inode matters: a
-// rotation replaces the file (rename, or a Secret volume's symlink swap)
-// and may keep its size and, on coarse clocks, its modification time.
-type fileStamp struct {
-	mod   time.Time
-	size  int64
-	inode uint64
 }
 
 // NewFileSource loads the pair once; it fails if the files are not a valid
@@ -104,17 +95,14 @@ func (s *FileSource) reloadLocked() error {
 	return err
 }
 
-func (s *FileSource) stat() ([2]fileStamp, error) {
-	var out [2]fileStamp
+func (s *FileSource) stat() ([2]filestamp.Stamp, error) {
+	var out [2]filestamp.Stamp
 	for i, name := range []string{s.certFile, s.keyFile} {
-		fi, err := os.Stat(name) // follows the ..data symlink of a Secret volume
+		st, err := filestamp.Of(name)
 		if err != nil {
 			return out, err
 		}
-		out[i] = fileStamp{mod: fi.ModTime(), size: fi.Size()}
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			out[i].inode = st.Ino
-		}
+		out[i] = st
 	}
 	return out, nil
 }

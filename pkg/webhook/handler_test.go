@@ -172,10 +172,11 @@ func TestMetricsLint(t *testing.T) {
 	m.denials.WithLabelValues("unknown-profile").Inc()
 	m.badRequests.WithLabelValues("malformed").Inc()
 	m.certReloads.WithLabelValues("success").Inc()
+	m.configReloads.WithLabelValues("success").Inc()
 	for _, c := range []interface {
 		Describe(chan<- *prometheus.Desc)
 		Collect(chan<- prometheus.Metric)
-	}{m.requests, m.duration, m.mutations, m.denials, m.badRequests, m.certExpiry, m.certReloads} {
+	}{m.requests, m.duration, m.mutations, m.denials, m.badRequests, m.certExpiry, m.certReloads, m.configReloads} {
 		problems, err := testutil.CollectAndLint(c)
 		if err != nil {
 			t.Fatal(err)

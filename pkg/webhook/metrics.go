@@ -12,13 +12,14 @@ import (
 type Metrics struct {
 	Registry *prometheus.Registry
 
-	requests    *prometheus.CounterVec
-	duration    *prometheus.HistogramVec
-	mutations   *prometheus.CounterVec
-	denials     *prometheus.CounterVec
-	badRequests *prometheus.CounterVec
-	certExpiry  prometheus.Gauge
-	certReloads *prometheus.CounterVec
+	requests      *prometheus.CounterVec
+	duration      *prometheus.HistogramVec
+	mutations     *prometheus.CounterVec
+	denials       *prometheus.CounterVec
+	badRequests   *prometheus.CounterVec
+	certExpiry    prometheus.Gauge
+	certReloads   *prometheus.CounterVec
+	configReloads *prometheus.CounterVec
 }
 
 // NewMetrics registers the webhook's metrics and the Go runtime's.
@@ -54,8 +55,12 @@ func NewMetrics() *Metrics {
 			Name: "gpuslice_webhook_certificate_reloads_total",
 			Help: "Serving certificate loads, by result (success or error).",
 		}, []string{"result"}),
+		configReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gpuslice_webhook_config_reloads_total",
+			Help: "Reloads of the --config file after it changed, by result (success or error).",
+		}, []string{"result"}),
 	}
-	m.Registry.MustRegister(m.requests, m.duration, m.mutations, m.denials, m.badRequests, m.certExpiry, m.certReloads,
+	m.Registry.MustRegister(m.requests, m.duration, m.mutations, m.denials, m.badRequests, m.certExpiry, m.certReloads, m.configReloads,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/gpuslice/gpuslice/internal/filestamp"
 	"github.com/gpuslice/gpuslice/pkg/certs"
 	"github.com/gpuslice/gpuslice/pkg/inject"
 	"github.com/gpuslice/gpuslice/pkg/registration"
@@ -33,13 +34,17 @@ type RunOptions struct {
 	Register      bool   // create or update the registration on start
 	LeafValidity  time.Duration
 	ConfigFile    string
-	ShutdownGrace time.Duration
-	Client        kubernetes.Interface // needed with SelfSigned or Register
-	Log           *slog.Logger
+	// ConfigCheckEvery is how often ConfigFile is checked for changes.
+	ConfigCheckEvery time.Duration
+	ShutdownGrace    time.Duration
+	Client           kubernetes.Interface // needed with SelfSigned or Register
+	Log              *slog.Logger
 }
 
 // Run serves the webhook until ctx ends.
 func Run(ctx context.Context, o RunOptions) error {
+	// Stamp before loading, so a change made while loading is not missed.
+	configStamp, _ := filestamp.Of(o.ConfigFile)
 	cfg, err := loadConfig(o.ConfigFile, o.Namespace)
 	if err != nil {
 		return err
@@ -77,7 +82,16 @@ func Run(ctx context.Context, o RunOptions) error {
 			return fmt.Errorf("listening on %s: %w; choose another --metrics-address", o.MetricsAddress, err)
 		}
 	}
-	srv := &Server{Handler: NewHandler(cfg, metrics, o.Log), Metrics: metrics, Certs: source, Log: o.Log, ShutdownGrace: o.ShutdownGrace}
+	handler := NewHandler(cfg, metrics, o.Log)
+	if o.ConfigFile != "" {
+		every := o.ConfigCheckEvery
+		if every == 0 {
+			every = 10 * time.Second
+		}
+		w := &ConfigWatcher{Path: o.ConfigFile, Namespace: o.Namespace, Every: every, Handler: handler, Metrics: metrics, Log: o.Log}
+		go w.Run(ctx, configStamp)
+	}
+	srv := &Server{Handler: handler, Metrics: metrics, Certs: source, Log: o.Log, ShutdownGrace: o.ShutdownGrace}
 	return srv.Serve(ctx, ln, metricsLn)
 }
 
