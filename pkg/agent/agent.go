@@ -21,10 +21,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
+	"github.com/gpuslice/gpuslice/internal/serving"
 	"github.com/gpuslice/gpuslice/pkg/gpu"
 )
 
@@ -140,20 +140,7 @@ func (a *Agent) Readiness() (bool, string) {
 // /readyz (503 with the reason while NVML or the pod list is missing).
 func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{
-		Registry: a.registry,
-		ErrorLog: slog.NewLogLogger(a.opts.Log.Handler(), slog.LevelWarn),
-	}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if ok, msg := a.Readiness(); !ok {
-			http.Error(w, msg, http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ok\n"))
-	})
+	serving.Endpoints(mux, a.registry, a.Readiness, a.opts.Log)
 	return mux
 }
 
@@ -161,35 +148,14 @@ func (a *Agent) Handler() http.Handler {
 // scrapes in flight finish.
 func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
 	a.Start(ctx)
-	srv := &http.Server{
-		Handler:           a.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(a.opts.Log.Handler(), slog.LevelWarn),
-	}
-	errs := make(chan error, 1)
-	go func() { errs <- srv.Serve(ln) }()
 	up, reason := a.nvml.Status()
 	attrs := []any{"address", ln.Addr().String(), "node", a.opts.NodeName, "procRoot", a.opts.ProcRoot, "nvmlAvailable", up}
 	if !up {
 		attrs = append(attrs, "reason", reason.Reason)
 	}
 	a.opts.Log.Info("agent serving", attrs...)
-
-	var err error
-	select {
-	case <-ctx.Done():
-	case err = <-errs:
-		err = fmt.Errorf("agent server stopped: %w", err)
-	}
-	a.draining.Store(true)
-	sctx, cancel := context.WithTimeout(context.Background(), a.opts.ShutdownGrace)
-	defer cancel()
-	if serr := srv.Shutdown(sctx); serr != nil && err == nil {
-		err = fmt.Errorf("draining agent server: %w", serr)
-	}
-	if errors.Is(err, http.ErrServerClosed) {
-		err = nil
-	}
+	err := serving.Run(ctx, "agent", a.opts.ShutdownGrace, func() { a.draining.Store(true) },
+		serving.Listener{Server: serving.NewServer(a.Handler(), a.opts.Log), Listener: ln})
 	a.opts.Log.Info("agent stopped")
 	return err
 }
