@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	_ "time/tzdata" // time zones for active hours, also in images without /usr/share/zoneinfo
 )
 
 func main() {

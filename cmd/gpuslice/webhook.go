@@ -6,12 +6,14 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/gpuslice/gpuslice/pkg/gate/live"
 	"github.com/gpuslice/gpuslice/pkg/registration"
 	"github.com/gpuslice/gpuslice/pkg/webhook"
 )
 
 func newWebhookCommand(g *globals) *cobra.Command {
 	o := webhook.RunOptions{}
+	var admissionGate bool
 	cmd := &cobra.Command{
 		Use:   "webhook",
 		Short: "Serve the device-injection admission webhook (gpu-directory-injector)",
@@ -22,6 +24,12 @@ func newWebhookCommand(g *globals) *cobra.Command {
 
 Endpoints on --listen-address (HTTPS): /mutate, /healthz, /readyz, /metrics.
 With --metrics-address, /metrics, /healthz and /readyz also over plain HTTP.
+
+With --admission-gate, new pods of workloads annotated
+gpuslice.io/preemptible are refused while a gpuslice.io/protected workload
+on a node they may land on is unhealthy, or while no such node has the free
+shares they request; gpuslice.io/break-glass=REASON on the pod template lets
+them in, logged and evented.
 
 Certificates come either from files (cert-manager), reloaded without a restart
 when they change, or with --self-signed from a CA that gpuslice keeps in a
@@ -38,10 +46,13 @@ Secret, which it also writes into the registration's caBundle.`,
 				return err
 			}
 			o.Log = log
-			if o.SelfSigned || o.Register {
+			if o.SelfSigned || o.Register || admissionGate {
 				if o.Client, err = g.client(); err != nil {
 					return err
 				}
+			}
+			if admissionGate {
+				o.Gate = live.New(live.Options{Client: o.Client})
 			}
 			return webhook.Run(cmd.Context(), o)
 		},
@@ -65,5 +76,6 @@ Secret, which it also writes into the registration's caBundle.`,
 	f.StringVar(&o.ConfigFile, "config", "", "device profiles and namespace policy (YAML, see docs/webhook.md); built-in nvidia profile when empty; reloaded when the file changes")
 	f.DurationVar(&o.ConfigCheckEvery, "config-check-interval", 10*time.Second, "how often --config is checked for changes")
 	f.DurationVar(&o.ShutdownGrace, "shutdown-grace", 10*time.Second, "time requests in flight get to finish on SIGTERM")
+	f.BoolVar(&admissionGate, "admission-gate", false, "refuse new pods of preemptible GPU workloads while a protected one is unhealthy or free shares do not cover them (gpuslice.io/break-glass=REASON lets one in); watches the cluster, see docs/webhook.md")
 	return cmd
 }

@@ -14,6 +14,7 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 
@@ -107,6 +108,10 @@ func TestChartMutatingWebhookConfigurationMatchesBuild(t *testing.T) {
 			want: func(ns string, cfg *inject.Config) registration.Options {
 				return registration.Options{ServiceName: "gpu-webhook", ServiceNamespace: ns, ExcludedNamespaces: cfg.ExcludedNamespaces}
 			}},
+		{name: "admission gate", namespace: "gpu-system", values: `{webhook: {admissionGate: true}}`,
+			want: func(ns string, _ *inject.Config) registration.Options {
+				return registration.Options{ServiceName: "gpu-webhook", ServiceNamespace: ns, AdmissionGate: true}
+			}},
 		{name: "config excluding nothing", namespace: "gpu-system",
 			values: `{webhook: {config: {excludedNamespaces: []}}}`,
 			want: func(ns string, cfg *inject.Config) registration.Options {
@@ -174,6 +179,55 @@ func TestChartWebhookConfigIsTheExample(t *testing.T) {
 	args := webhookArgs(t, r)
 	if !slices.Contains(args, "--config=/config/config.yaml") {
 		t.Errorf("webhook args %v lack --config", args)
+	}
+}
+
+// The admission gate gets the flag, a token even with cert-manager, and
+// exactly what its informers and Events need; without it, none of that.
+func TestChartAdmissionGate(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		r := render(t, Options{Values: map[string]any{
+			"webhook":      map[string]any{"admissionGate": on},
+			"certificates": map[string]any{"mode": "cert-manager"},
+		}})
+		if got := slices.Contains(webhookArgs(t, r), "--admission-gate"); got != on {
+			t.Errorf("gate %v: --admission-gate in args = %v", on, got)
+		}
+		var d appsv1.Deployment
+		convert(t, r.Find("Deployment", "gpuslice-webhook"), &d)
+		if got := *d.Spec.Template.Spec.AutomountServiceAccountToken; got != on {
+			t.Errorf("gate %v: automountServiceAccountToken = %v", on, got)
+		}
+		u := r.Find("ClusterRole", "gpuslice-webhook-gate")
+		if (u != nil) != on {
+			t.Fatalf("gate %v: ClusterRole gpuslice-webhook-gate rendered = %v", on, u != nil)
+		}
+		if !on {
+			continue
+		}
+		var role rbacv1.ClusterRole
+		convert(t, u, &role)
+		want := map[string][]string{
+			"/nodes": {"list", "watch"}, "/pods": {"list", "watch"}, "/configmaps": {"list", "watch"},
+			"apps/replicasets": {"list", "watch"}, "apps/deployments": {"list", "watch"}, "apps/statefulsets": {"list", "watch"},
+			"scheduling.k8s.io/priorityclasses": {"list", "watch"}, "/events": {"create", "patch"},
+		}
+		got := map[string][]string{}
+		for _, rule := range role.Rules {
+			for _, g := range rule.APIGroups {
+				for _, res := range rule.Resources {
+					got[g+"/"+res] = append(got[g+"/"+res], rule.Verbs...)
+				}
+			}
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("gate ClusterRole grants %v, want %v", got, want)
+		}
+		var b rbacv1.ClusterRoleBinding
+		convert(t, r.Find("ClusterRoleBinding", "gpuslice-webhook-gate"), &b)
+		if b.RoleRef.Name != role.Name || len(b.Subjects) != 1 || b.Subjects[0].Name != d.Spec.Template.Spec.ServiceAccountName {
+			t.Errorf("binding %+v does not bind the webhook's ServiceAccount %s", b, d.Spec.Template.Spec.ServiceAccountName)
+		}
 	}
 }
 

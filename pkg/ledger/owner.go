@@ -29,15 +29,30 @@ func indexOwners(replicaSets []appsv1.ReplicaSet, jobs []batchv1.Job) map[string
 	return idx
 }
 
-// owner returns the workload a pod belongs to: its controller, walked one
-// level up for ReplicaSets and Jobs when their owner is known, or the pod
-// itself when it has no controller.
+// owner returns the workload a pod belongs to (see Owners.Of).
 func (b *builder) owner(pod *corev1.Pod) (kind, name string) {
+	return Owners{b.owners}.Of(pod)
+}
+
+// Owners finds the workload a pod belongs to, as the ledger names it.
+type Owners struct {
+	idx map[string]map[string]ownerRef
+}
+
+// NewOwners indexes the ReplicaSets and Jobs pods point at.
+func NewOwners(replicaSets []appsv1.ReplicaSet, jobs []batchv1.Job) Owners {
+	return Owners{indexOwners(replicaSets, jobs)}
+}
+
+// Of returns the pod's controller, walked one level up for ReplicaSets
+// and Jobs when their owner is known, or the pod itself when it has no
+// controller.
+func (o Owners) Of(pod *corev1.Pod) (kind, name string) {
 	ref := metav1.GetControllerOfNoCopy(pod)
 	if ref == nil {
 		return "Pod", pod.Name
 	}
-	if up, ok := b.owners[ref.Kind][nsName(pod.Namespace, ref.Name)]; ok {
+	if up, ok := o.idx[ref.Kind][nsName(pod.Namespace, ref.Name)]; ok {
 		return up.kind, up.name
 	}
 	return ref.Kind, ref.Name

@@ -26,7 +26,13 @@ const (
 	AnnotationReleasedAt     = "gpuslice.io/released-at"
 	AnnotationReleasedBy     = "gpuslice.io/released-by"
 	AnnotationReleasedReason = "gpuslice.io/released-reason"
+	// AnnotationReleasedNode is the node whose GPU the release freed,
+	// when the release was for one node (the arbiter's are).
+	AnnotationReleasedNode = "gpuslice.io/released-node"
 )
+
+// recordAnnotations are every annotation a release writes.
+var recordAnnotations = []string{AnnotationReleasedReplicas, AnnotationReleasedAt, AnnotationReleasedBy, AnnotationReleasedReason, AnnotationReleasedNode}
 
 // ErrProtected is returned (wrapped) by Release for a workload annotated
 // gpuslice.io/protected.
@@ -45,6 +51,8 @@ type ReleaseOptions struct {
 	// this client is (SelfSubjectReview).
 	By     string
 	Reason string
+	// Node is the node whose GPU is being freed, if the release is for one.
+	Node   string
 	DryRun bool
 	// Now is the release time; zero means time.Now().
 	Now time.Time
@@ -53,6 +61,9 @@ type ReleaseOptions struct {
 // RestoreOptions configure Restore.
 type RestoreOptions struct {
 	DryRun bool
+	// OnlyBy, when set, restores only a release recorded by that name:
+	// the arbiter never undoes an operator's release.
+	OnlyBy string
 }
 
 // Record is what a release leaves on the workload.
@@ -61,6 +72,7 @@ type Record struct {
 	At       string `json:"at,omitempty"`
 	By       string `json:"by,omitempty"`
 	Reason   string `json:"reason,omitempty"`
+	Node     string `json:"node,omitempty"`
 }
 
 // Result is what Release or Restore did, or would do with DryRun.
@@ -108,7 +120,7 @@ func Restore(ctx context.Context, cs kubernetes.Interface, ref Ref, opts Restore
 	var res Result
 	err := modifyWorkload(ctx, cs, ref, opts.DryRun, func(w *workload) (bool, error) {
 		var err error
-		res, err = decideRestore(w)
+		res, err = decideRestore(w, opts.OnlyBy)
 		return res.Changed(), err
 	})
 	res.DryRun = opts.DryRun
@@ -138,7 +150,7 @@ func decideRelease(w *workload, opts ReleaseOptions) (Result, error) {
 		res.Message = fmt.Sprintf("%s already has 0 replicas and holds no GPU; nothing to release", w.Qualified())
 		return res, nil
 	}
-	rec = &Record{Replicas: res.ReplicasBefore, At: opts.Now.UTC().Format(time.RFC3339), By: opts.By, Reason: opts.Reason}
+	rec = &Record{Replicas: res.ReplicasBefore, At: opts.Now.UTC().Format(time.RFC3339), By: opts.By, Reason: opts.Reason, Node: opts.Node}
 	w.annotate(AnnotationReleasedReplicas, strconv.Itoa(int(rec.Replicas)))
 	w.annotate(AnnotationReleasedAt, rec.At)
 	if rec.By != "" {
@@ -146,6 +158,9 @@ func decideRelease(w *workload, opts ReleaseOptions) (Result, error) {
 	}
 	if rec.Reason != "" {
 		w.annotate(AnnotationReleasedReason, rec.Reason)
+	}
+	if rec.Node != "" {
+		w.annotate(AnnotationReleasedNode, rec.Node)
 	}
 	w.setReplicas(0)
 	res.Action, res.ReplicasAfter, res.Record = ActionReleased, 0, rec
@@ -155,7 +170,7 @@ func decideRelease(w *workload, opts ReleaseOptions) (Result, error) {
 }
 
 // decideRestore applies a restore to w in memory.
-func decideRestore(w *workload) (Result, error) {
+func decideRestore(w *workload, onlyBy string) (Result, error) {
 	cur := w.Replicas()
 	res := Result{Workload: w.Ref, Action: ActionUnchanged, ReplicasBefore: cur, ReplicasAfter: cur}
 	rec, err := readRecord(w)
@@ -166,7 +181,12 @@ func decideRestore(w *workload) (Result, error) {
 		res.Message = fmt.Sprintf("%s was not released by gpuslice (no %s annotation); nothing to restore", w.Qualified(), AnnotationReleasedReplicas)
 		return res, nil
 	}
-	for _, k := range []string{AnnotationReleasedReplicas, AnnotationReleasedAt, AnnotationReleasedBy, AnnotationReleasedReason} {
+	if onlyBy != "" && rec.By != onlyBy {
+		res.Record = rec
+		res.Message = fmt.Sprintf("%s was released %s, not by %s: left for them to restore", w.Qualified(), rec.describe(), onlyBy)
+		return res, nil
+	}
+	for _, k := range recordAnnotations {
 		delete(w.meta.Annotations, k)
 	}
 	w.setReplicas(rec.Replicas)
@@ -180,17 +200,26 @@ func decideRestore(w *workload) (Result, error) {
 
 // readRecord returns nil for a workload that is not released.
 func readRecord(w *workload) (*Record, error) {
-	a := w.meta.Annotations
+	rec, err := ParseRecord(w.meta.Annotations)
+	if err != nil {
+		return nil, fmt.Errorf("%s %w", w.Qualified(), err)
+	}
+	return rec, nil
+}
+
+// ParseRecord reads the release record from a workload's annotations: nil
+// when it is not released.
+func ParseRecord(a map[string]string) (*Record, error) {
 	v, ok := a[AnnotationReleasedReplicas]
 	if !ok {
 		return nil, nil
 	}
 	n, err := strconv.ParseInt(v, 10, 32)
 	if err != nil || n < 0 {
-		return nil, fmt.Errorf("%s has annotation %s=%q, not a replica count: set it to the count to restore, or remove it and scale by hand",
-			w.Qualified(), AnnotationReleasedReplicas, v)
+		return nil, fmt.Errorf("has annotation %s=%q, not a replica count: set it to the count to restore, or remove it and scale by hand",
+			AnnotationReleasedReplicas, v)
 	}
-	return &Record{Replicas: int32(n), At: a[AnnotationReleasedAt], By: a[AnnotationReleasedBy], Reason: a[AnnotationReleasedReason]}, nil
+	return &Record{Replicas: int32(n), At: a[AnnotationReleasedAt], By: a[AnnotationReleasedBy], Reason: a[AnnotationReleasedReason], Node: a[AnnotationReleasedNode]}, nil
 }
 
 func (r *Record) describe() string {

@@ -150,7 +150,7 @@ func TestDecideRestore(t *testing.T) {
 		{name: "broken record", w: withReplicas(0, map[string]string{AnnotationReleasedReplicas: "-1"}), errText: "not a replica count"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			res, err := decideRestore(tc.w)
+			res, err := decideRestore(tc.w, "")
 			checkErr(t, err, nil, tc.errText)
 			if err != nil {
 				return

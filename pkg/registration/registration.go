@@ -43,6 +43,10 @@ type Options struct {
 	// say; kube-system and the webhook's own namespace by default.
 	ExcludedNamespaces []string
 	TimeoutSeconds     int32
+	// AdmissionGate also sends pods that request a GPU resource without
+	// gpuslice's annotations, for the gate to judge, and declares the
+	// gate's break-glass Events as side effects (skipped on dry runs).
+	AdmissionGate bool
 }
 
 // Build returns the registration. Only pod creations that carry one of
@@ -80,7 +84,12 @@ func Build(o Options) *admissionregistrationv1.MutatingWebhookConfiguration {
 		cc.Service = &admissionregistrationv1.ServiceReference{Name: o.ServiceName, Namespace: o.ServiceNamespace, Path: &path, Port: &port}
 	}
 	fail := admissionregistrationv1.Fail
-	none := admissionregistrationv1.SideEffectClassNone
+	sideEffects := admissionregistrationv1.SideEffectClassNone
+	condition := admissionregistrationv1.MatchCondition{Name: "has-gpuslice-annotation", Expression: MatchExpression()}
+	if o.AdmissionGate {
+		sideEffects = admissionregistrationv1.SideEffectClassNoneOnDryRun
+		condition = admissionregistrationv1.MatchCondition{Name: "has-gpuslice-annotation-or-gpu-request", Expression: GatedMatchExpression()}
+	}
 	reinvoke := admissionregistrationv1.IfNeededReinvocationPolicy
 	scope := admissionregistrationv1.NamespacedScope
 	equivalent := admissionregistrationv1.Equivalent
@@ -94,7 +103,7 @@ func Build(o Options) *admissionregistrationv1.MutatingWebhookConfiguration {
 			ClientConfig:            cc,
 			AdmissionReviewVersions: []string{"v1"},
 			FailurePolicy:           &fail,
-			SideEffects:             &none,
+			SideEffects:             &sideEffects,
 			TimeoutSeconds:          &o.TimeoutSeconds,
 			ReinvocationPolicy:      &reinvoke,
 			MatchPolicy:             &equivalent,
@@ -107,10 +116,7 @@ func Build(o Options) *admissionregistrationv1.MutatingWebhookConfiguration {
 			NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
 				Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: excluded,
 			}}},
-			MatchConditions: []admissionregistrationv1.MatchCondition{{
-				Name:       "has-gpuslice-annotation",
-				Expression: MatchExpression(),
-			}},
+			MatchConditions: []admissionregistrationv1.MatchCondition{condition},
 		}},
 	}
 }
@@ -123,6 +129,19 @@ func MatchExpression() string {
 		terms[i] = fmt.Sprintf("%q in object.metadata.annotations", k)
 	}
 	return "has(object.metadata.annotations) && (" + strings.Join(terms, " || ") + ")"
+}
+
+// GatedMatchExpression adds, for the admission gate, pods whose containers
+// or init containers request or limit an "nvidia.com/" resource (the
+// ledger's GPU resources) without carrying an annotation.
+func GatedMatchExpression() string {
+	requests := func(list string) string {
+		return list + ".exists(c, has(c.resources) && (" +
+			"(has(c.resources.requests) && c.resources.requests.exists(r, r.startsWith(\"nvidia.com/\"))) || " +
+			"(has(c.resources.limits) && c.resources.limits.exists(r, r.startsWith(\"nvidia.com/\")))))"
+	}
+	return "(" + MatchExpression() + ") || " + requests("object.spec.containers") +
+		" || (has(object.spec.initContainers) && " + requests("object.spec.initContainers") + ")"
 }
 
 // Apply creates the registration or replaces an existing one's webhooks,

@@ -1,6 +1,7 @@
 package registration
 
 import (
+	"strings"
 	"testing"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -51,6 +52,35 @@ func TestBuild(t *testing.T) {
 				t.Errorf("matchConditions: %+v", w.MatchConditions)
 			}
 		})
+	}
+}
+
+// With the admission gate, unannotated pods requesting a GPU resource are
+// sent too, and the gate's Events are declared.
+func TestBuildAdmissionGate(t *testing.T) {
+	w := Build(Options{ServiceName: "gpu-webhook", ServiceNamespace: "gpu-system", AdmissionGate: true}).Webhooks[0]
+	if *w.SideEffects != admissionregistrationv1.SideEffectClassNoneOnDryRun {
+		t.Errorf("sideEffects = %v, want NoneOnDryRun: the gate records break-glass Events", *w.SideEffects)
+	}
+	if len(w.MatchConditions) != 1 || w.MatchConditions[0].Expression != GatedMatchExpression() {
+		t.Errorf("matchConditions: %+v", w.MatchConditions)
+	}
+	if *w.FailurePolicy != admissionregistrationv1.Fail {
+		t.Errorf("failurePolicy = %v", *w.FailurePolicy)
+	}
+}
+
+func TestGatedMatchExpression(t *testing.T) {
+	got := GatedMatchExpression()
+	for _, want := range []string{
+		"(" + MatchExpression() + ") || ",
+		`object.spec.containers.exists(c, has(c.resources) && ((has(c.resources.requests) && c.resources.requests.exists(r, r.startsWith("nvidia.com/")))`,
+		`(has(c.resources.limits) && c.resources.limits.exists(r, r.startsWith("nvidia.com/")))`,
+		`(has(object.spec.initContainers) && object.spec.initContainers.exists(`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("%s\nlacks %s", got, want)
+		}
 	}
 }
 

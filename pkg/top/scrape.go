@@ -83,8 +83,9 @@ func parseMetrics(body []byte) (*agentMetrics, error) {
 	return am, nil
 }
 
-// compareIndex orders GPU indexes numerically ("2" before "10").
-func compareIndex(a, b string) int {
+// CompareIndex orders GPU indexes numerically ("2" before "10"), as
+// nvidia-smi lists them; pkg/signals sorts its GPUs the same way.
+func CompareIndex(a, b string) int {
 	x, errA := strconv.Atoi(a)
 	y, errB := strconv.Atoi(b)
 	if errA != nil || errB != nil {
@@ -92,6 +93,21 @@ func compareIndex(a, b string) int {
 	}
 	return x - y
 }
+
+// ParseAgentGPUs reads the GPUs out of an agent's /metrics text, sorted
+// by index, with what the agent says of itself: its node and whether NVML
+// is up (no GPUs are reported while it is down). pkg/signals reads GPU
+// memory this way without the rest of top's report.
+func ParseAgentGPUs(body []byte) ([]GPUUsage, AgentStatus, error) {
+	am, err := parseMetrics(body)
+	if err != nil {
+		return nil, AgentStatus{}, err
+	}
+	return am.gpus, AgentStatus{Node: am.node, NVMLAvailable: am.nvmlAvailable}, nil
+}
+
+// compareIndex is CompareIndex under the name the rest of the package uses.
+func compareIndex(a, b string) int { return CompareIndex(a, b) }
 
 // each calls f with the labels and value of every sample of a gauge family.
 func each(families map[string]*dto.MetricFamily, name string, f func(labels map[string]string, v float64)) {
@@ -104,10 +120,10 @@ func each(families map[string]*dto.MetricFamily, name string, f func(labels map[
 	}
 }
 
-// scrapeThroughProxy gets an agent pod's /metrics through the API
-// server's pods proxy subresource, so top needs no network path to the
-// node, only `get pods/proxy` in the agent's namespace.
-func scrapeThroughProxy(ctx context.Context, cs kubernetes.Interface, pod *corev1.Pod, port int) ([]byte, error) {
+// ScrapeThroughProxy gets an agent pod's /metrics through the API
+// server's pods proxy subresource, so top (and pkg/signals) needs no
+// network path to the node, only `get pods/proxy` in the agent's namespace.
+func ScrapeThroughProxy(ctx context.Context, cs kubernetes.Interface, pod *corev1.Pod, port int) ([]byte, error) {
 	body, err := cs.CoreV1().Pods(pod.Namespace).ProxyGet("", pod.Name, strconv.Itoa(port), "metrics", nil).DoRaw(ctx)
 	if err != nil {
 		return nil, proxyErr(pod, port, err, body)
@@ -115,11 +131,21 @@ func scrapeThroughProxy(ctx context.Context, cs kubernetes.Interface, pod *corev
 	return body, nil
 }
 
-// readyzThroughProxy fetches the agent's /readyz text, which says why
+// ReadyzThroughProxy fetches the agent's /readyz text, which says why
 // NVML is unavailable; it answers 503 then, so the body comes with an error.
-func readyzThroughProxy(ctx context.Context, cs kubernetes.Interface, pod *corev1.Pod, port int) string {
+func ReadyzThroughProxy(ctx context.Context, cs kubernetes.Interface, pod *corev1.Pod, port int) string {
 	body, _ := cs.CoreV1().Pods(pod.Namespace).ProxyGet("", pod.Name, strconv.Itoa(port), "readyz", nil).DoRaw(ctx)
 	return string(bytes.TrimSpace(body))
+}
+
+// scrapeThroughProxy and readyzThroughProxy are the exported functions
+// under the names the rest of the package uses.
+func scrapeThroughProxy(ctx context.Context, cs kubernetes.Interface, pod *corev1.Pod, port int) ([]byte, error) {
+	return ScrapeThroughProxy(ctx, cs, pod, port)
+}
+
+func readyzThroughProxy(ctx context.Context, cs kubernetes.Interface, pod *corev1.Pod, port int) string {
+	return ReadyzThroughProxy(ctx, cs, pod, port)
 }
 
 // proxyErr explains a failed proxied scrape. The API server's own answer

@@ -5,6 +5,7 @@
 package webhook
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,6 +32,7 @@ const DefaultMaxBodyBytes = 4 << 20
 // Handler answers AdmissionReview v1 requests at /mutate.
 type Handler struct {
 	config       atomic.Pointer[inject.Config]
+	gate         atomic.Pointer[Gate] // nil: the admission gate is off
 	metrics      *Metrics
 	log          *slog.Logger
 	maxBodyBytes int64
@@ -60,7 +62,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), status)
 		return
 	}
-	resp, outcome := h.admit(review.Request)
+	resp, outcome := h.admit(r.Context(), review.Request)
 	out := admissionv1.AdmissionReview{TypeMeta: review.TypeMeta, Response: resp}
 	body, err := json.Marshal(out)
 	if err != nil {
@@ -112,7 +114,7 @@ func (h *Handler) decode(w http.ResponseWriter, r *http.Request) (review admissi
 
 // admit turns one request into a response. It never panics: a bug in the
 // mutation becomes a denial naming the pod, not a crashed server.
-func (h *Handler) admit(req *admissionv1.AdmissionRequest) (resp *admissionv1.AdmissionResponse, outcome string) {
+func (h *Handler) admit(ctx context.Context, req *admissionv1.AdmissionRequest) (resp *admissionv1.AdmissionResponse, outcome string) {
 	defer func() {
 		if p := recover(); p != nil {
 			h.log.Error("mutation panicked", "uid", req.UID, "namespace", req.Namespace, "name", req.Name, "panic", fmt.Sprint(p))
@@ -144,14 +146,22 @@ func (h *Handler) admit(req *admissionv1.AdmissionRequest) (resp *admissionv1.Ad
 		resp.Warnings = d.Warnings
 		return resp, "denied"
 	}
-	resp = &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true, Warnings: d.Warnings}
-	if len(d.Patch) == 0 {
-		return resp, "unchanged"
-	}
 	patch, err := d.PatchJSON()
 	if err != nil {
 		h.metrics.denials.WithLabelValues("internal-error").Inc()
 		return deny(req.UID, fmt.Sprintf("could not encode its patch: %v", err)), "denied"
+	}
+	if g := h.gate.Load(); g != nil {
+		if msg := h.admitGate(ctx, *g, req, pod, patch, name); msg != "" {
+			h.metrics.denials.WithLabelValues("admission-gate").Inc()
+			resp := deny(req.UID, msg)
+			resp.Warnings = d.Warnings
+			return resp, "denied"
+		}
+	}
+	resp = &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true, Warnings: d.Warnings}
+	if len(patch) == 0 {
+		return resp, "unchanged"
 	}
 	pt := admissionv1.PatchTypeJSONPatch
 	resp.Patch, resp.PatchType = patch, &pt

@@ -20,6 +20,7 @@ type Metrics struct {
 	certExpiry    prometheus.Gauge
 	certReloads   *prometheus.CounterVec
 	configReloads *prometheus.CounterVec
+	gateDecisions *prometheus.CounterVec
 }
 
 // NewMetrics registers the webhook's metrics and the Go runtime's.
@@ -59,8 +60,12 @@ func NewMetrics() *Metrics {
 			Name: "gpuslice_webhook_config_reloads_total",
 			Help: "Reloads of the --config file after it changed, by result (success or error).",
 		}, []string{"result"}),
+		gateDecisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gpuslice_webhook_gate_decisions_total",
+			Help: "Pods the admission gate (--admission-gate) decided on, by decision: allowed, denied, or break_glass (admitted by the gpuslice.io/break-glass annotation).",
+		}, []string{"decision"}),
 	}
-	m.Registry.MustRegister(m.requests, m.duration, m.mutations, m.denials, m.badRequests, m.certExpiry, m.certReloads, m.configReloads,
+	m.Registry.MustRegister(m.requests, m.duration, m.mutations, m.denials, m.badRequests, m.certExpiry, m.certReloads, m.configReloads, m.gateDecisions,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

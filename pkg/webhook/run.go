@@ -37,8 +37,11 @@ type RunOptions struct {
 	// ConfigCheckEvery is how often ConfigFile is checked for changes.
 	ConfigCheckEvery time.Duration
 	ShutdownGrace    time.Duration
-	Client           kubernetes.Interface // needed with SelfSigned or Register
-	Log              *slog.Logger
+	// Gate, when set, is the admission gate (--admission-gate): Run starts
+	// it, and the registration also sends unannotated GPU pods.
+	Gate   Gate
+	Client kubernetes.Interface // needed with SelfSigned or Register
+	Log    *slog.Logger
 }
 
 // Run serves the webhook until ctx ends.
@@ -60,7 +63,7 @@ func Run(ctx context.Context, o RunOptions) error {
 		}
 		mwc := registration.Build(registration.Options{
 			Name: o.WebhookConfig, ServiceName: o.ServiceName, ServiceNamespace: o.Namespace,
-			CABundle: caPEM, ExcludedNamespaces: cfg.ExcludedNamespaces,
+			CABundle: caPEM, ExcludedNamespaces: cfg.ExcludedNamespaces, AdmissionGate: o.Gate != nil,
 		})
 		if err := registration.Apply(ctx, o.Client, mwc); err != nil {
 			return err
@@ -83,6 +86,9 @@ func Run(ctx context.Context, o RunOptions) error {
 		}
 	}
 	handler := NewHandler(cfg, metrics, o.Log)
+	if o.Gate != nil {
+		startGate(ctx, handler, o.Gate, o.Log)
+	}
 	if o.ConfigFile != "" {
 		every := o.ConfigCheckEvery
 		if every == 0 {
@@ -93,6 +99,22 @@ func Run(ctx context.Context, o RunOptions) error {
 	}
 	srv := &Server{Handler: handler, Metrics: metrics, Certs: source, Log: o.Log, ShutdownGrace: o.ShutdownGrace}
 	return srv.Serve(ctx, ln, metricsLn)
+}
+
+// startGate turns the gate on and lists the cluster in the background:
+// the server serves /healthz meanwhile, while /readyz fails and the gate
+// refuses what it is asked.
+func startGate(ctx context.Context, h *Handler, g Gate, log *slog.Logger) {
+	h.SetGate(g)
+	go func() {
+		if err := g.Start(ctx); err != nil {
+			if ctx.Err() == nil {
+				log.Error("admission gate not started", "error", err.Error())
+			}
+			return
+		}
+		log.Info("admission gate ready: refusing new preemptible GPU pods while a protected workload is unhealthy or shares are short")
+	}()
 }
 
 func loadConfig(path, namespace string) (*inject.Config, error) {

@@ -41,11 +41,14 @@ func (s *Server) mux(withMutate bool) *http.ServeMux {
 
 // readiness is what /readyz answers.
 func (s *Server) readiness() (bool, string) {
+	gateOK, gateWhy := s.Handler.gateReady()
 	switch {
 	case s.draining.Load():
 		return false, "shutting down"
 	case !s.ready.Load():
 		return false, "not serving yet"
+	case !gateOK:
+		return false, gateWhy
 	case time.Now().After(s.Certs.NotAfter()):
 		return false, fmt.Sprintf("serving certificate expired at %s: renew it (cert-manager, or restart with --self-signed)", s.Certs.NotAfter().Format(time.RFC3339))
 	}

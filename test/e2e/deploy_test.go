@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -83,6 +84,8 @@ webhook:
   podLabels: {team: homelab}
   extraArgs: [--shutdown-grace=20s]`},
 	{name: "one webhook replica", values: `webhook: {replicas: 1}`},
+	{name: "admission gate", values: `webhook: {admissionGate: true}`},
+	{name: "admission gate with cert-manager", values: `{webhook: {admissionGate: true}, certificates: {mode: cert-manager}}`},
 	{name: "no disruption budget", values: `webhook: {podDisruptionBudget: {enabled: false}}`},
 	{name: "webhook config", values: `
 webhook:
@@ -321,8 +324,6 @@ func equalJSON(t *testing.T, a, b any) bool {
 // webhook.service.port set to the webhook's port; everything else is the
 // defaults.
 func TestDeployInstall(t *testing.T) {
-	bin := buildBinary(t, "gpuslice")
-	root := repoRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	if _, err := localcluster.EnsureBinaries(ctx, io.Discard); err != nil {
@@ -335,53 +336,9 @@ func TestDeployInstall(t *testing.T) {
 	}
 	t.Cleanup(c.Stop)
 
-	addr := freeAddr(t)
-	_, portStr, _ := strings.Cut(addr, ":")
-	port, _ := strconv.Atoi(portStr)
-	ch, err := chart.Load(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := chart.Render(ch, chart.Options{Plain: true, Values: map[string]any{
-		"webhook": map[string]any{"service": map[string]any{"port": port}},
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	in := installChart(ctx, t, c, nil)
+	exited, metricsAddr := in.exited, in.metricsAddr
 	k := newKubeAPI(t, c.Config)
-	if err := demo.EnsureNamespace(ctx, c.Client, chart.DefaultNamespace); err != nil {
-		t.Fatal(err)
-	}
-	for _, obj := range r.Objects() {
-		if err := k.apply(ctx, obj); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// K3s ships RuntimeClass nvidia (the chart leaves it alone by default);
-	// the API server refuses pods naming a RuntimeClass that does not exist.
-	rc := &nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: "nvidia"}, Handler: "nvidia"}
-	if _, err := c.Client.NodeV1().RuntimeClasses().Create(ctx, rc, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	svc := r.OfKind("Service")
-	svcName := registration.DefaultService
-	if !slices.ContainsFunc(svc, func(u *unstructured.Unstructured) bool { return u.GetName() == svcName }) {
-		t.Fatalf("the chart renders no Service %s", svcName)
-	}
-	patch := []byte(`{"spec":{"type":"ExternalName","externalName":"127.0.0.1"}}`)
-	if _, err := c.Client.CoreV1().Services(chart.DefaultNamespace).Patch(ctx, svcName, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: fieldManager}); err != nil {
-		t.Fatalf("making Service %s an ExternalName: %v", svcName, err)
-	}
-
-	var d appsv1.Deployment
-	fromUnstructured(t, r.Find("Deployment", "gpuslice-webhook"), &d)
-	pod := d.Spec.Template.Spec
-	metricsAddr := freeAddr(t)
-	args := append(slices.Clone(pod.Containers[0].Args),
-		"--kubeconfig", c.Kubeconfig,
-		"--as", "system:serviceaccount:"+chart.DefaultNamespace+":"+pod.ServiceAccountName,
-		"--listen-address", addr, "--metrics-address", metricsAddr)
-	exited := runWebhook(t, bin, args)
 
 	objs := exampleObjects(t)
 	for _, obj := range objs {
@@ -453,6 +410,74 @@ func TestDeployInstall(t *testing.T) {
 	if !strings.Contains(body, `gpuslice_webhook_admission_requests_total{outcome="mutated"}`) {
 		t.Errorf("metrics do not count the mutations:\n%s", body)
 	}
+}
+
+// chartInstall is the chart (rendered plain) applied to a local control
+// plane, with the built binary serving as the chart's webhook Deployment
+// would: its args, under its ServiceAccount. The API server reaches it
+// through the chart's Service, made an ExternalName for loopback.
+type chartInstall struct {
+	metricsAddr string
+	// exited reports the webhook exiting before the test ends.
+	exited <-chan error
+}
+
+// installChart installs the chart with webhookValues (nil: the defaults)
+// as the webhook's values.
+func installChart(ctx context.Context, t *testing.T, c *localcluster.Cluster, webhookValues map[string]any) *chartInstall {
+	t.Helper()
+	bin := buildBinary(t, "gpuslice")
+	addr := freeAddr(t)
+	_, portStr, _ := strings.Cut(addr, ":")
+	port, _ := strconv.Atoi(portStr)
+	ch, err := chart.Load(repoRoot(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	webhook := maps.Clone(webhookValues)
+	if webhook == nil {
+		webhook = map[string]any{}
+	}
+	webhook["service"] = map[string]any{"port": port}
+	r, err := chart.Render(ch, chart.Options{Plain: true, Values: map[string]any{"webhook": webhook}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := newKubeAPI(t, c.Config)
+	if err := demo.EnsureNamespace(ctx, c.Client, chart.DefaultNamespace); err != nil {
+		t.Fatal(err)
+	}
+	for _, obj := range r.Objects() {
+		if err := k.apply(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// K3s ships RuntimeClass nvidia (the chart leaves it alone by default);
+	// the API server refuses pods naming a RuntimeClass that does not exist.
+	rc := &nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: "nvidia"}, Handler: "nvidia"}
+	if _, err := c.Client.NodeV1().RuntimeClasses().Create(ctx, rc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	svc := r.OfKind("Service")
+	svcName := registration.DefaultService
+	if !slices.ContainsFunc(svc, func(u *unstructured.Unstructured) bool { return u.GetName() == svcName }) {
+		t.Fatalf("the chart renders no Service %s", svcName)
+	}
+	patch := []byte(`{"spec":{"type":"ExternalName","externalName":"127.0.0.1"}}`)
+	if _, err := c.Client.CoreV1().Services(chart.DefaultNamespace).Patch(ctx, svcName, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: fieldManager}); err != nil {
+		t.Fatalf("making Service %s an ExternalName: %v", svcName, err)
+	}
+
+	var d appsv1.Deployment
+	fromUnstructured(t, r.Find("Deployment", "gpuslice-webhook"), &d)
+	pod := d.Spec.Template.Spec
+	metricsAddr := freeAddr(t)
+	args := append(slices.Clone(pod.Containers[0].Args),
+		"--kubeconfig", c.Kubeconfig,
+		"--as", "system:serviceaccount:"+chart.DefaultNamespace+":"+pod.ServiceAccountName,
+		"--listen-address", addr, "--metrics-address", metricsAddr)
+	exited := runWebhook(t, bin, args)
+	return &chartInstall{metricsAddr: metricsAddr, exited: exited}
 }
 
 // checkDevices: the seed's "What the Webhook Injects".

@@ -435,9 +435,15 @@ var (
 	buildErr  error
 )
 
-// gpuslice runs the gpuslice binary, built once per test run, against the
-// environment's cluster.
+// gpuslice runs the gpuslice binary against the environment's cluster.
 func gpuslice(t *testing.T, env *demo.Env, args ...string) (string, error) {
+	t.Helper()
+	out, err := exec.Command(gpusliceBinary(t), append([]string{"--kubeconfig", env.Cluster.Kubeconfig}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+// gpusliceBinary is the gpuslice binary, built once per test run.
+func gpusliceBinary(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := filepath.Abs(filepath.Join("..", "..", ".cache", "e2e-bin"))
@@ -454,6 +460,5 @@ func gpuslice(t *testing.T, env *demo.Env, args ...string) (string, error) {
 	if buildErr != nil {
 		t.Fatalf("building gpuslice: %v", buildErr)
 	}
-	out, err := exec.Command(binary, append([]string{"--kubeconfig", env.Cluster.Kubeconfig}, args...)...).CombinedOutput()
-	return string(out), err
+	return binary
 }

@@ -1,0 +1,397 @@
+package arbiter
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/gpuslice/gpuslice/pkg/ledger"
+	"github.com/gpuslice/gpuslice/pkg/ops"
+	"github.com/gpuslice/gpuslice/pkg/signals"
+)
+
+// Config are the arbiter's thresholds.
+type Config struct {
+	// MinFree: a GPU with less free memory than this is under pressure.
+	MinFree int64
+	// Margin is the hysteresis: the pressure is over only when every GPU
+	// has MinFree+Margin free, and a workload comes back only if the GPU
+	// keeps that much after its expected memory returns.
+	Margin int64
+	// HoldDown is how long a node must stay clear before a restore, for
+	// workloads without their own gpuslice.io/hold-down.
+	HoldDown time.Duration
+	// UnhealthyGrace is how long a protected workload may be unhealthy
+	// (a restart, a rollout) before it counts as a trigger.
+	UnhealthyGrace time.Duration
+	// Identity is what the arbiter writes as released-by; releases by
+	// anyone else are an operator's and are left alone.
+	Identity string
+}
+
+// Signals are one sample of everything the arbiter watches.
+type Signals struct {
+	Now time.Time
+	// Memory is by node; a node without an entry is unknown. Sample
+	// numbers the samples, rising. MemoryWatched is false when no memory
+	// source is configured at all, and then memory is neither a trigger
+	// nor a condition of restoring.
+	Memory        map[string][]signals.GPUMemory
+	Sample        uint64
+	MemoryWatched bool
+	// Activity is by protected workload.
+	Activity map[ops.Ref]signals.Activity
+}
+
+// Memo is what the arbiter remembers between rounds. It is not
+// persisted: after a restart a node's hold-down starts again, which
+// delays a restore and never loses one.
+type Memo struct {
+	clearSince map[string]time.Time
+	unhealthy  map[ops.Ref]time.Time
+	// restoring is the last workload restored on a node, until it serves.
+	restoring map[string]ops.Ref
+	// preempting is the last workload preempted on a node, until its pods
+	// are gone.
+	preempting map[string]preemption
+	// settled is the sample in which a node's last step was seen to take
+	// effect; memory from that sample or before may not reflect the step.
+	settled map[string]uint64
+}
+
+// NewMemo is an empty memo.
+func NewMemo() *Memo {
+	return &Memo{clearSince: map[string]time.Time{}, unhealthy: map[ops.Ref]time.Time{}, restoring: map[string]ops.Ref{}, preempting: map[string]preemption{}, settled: map[string]uint64{}}
+}
+
+// Restored tells the memo a restore was written, so the next one waits
+// for this one to serve.
+func (m *Memo) Restored(node string, ref ops.Ref) { m.restoring[node] = ref }
+
+// Preempted tells the memo a preemption was written: any restore it was
+// waiting on is moot, and memory sampled before the pods are gone does not
+// show what the preemption freed.
+func (m *Memo) Preempted(node string, ref ops.Ref, at time.Time) {
+	delete(m.restoring, node)
+	m.preempting[node] = preemption{ref, at}
+}
+
+type preemption struct {
+	ref ops.Ref
+	at  time.Time
+}
+
+// staleFor bounds how long a preemption the cache does not show yet is
+// waited for; past it, someone undid it (an operator's restore).
+const staleFor = 10 * time.Second
+
+// Kinds of step.
+const (
+	StepPreempt = "preempt"
+	StepRestore = "restore"
+)
+
+// Step is one action the arbiter takes.
+type Step struct {
+	Kind     string
+	Node     string
+	Workload *Workload
+	Reason   string
+}
+
+// NodeStatus says what the arbiter sees on a node and why it does (or
+// does not) act: for logs, metrics and the demo.
+type NodeStatus struct {
+	Node     string   `json:"node"`
+	Pressure bool     `json:"pressure"`
+	Triggers []string `json:"triggers,omitempty"`
+	// Waiting is why no step was taken although one might be due.
+	Waiting string `json:"waiting,omitempty"`
+	// MinFree is the least free memory of the node's GPUs, -1 unknown.
+	MinFree int64 `json:"minFree"`
+}
+
+// trigger is one reason for pressure. Ceiling bounds whom it may
+// preempt: workloads of lower priority than the protected workload it
+// comes from; memory pressure preempts anyone preemptible.
+type trigger struct {
+	reason  string
+	ceiling int64
+}
+
+// Plan decides, for every GPU node, at most one step. It is pure: the
+// controller applies the steps and calls Plan again on the new state.
+func Plan(v *View, sig Signals, cfg Config, memo *Memo) ([]Step, []NodeStatus) {
+	var steps []Step
+	var status []NodeStatus
+	for _, n := range v.Ledger.Nodes {
+		step, st := planNode(n.Name, v, sig, cfg, memo, n.GPUMemoryBytes)
+		if step != nil {
+			steps = append(steps, *step)
+		}
+		status = append(status, st)
+	}
+	// Forget protected workloads that are healthy or gone.
+	for ref := range memo.unhealthy {
+		if w := v.find(ref); w == nil {
+			delete(memo.unhealthy, ref)
+		}
+	}
+	return steps, status
+}
+
+func (v *View) find(ref ops.Ref) *Workload {
+	for _, w := range v.Workloads {
+		if w.Ref == ref {
+			return w
+		}
+	}
+	return nil
+}
+
+func planNode(node string, v *View, sig Signals, cfg Config, memo *Memo, gpuMemory int64) (*Step, NodeStatus) {
+	st := NodeStatus{Node: node, MinFree: -1}
+	gpus, memKnown := sig.Memory[node]
+	memKnown = memKnown && len(gpus) > 0
+	if memKnown {
+		st.MinFree = math.MaxInt64
+		for _, g := range gpus {
+			st.MinFree = min(st.MinFree, g.Free)
+		}
+	}
+
+	var triggers []trigger
+	if memKnown && st.MinFree < cfg.MinFree {
+		triggers = append(triggers, trigger{fmt.Sprintf("GPU memory low: %s free, under %s", ledger.FormatBytes(st.MinFree), ledger.FormatBytes(cfg.MinFree)), math.MaxInt64})
+	}
+	var running, released []*Workload
+	var pendingPreempt *Workload
+	for _, w := range v.Workloads {
+		if !w.OnNode(node) {
+			continue
+		}
+		switch {
+		case w.Policy.Protected:
+			triggers = append(triggers, protectedTriggers(w, sig, cfg, memo)...)
+		case !w.Policy.Preemptible:
+		case w.Record != nil && w.Record.By != cfg.Identity:
+			// Released by an operator: theirs to restore.
+		case w.Record != nil || w.Lowered != nil && !w.Lowered.Restoring:
+			released = append(released, w)
+			if !w.preemptDone() {
+				pendingPreempt = w
+			}
+		case w.Replicas > 0:
+			running = append(running, w)
+		}
+	}
+	for _, t := range triggers {
+		st.Triggers = append(st.Triggers, t.reason)
+	}
+	st.Pressure = len(triggers) > 0
+
+	// A step's effect must show before the next: pods gone, or a restored
+	// workload serving.
+	if pendingPreempt != nil {
+		st.Waiting = "waiting for " + pendingPreempt.Ref.Qualified() + " to give up the GPU"
+		return nil, st
+	}
+	if p, ok := memo.preempting[node]; ok {
+		w := v.find(p.ref)
+		switch {
+		case w == nil || (w.Record != nil || w.Lowered != nil) && w.preemptDone():
+			delete(memo.preempting, node)
+			memo.settled[node] = sig.Sample
+		case w.Record == nil && w.Lowered == nil && sig.Now.Sub(p.at) > staleFor:
+			delete(memo.preempting, node)
+		default:
+			st.Waiting = "waiting for " + p.ref.Qualified() + " to give up the GPU"
+			return nil, st
+		}
+	}
+	if ref, ok := memo.restoring[node]; ok {
+		// The cache may not show the restore yet: our record still there
+		// is the restore not seen, not a restore undone.
+		w := v.find(ref)
+		if w != nil && (w.Record != nil && w.Record.By == cfg.Identity || w.Lowered != nil || !w.Serving()) {
+			if !st.Pressure {
+				st.Waiting = fmt.Sprintf("waiting for %s to serve (%d of %d ready)", ref.Qualified(), w.Ready, w.Replicas)
+				return nil, st
+			}
+		} else {
+			delete(memo.restoring, node)
+			memo.settled[node] = sig.Sample
+		}
+	}
+
+	sortByPriority(running, false)
+	for _, w := range running {
+		if w.Policy.Hours != nil && !w.Policy.Hours.Active(sig.Now) {
+			return &Step{Kind: StepPreempt, Node: node, Workload: w, Reason: "outside its active hours " + w.Policy.Hours.Spec}, st
+		}
+	}
+
+	if st.Pressure {
+		delete(memo.clearSince, node)
+		ceiling := int64(math.MinInt64)
+		for _, t := range triggers {
+			ceiling = max(ceiling, t.ceiling)
+		}
+		if memoryOnly(triggers) && sig.Sample <= memo.settled[node] {
+			st.Waiting = "waiting for a memory sample taken after the last preemption took effect"
+			return nil, st
+		}
+		for _, w := range running {
+			if int64(w.Policy.Priority) < ceiling {
+				return &Step{Kind: StepPreempt, Node: node, Workload: w, Reason: strings.Join(st.Triggers, "; ")}, st
+			}
+		}
+		if len(released) > 0 || len(running) > 0 {
+			st.Waiting = "under pressure, nothing left to preempt"
+		}
+		return nil, st
+	}
+
+	// Clear only with the hysteresis margin: memory just above the
+	// threshold is not yet room to give back.
+	if memKnown && st.MinFree < cfg.MinFree+cfg.Margin {
+		delete(memo.clearSince, node)
+		if len(released) > 0 {
+			st.Waiting = fmt.Sprintf("free memory %s under %s (threshold plus margin)", ledger.FormatBytes(st.MinFree), ledger.FormatBytes(cfg.MinFree+cfg.Margin))
+		}
+		return nil, st
+	}
+	since, ok := memo.clearSince[node]
+	if !ok {
+		since = sig.Now
+		memo.clearSince[node] = since
+	}
+
+	sortByPriority(released, true)
+	for _, w := range released {
+		if w.Policy.Hours != nil && !w.Policy.Hours.Active(sig.Now) {
+			continue
+		}
+		hold := cfg.HoldDown
+		if w.Policy.HoldDown > 0 {
+			hold = w.Policy.HoldDown
+		}
+		if wait := since.Add(hold).Sub(sig.Now); wait > 0 {
+			st.Waiting = fmt.Sprintf("clear since %s; %s holds down for %s more", since.UTC().Format(time.RFC3339), w.Ref.Qualified(), wait.Round(time.Second))
+			return nil, st
+		}
+		if sig.MemoryWatched {
+			if reason := fits(w, gpus, memKnown, sig, cfg, memo.settled[node], gpuMemory); reason != "" {
+				st.Waiting = reason
+				return nil, st
+			}
+		}
+		return &Step{Kind: StepRestore, Node: node, Workload: w, Reason: fmt.Sprintf("clear since %s", since.UTC().Format(time.RFC3339))}, st
+	}
+	return nil, st
+}
+
+// memoryOnly says whether memory is the only trigger: then the next
+// preemption waits to see what the last one freed.
+func memoryOnly(ts []trigger) bool {
+	for _, t := range ts {
+		if t.ceiling != math.MaxInt64 {
+			return false
+		}
+	}
+	return true
+}
+
+// protectedTriggers are the pressure a protected workload puts on its
+// nodes: activity (a transcode) and ill health past the grace.
+func protectedTriggers(w *Workload, sig Signals, cfg Config, memo *Memo) []trigger {
+	var out []trigger
+	ceiling := int64(w.Policy.Priority)
+	if a, ok := sig.Activity[w.Ref]; ok && a.Active {
+		out = append(out, trigger{w.Ref.Qualified() + " is active: " + a.Detail, ceiling})
+	}
+	healthy, why := w.Healthy()
+	if healthy {
+		delete(memo.unhealthy, w.Ref)
+		return out
+	}
+	first, ok := memo.unhealthy[w.Ref]
+	if !ok {
+		first = sig.Now
+		memo.unhealthy[w.Ref] = first
+	}
+	if sig.Now.Sub(first) >= cfg.UnhealthyGrace {
+		out = append(out, trigger{w.Ref.Qualified() + " is unhealthy: " + why, ceiling})
+	}
+	return out
+}
+
+// fits says why restoring w would bring the pressure back, "" when it
+// would not: some GPU must keep MinFree+Margin after w's expected memory
+// returns, judged on memory sampled after the node's last step settled.
+func fits(w *Workload, gpus []signals.GPUMemory, known bool, sig Signals, cfg Config, settled uint64, gpuMemory int64) string {
+	if !known {
+		return "GPU memory on this node is unknown: no restore until a memory source reports it"
+	}
+	if sig.Sample <= settled {
+		return "waiting for a memory sample taken after the last step took effect"
+	}
+	need := w.returningMemory(gpuMemory)
+	var best int64 = math.MinInt64
+	for _, g := range gpus {
+		best = max(best, g.Free)
+	}
+	if best-need < cfg.MinFree+cfg.Margin {
+		return fmt.Sprintf("%s needs about %s back; the GPU with the most room has %s free, and must keep %s",
+			w.Ref.Qualified(), ledger.FormatBytes(need), ledger.FormatBytes(best), ledger.FormatBytes(cfg.MinFree+cfg.Margin))
+	}
+	return ""
+}
+
+// returningMemory is what a restore gives back to w on one GPU: a pod's
+// expected memory (its upper bound), or for a lowered workload the
+// difference between the two fractions.
+func (w *Workload) returningMemory(gpuMemory int64) int64 {
+	if w.Lowered != nil {
+		return w.Lowered.difference(gpuMemory)
+	}
+	if w.Memory == nil {
+		return 0
+	}
+	return w.Memory.Max.Value()
+}
+
+// preemptDone says whether a preemption has taken effect.
+func (w *Workload) preemptDone() bool {
+	if w.Lowered != nil {
+		return w.Lowered.rolledOut(w)
+	}
+	return w.PodsGone()
+}
+
+// sortByPriority sorts lowest priority first (desc: highest first), then
+// larger expected memory first when preempting, then by name.
+func sortByPriority(ws []*Workload, desc bool) {
+	sort.SliceStable(ws, func(i, j int) bool {
+		a, b := ws[i], ws[j]
+		if a.Policy.Priority != b.Policy.Priority {
+			return (a.Policy.Priority < b.Policy.Priority) != desc
+		}
+		if desc {
+			return releasedAt(a) > releasedAt(b)
+		}
+		return a.Ref.Qualified() < b.Ref.Qualified()
+	})
+}
+
+func releasedAt(w *Workload) string {
+	if w.Record != nil {
+		return w.Record.At
+	}
+	if w.Lowered != nil {
+		return w.Lowered.At
+	}
+	return ""
+}

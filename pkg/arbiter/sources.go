@@ -1,0 +1,85 @@
+package arbiter
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/gpuslice/gpuslice/pkg/ops"
+	"github.com/gpuslice/gpuslice/pkg/plexhealth"
+	"github.com/gpuslice/gpuslice/pkg/signals"
+)
+
+// SourceOptions say where the signals are, as the command's flags do.
+type SourceOptions struct {
+	// DCGMExporters are "URL" or "NODE=URL" of dcgm-exporter /metrics.
+	DCGMExporters []string
+	// PrometheusURL is a Prometheus server that scrapes dcgm-exporter.
+	PrometheusURL string
+	// NodeLabel names the node in DCGM series ("" = Hostname).
+	NodeLabel string
+	// Agents reads gpuslice's own node agents through the API server.
+	Agents bool
+	// PlexURL and PlexTokenFile (or PlexToken) reach Plex; PlexWorkload
+	// is the protected workload its transcodes are attributed to:
+	// "NAMESPACE/NAME" (a Deployment) or "NAMESPACE/KIND/NAME".
+	PlexURL, PlexToken, PlexTokenFile, PlexWorkload string
+	Timeout                                         time.Duration
+}
+
+// Build makes the sources, refusing bad flags before anything runs.
+func (o SourceOptions) Build(cs kubernetes.Interface) (Sources, error) {
+	var s Sources
+	client := &http.Client{Timeout: o.Timeout}
+	if len(o.DCGMExporters) > 0 {
+		d := &signals.DCGMExporter{HTTP: client, NodeLabel: o.NodeLabel}
+		for _, spec := range o.DCGMExporters {
+			t, err := signals.ParseTarget(spec)
+			if err != nil {
+				return s, fmt.Errorf("--dcgm-exporter: %w", err)
+			}
+			d.Targets = append(d.Targets, t)
+		}
+		s.Memory = append(s.Memory, d)
+	}
+	if o.PrometheusURL != "" {
+		if !strings.HasPrefix(o.PrometheusURL, "http://") && !strings.HasPrefix(o.PrometheusURL, "https://") {
+			return s, fmt.Errorf("--prometheus-url %q: want http://HOST:PORT of the Prometheus server", o.PrometheusURL)
+		}
+		s.Memory = append(s.Memory, &signals.Prometheus{URL: o.PrometheusURL, HTTP: client, NodeLabel: o.NodeLabel})
+	}
+	if o.Agents {
+		s.Memory = append(s.Memory, &signals.Agents{Client: cs})
+	}
+	if o.PlexURL != "" {
+		token := o.PlexToken
+		if o.PlexTokenFile != "" {
+			b, err := os.ReadFile(o.PlexTokenFile)
+			if err != nil {
+				return s, fmt.Errorf("--plex-token-file: %w", err)
+			}
+			token = strings.TrimSpace(string(b))
+		}
+		ref, err := parseWorkloadRef(o.PlexWorkload)
+		if err != nil {
+			return s, fmt.Errorf("--plex-workload: %w", err)
+		}
+		s.Activity = map[ops.Ref]signals.ActivitySource{
+			ref: &signals.Plex{Client: &plexhealth.Client{URL: strings.TrimRight(o.PlexURL, "/"), Token: token, HTTP: client}},
+		}
+	}
+	return s, nil
+}
+
+// parseWorkloadRef reads "NAMESPACE/NAME" or "NAMESPACE/KIND/NAME".
+func parseWorkloadRef(s string) (ops.Ref, error) {
+	ns, rest, ok := strings.Cut(s, "/")
+	if !ok || ns == "" {
+		return ops.Ref{}, fmt.Errorf("%q: want NAMESPACE/NAME or NAMESPACE/KIND/NAME, e.g. media/plex", s)
+	}
+	return ops.ParseRef(rest, ns)
+}

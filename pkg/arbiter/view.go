@@ -1,0 +1,300 @@
+package arbiter
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/gpuslice/gpuslice/pkg/ledger"
+	"github.com/gpuslice/gpuslice/pkg/ops"
+	"github.com/gpuslice/gpuslice/pkg/policy"
+)
+
+// Cluster is what the arbiter reads from the API server: the ledger's
+// input plus the workloads and PriorityClasses.
+type Cluster struct {
+	ledger.Input
+	Deployments  []appsv1.Deployment
+	StatefulSets []appsv1.StatefulSet
+	Classes      policy.PriorityClasses
+}
+
+// Workload is a Deployment or StatefulSet with an arbitration policy, as
+// seen now.
+type Workload struct {
+	Ref    ops.Ref       `json:"workload"`
+	Policy policy.Policy `json:"policy"`
+	// Annotations are the workload's own, where the arbiter's intent lives.
+	Annotations map[string]string `json:"-"`
+	// Replicas is spec.replicas; Ready the ready pods.
+	Replicas int32 `json:"replicas"`
+	Ready    int32 `json:"ready"`
+	// Pods are its pods that are not finished.
+	Pods []*corev1.Pod `json:"-"`
+	// Nodes are the GPU nodes it is on or may land on: its pods' nodes,
+	// the GPU nodes its unscheduled pods' nodeSelector matches, and for a
+	// released workload the node its release freed.
+	Nodes []string `json:"nodes"`
+	// Record is its release record, nil when not released.
+	Record *ops.Record `json:"record,omitempty"`
+	// Lowered is the arbiter's lower-memory intent, nil when none.
+	Lowered *Lowered `json:"lowered,omitempty"`
+	// Memory is the VRAM one pod is expected to hold, nil when unknown.
+	Memory *ledger.MemoryRange `json:"memory,omitempty"`
+	// Template is the pod template, for ops that need it.
+	Template *corev1.PodTemplateSpec `json:"-"`
+	// RolledOut says the controller has finished its last rollout: every
+	// pod runs the current template.
+	RolledOut bool `json:"rolledOut"`
+}
+
+// Healthy says whether a protected workload serves: every desired replica
+// has a pod that is Running and Ready. A workload scaled to zero is
+// healthy (nobody wants it).
+func (w *Workload) Healthy() (bool, string) {
+	if w.Replicas == 0 {
+		return true, ""
+	}
+	var running int32
+	for _, p := range w.Pods {
+		if p.Status.Phase == corev1.PodRunning {
+			running++
+		}
+	}
+	switch {
+	case running < w.Replicas:
+		return false, fmt.Sprintf("%d of %d pod(s) Running", running, w.Replicas)
+	case w.Ready < w.Replicas:
+		return false, fmt.Sprintf("%d of %d pod(s) Ready", w.Ready, w.Replicas)
+	}
+	return true, ""
+}
+
+// PodsGone says whether the workload holds no pod (after a scale to zero).
+func (w *Workload) PodsGone() bool { return len(w.Pods) == 0 }
+
+// Serving says whether every desired pod is Ready (after a restore).
+func (w *Workload) Serving() bool { return w.Ready >= w.Replicas }
+
+// OnNode says whether the workload is on, or may land on, node.
+func (w *Workload) OnNode(node string) bool {
+	for _, n := range w.Nodes {
+		if n == node {
+			return true
+		}
+	}
+	return false
+}
+
+// ViewOptions are what reading the cluster needs.
+type ViewOptions struct {
+	Ledger ledger.Options
+	// Zone is the time zone of active hours without their own.
+	Zone *time.Location
+}
+
+// PolicyError is a workload whose annotations do not parse.
+type PolicyError struct {
+	Ref ops.Ref
+	Err error
+}
+
+// View is the cluster as the arbiter decides on it.
+type View struct {
+	Workloads []*Workload
+	// Invalid are workloads whose policy is wrong: skipped, and reported
+	// so the controller can event them.
+	Invalid []PolicyError
+	// Ledger is the share and VRAM ledger of every GPU node.
+	Ledger *ledger.Report
+	// Owners finds the workload a pod belongs to.
+	Owners ledger.Owners
+}
+
+// Find is the workload ref names, nil when it has no policy.
+func (v *View) Find(ref ops.Ref) *Workload { return v.find(ref) }
+
+// Read finds every workload with a policy.
+func Read(c *Cluster, opt ViewOptions) (*View, error) {
+	report, err := ledger.Build(c.Input, opt.Ledger)
+	if err != nil {
+		return nil, err
+	}
+	owners := ledger.NewOwners(c.ReplicaSets, c.Jobs)
+	est := ledger.NewEstimator(c.Input, opt.Ledger)
+	gpuNodes := gpuNodes(c.Nodes, report)
+	podsOf := map[ops.Ref][]*corev1.Pod{}
+	for i := range c.Pods {
+		p := &c.Pods[i]
+		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		kind, name := owners.Of(p)
+		ref := ops.Ref{Kind: kind, Namespace: p.Namespace, Name: name}
+		podsOf[ref] = append(podsOf[ref], p)
+	}
+
+	var out []*Workload
+	var bad []PolicyError
+	add := func(ref ops.Ref, ann map[string]string, tmpl *corev1.PodTemplateSpec, replicas *int32, rolledOut bool) {
+		if !mayBeManaged(ann) {
+			return
+		}
+		pol, err := policy.Parse(ann, tmpl.Spec.PriorityClassName, c.Classes, opt.Zone)
+		if err == nil {
+			var rec *ops.Record
+			if rec, err = ops.ParseRecord(ann); err == nil {
+				var low *Lowered
+				if low, err = parseLowered(ann); err == nil {
+					w := &Workload{Ref: ref, Policy: pol, Annotations: ann, Replicas: 1, Record: rec, Lowered: low, Template: tmpl, Pods: podsOf[ref], RolledOut: rolledOut}
+					if replicas != nil {
+						w.Replicas = *replicas
+					}
+					w.fill(est, gpuNodes, opt.Ledger)
+					out = append(out, w)
+					return
+				}
+			}
+		}
+		bad = append(bad, PolicyError{Ref: ref, Err: err})
+	}
+	for i := range c.Deployments {
+		d := &c.Deployments[i]
+		add(ops.Ref{Kind: ops.KindDeployment, Namespace: d.Namespace, Name: d.Name}, d.Annotations, &d.Spec.Template, d.Spec.Replicas, deploymentRolledOut(d))
+	}
+	for i := range c.StatefulSets {
+		s := &c.StatefulSets[i]
+		add(ops.Ref{Kind: ops.KindStatefulSet, Namespace: s.Namespace, Name: s.Name}, s.Annotations, &s.Spec.Template, s.Spec.Replicas, statefulSetRolledOut(s))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Ref.Qualified() < out[j].Ref.Qualified() })
+	return &View{Workloads: out, Invalid: bad, Ledger: report, Owners: owners}, nil
+}
+
+// mayBeManaged is a cheap look for any arbiter annotation, so unrelated
+// workloads are never parsed (nor reported).
+func mayBeManaged(ann map[string]string) bool {
+	for _, k := range []string{policy.AnnotationProtected, policy.AnnotationPreemptible} {
+		if _, ok := ann[k]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// fill works out the pods' readiness, the nodes and the expected memory.
+func (w *Workload) fill(est *ledger.Estimator, gpuNodes []gpuNode, lopt ledger.Options) {
+	nodes := map[string]bool{}
+	for _, p := range w.Pods {
+		if isReady(p) {
+			w.Ready++
+		}
+		if p.Spec.NodeName != "" {
+			nodes[p.Spec.NodeName] = true
+			continue
+		}
+		for _, n := range selectable(&p.Spec, gpuNodes) {
+			nodes[n] = true
+		}
+	}
+	if w.Record != nil && w.Record.Node != "" {
+		nodes[w.Record.Node] = true
+	}
+	if w.Lowered != nil && w.Lowered.Node != "" {
+		nodes[w.Lowered.Node] = true
+	}
+	w.Nodes = ledgerKeys(nodes)
+
+	// Expected VRAM from the template, so a released workload has one too.
+	pod := &corev1.Pod{ObjectMeta: w.Template.ObjectMeta, Spec: w.Template.Spec}
+	pod.Namespace, pod.Name = w.Ref.Namespace, w.Ref.Name
+	var gpuMem int64
+	for _, n := range gpuNodes {
+		if w.OnNode(n.Name) {
+			gpuMem = n.report.GPUMemoryBytes
+			break
+		}
+	}
+	if ledger.IsGPUPod(pod, lopt) {
+		w.Memory, _ = est.PodMemory(pod, gpuMem)
+	}
+}
+
+func isReady(p *corev1.Pod) bool {
+	if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning {
+		return false
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// gpuNode is a node the ledger counts as a GPU node.
+type gpuNode struct {
+	*corev1.Node
+	report *ledger.NodeReport
+}
+
+// gpuNodes are the nodes with any GPU resource.
+func gpuNodes(nodes []corev1.Node, r *ledger.Report) []gpuNode {
+	byName := map[string]*ledger.NodeReport{}
+	for i := range r.Nodes {
+		byName[r.Nodes[i].Name] = &r.Nodes[i]
+	}
+	var out []gpuNode
+	for i := range nodes {
+		if nr, ok := byName[nodes[i].Name]; ok {
+			out = append(out, gpuNode{&nodes[i], nr})
+		}
+	}
+	return out
+}
+
+// selectable are the GPU nodes an unscheduled pod's nodeSelector (and
+// nodeName) allow. Affinity is not evaluated: a pod constrained only by
+// affinity counts against every GPU node, the cautious reading.
+func selectable(spec *corev1.PodSpec, nodes []gpuNode) []string {
+	sel := labels.SelectorFromSet(spec.NodeSelector)
+	var out []string
+	for _, n := range nodes {
+		if (spec.NodeName == "" || spec.NodeName == n.Name) && sel.Matches(labels.Set(n.Labels)) {
+			out = append(out, n.Name)
+		}
+	}
+	return out
+}
+
+func ledgerKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// deploymentRolledOut is kubectl rollout status's test: the controller saw
+// the latest spec, and every pod is updated and available.
+func deploymentRolledOut(d *appsv1.Deployment) bool {
+	want := int32(1)
+	if d.Spec.Replicas != nil {
+		want = *d.Spec.Replicas
+	}
+	s := d.Status
+	return s.ObservedGeneration >= d.Generation && s.UpdatedReplicas == want && s.Replicas == want && s.AvailableReplicas == want
+}
+
+func statefulSetRolledOut(s *appsv1.StatefulSet) bool {
+	want := int32(1)
+	if s.Spec.Replicas != nil {
+		want = *s.Spec.Replicas
+	}
+	st := s.Status
+	return st.ObservedGeneration >= s.Generation && st.UpdatedReplicas == want && st.ReadyReplicas == want && st.CurrentRevision == st.UpdateRevision
+}

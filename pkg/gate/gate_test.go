@@ -1,0 +1,251 @@
+package gate
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/gpuslice/gpuslice/internal/gatetest"
+	"github.com/gpuslice/gpuslice/pkg/arbiter"
+	"github.com/gpuslice/gpuslice/pkg/ops"
+	"github.com/gpuslice/gpuslice/pkg/policy"
+)
+
+func decide(t *testing.T, c *gatetest.Cluster, pod *corev1.Pod) Decision {
+	t.Helper()
+	v, err := arbiter.Read(&c.Cluster, arbiter.ViewOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Decide(v, pod, Options{Nodes: c.Nodes, Classes: c.Classes})
+}
+
+func TestDecide(t *testing.T) {
+	vllm := ops.Ref{Kind: ops.KindDeployment, Namespace: "ai-dev", Name: "vllm-server"}
+	tests := []struct {
+		name string
+		// setup changes the cluster; pod returns the pod to admit.
+		setup       func(c *gatetest.Cluster)
+		pod         func(c *gatetest.Cluster) *corev1.Pod
+		wantAllowed bool
+		wantBreak   string
+		wantRef     ops.Ref
+		// want are substrings of the message.
+		want []string
+	}{
+		{
+			name:        "Plex healthy and shares free",
+			pod:         func(c *gatetest.Cluster) *corev1.Pod { return c.NewPod("ai-dev", "vllm-server") },
+			wantAllowed: true, wantRef: vllm,
+		},
+		{
+			name:    "Plex running but not Ready",
+			setup:   (*gatetest.Cluster).PlexNotReady,
+			pod:     func(c *gatetest.Cluster) *corev1.Pod { return c.NewPod("ai-dev", "vllm-server") },
+			wantRef: vllm,
+			want: []string{"preemptible deployment ai-dev/vllm-server", "protected deployment media/plex is unhealthy on homelabai (0 of 1 pod(s) Ready)",
+				"repair media/plex first", "gpuslice plex-health", "gpuslice doctor deployment/plex -n media", "gpuslice.io/break-glass=REASON on its pod template"},
+		},
+		{
+			name: "Plex pod gone",
+			setup: func(c *gatetest.Cluster) {
+				c.Pods = c.Pods[1:]
+			},
+			pod:     func(c *gatetest.Cluster) *corev1.Pod { return c.NewPod("ai-dev", "vllm-server") },
+			wantRef: vllm,
+			want:    []string{"media/plex is unhealthy on homelabai (0 of 1 pod(s) Running)"},
+		},
+		{
+			name:  "break-glass lets it in",
+			setup: (*gatetest.Cluster).PlexNotReady,
+			pod: func(c *gatetest.Cluster) *corev1.Pod {
+				p := c.NewPod("ai-dev", "vllm-server")
+				p.Annotations[policy.AnnotationBreakGlass] = "  demo for the board, Plex is idle  "
+				return p
+			},
+			wantAllowed: true, wantBreak: "demo for the board, Plex is idle", wantRef: vllm,
+			want: []string{"media/plex is unhealthy"},
+		},
+		{
+			name:  "empty break-glass is no reason",
+			setup: (*gatetest.Cluster).PlexNotReady,
+			pod: func(c *gatetest.Cluster) *corev1.Pod {
+				p := c.NewPod("ai-dev", "vllm-server")
+				p.Annotations[policy.AnnotationBreakGlass] = " "
+				return p
+			},
+			wantRef: vllm,
+			want:    []string{"media/plex is unhealthy", "is set but empty"},
+		},
+		{
+			name:    "shares short",
+			setup:   func(c *gatetest.Cluster) { c.Hog("homelabai", 3) },
+			pod:     func(c *gatetest.Cluster) *corev1.Pod { return c.NewPod("ai-dev", "vllm-server") },
+			wantRef: vllm,
+			want: []string{"it requests 2 nvidia.com/gpu.shared; free: homelabai 1 of 8 (held by ai/hog-homelabai 3, ai/whisper 2, ai/ollama 1, 1 more)",
+				"gpuslice release", "wait for the arbiter"},
+		},
+		{
+			name:  "shares short and Plex broken: both said",
+			setup: func(c *gatetest.Cluster) { c.PlexNotReady(); c.Hog("homelabai", 4) },
+			pod:   func(c *gatetest.Cluster) *corev1.Pod { return c.NewPod("ai-dev", "vllm-server") },
+			want:  []string{"media/plex is unhealthy", "free: homelabai 0 of 8"},
+		},
+		{
+			name:  "shares short on homelabai, free on gpu2, no nodeSelector",
+			setup: func(c *gatetest.Cluster) { c.Hog("homelabai", 4) },
+			pod: func(c *gatetest.Cluster) *corev1.Pod {
+				p := c.NewPod("ai-dev", "vllm-server")
+				p.Spec.NodeSelector = nil
+				return p
+			},
+			wantAllowed: true,
+		},
+		{
+			name:  "shares short everywhere",
+			setup: func(c *gatetest.Cluster) { c.Hog("homelabai", 4); c.Hog("gpu2", 3) },
+			pod: func(c *gatetest.Cluster) *corev1.Pod {
+				p := c.NewPod("ai-dev", "vllm-server")
+				p.Spec.NodeSelector = map[string]string{"nvidia.com/gpu.present": "true"}
+				return p
+			},
+			want: []string{"free: gpu2 1 of 4 (held by ai/hog-gpu2 3), homelabai 0 of 8"},
+		},
+		{
+			name:  "nodeSelector away from broken Plex",
+			setup: (*gatetest.Cluster).PlexNotReady,
+			pod: func(c *gatetest.Cluster) *corev1.Pod {
+				p := c.NewPod("ai-dev", "vllm-server")
+				p.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": "gpu2"}
+				return p
+			},
+			wantAllowed: true, wantRef: vllm,
+		},
+		{
+			name:  "nodeName away from broken Plex, but full",
+			setup: func(c *gatetest.Cluster) { c.PlexNotReady(); c.Hog("gpu2", 4) },
+			pod: func(c *gatetest.Cluster) *corev1.Pod {
+				p := c.NewPod("ai-dev", "vllm-server")
+				p.Spec.NodeSelector, p.Spec.NodeName = nil, "gpu2"
+				return p
+			},
+			want: []string{"free: gpu2 0 of 4"},
+		},
+		{
+			name:  "no nodeSelector: Plex's node is a candidate",
+			setup: (*gatetest.Cluster).PlexNotReady,
+			pod: func(c *gatetest.Cluster) *corev1.Pod {
+				p := c.NewPod("ai-dev", "vllm-server")
+				p.Spec.NodeSelector = nil
+				return p
+			},
+			want: []string{"media/plex is unhealthy on homelabai"},
+		},
+		{
+			name:  "nodeSelector matching no GPU node",
+			setup: (*gatetest.Cluster).PlexNotReady,
+			pod: func(c *gatetest.Cluster) *corev1.Pod {
+				p := c.NewPod("ai-dev", "vllm-server")
+				p.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": "nas"}
+				return p
+			},
+			want: []string{"it requests 2 nvidia.com/gpu.shared and no GPU node matches its nodeName and nodeSelector"},
+		},
+		{
+			name:        "not preemptible",
+			setup:       func(c *gatetest.Cluster) { c.PlexNotReady(); c.Hog("homelabai", 4) },
+			pod:         func(c *gatetest.Cluster) *corev1.Pod { return c.NewPod("ai", "ollama") },
+			wantAllowed: true, wantRef: ops.Ref{Kind: ops.KindDeployment, Namespace: "ai", Name: "ollama"},
+		},
+		{
+			name:        "Plex's own new pod",
+			setup:       (*gatetest.Cluster).PlexNotReady,
+			pod:         func(c *gatetest.Cluster) *corev1.Pod { return c.NewPod("media", "plex") },
+			wantAllowed: true, wantRef: ops.Ref{Kind: ops.KindDeployment, Namespace: "media", Name: "plex"},
+		},
+		{
+			name:  "not a GPU pod",
+			setup: (*gatetest.Cluster).PlexNotReady,
+			pod: func(c *gatetest.Cluster) *corev1.Pod {
+				p := c.NewPod("ai-dev", "vllm-server")
+				p.Annotations = nil
+				p.Spec.Containers[0].Resources = corev1.ResourceRequirements{}
+				return p
+			},
+			wantAllowed: true,
+		},
+		{
+			name:  "pod without a controller says it is preemptible",
+			setup: (*gatetest.Cluster).PlexNotReady,
+			pod: func(c *gatetest.Cluster) *corev1.Pod {
+				return &corev1.Pod{
+					ObjectMeta: metav1.ObjectMeta{Namespace: "ai-dev", Name: "scratch", Annotations: map[string]string{policy.AnnotationPreemptible: "true"}},
+					Spec:       gatetest.PodSpec("", 1, ""),
+				}
+			},
+			wantRef: ops.Ref{Kind: KindPod, Namespace: "ai-dev", Name: "scratch"},
+			want:    []string{"preemptible pod ai-dev/scratch", "media/plex is unhealthy", "break-glass=REASON on the pod"},
+		},
+		{
+			name:  "pod without a controller or policy",
+			setup: (*gatetest.Cluster).PlexNotReady,
+			pod: func(c *gatetest.Cluster) *corev1.Pod {
+				return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ai-dev", GenerateName: "scratch-"}, Spec: gatetest.PodSpec("", 1, "")}
+			},
+			wantAllowed: true, wantRef: ops.Ref{Kind: KindPod, Namespace: "ai-dev", Name: "scratch-*"},
+		},
+		{
+			name: "preemptible workload with an invalid policy is not gated",
+			setup: func(c *gatetest.Cluster) {
+				c.PlexNotReady()
+				c.Deployments[len(c.Deployments)-1].Annotations[policy.AnnotationHoldDown] = "soon"
+			},
+			pod:         func(c *gatetest.Cluster) *corev1.Pod { return c.NewPod("ai-dev", "vllm-server") },
+			wantAllowed: true, wantRef: vllm, want: []string{"is not gated: its policy is invalid", "gpuslice.io/hold-down"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := gatetest.Homelab()
+			if tt.setup != nil {
+				tt.setup(c)
+			}
+			d := decide(t, c, tt.pod(c))
+			if d.Allowed != tt.wantAllowed || d.BreakGlass != tt.wantBreak {
+				t.Errorf("allowed %v, break-glass %q, want %v, %q: %s", d.Allowed, d.BreakGlass, tt.wantAllowed, tt.wantBreak, d.Message)
+			}
+			if tt.wantRef != (ops.Ref{}) && d.Workload != tt.wantRef {
+				t.Errorf("workload %+v, want %+v", d.Workload, tt.wantRef)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(d.Message, w) {
+					t.Errorf("message lacks %q:\n%s", w, d.Message)
+				}
+			}
+		})
+	}
+}
+
+// A homelab-sized cluster: reading the view and deciding must stay well
+// under a millisecond, since the webhook does it per admission.
+func BenchmarkReadAndDecide(b *testing.B) {
+	c := gatetest.Homelab()
+	for i := range 40 {
+		c.Workload(fmt.Sprintf("apps-%d", i%8), fmt.Sprintf("app-%d", i), nil, "", 0, "nas", true)
+	}
+	c.PlexNotReady()
+	pod := c.NewPod("ai-dev", "vllm-server")
+	b.ResetTimer()
+	for b.Loop() {
+		v, err := arbiter.Read(&c.Cluster, arbiter.ViewOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if d := Decide(v, pod, Options{Nodes: c.Nodes, Classes: c.Classes}); d.Allowed {
+			b.Fatal("allowed")
+		}
+	}
+}

@@ -1,0 +1,195 @@
+// Package live runs the admission gate (package gate) for the webhook
+// over the live cluster: the arbiter's informers keep what the gate reads
+// in memory, so an admission costs no API call, and a pod that break-glass
+// lets in is recorded as an Event on its workload.
+package live
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/gpuslice/gpuslice/pkg/arbiter"
+	"github.com/gpuslice/gpuslice/pkg/gate"
+	"github.com/gpuslice/gpuslice/pkg/ledger"
+	"github.com/gpuslice/gpuslice/pkg/ops"
+	"github.com/gpuslice/gpuslice/pkg/policy"
+	"github.com/gpuslice/gpuslice/pkg/webhook"
+)
+
+// ReasonBreakGlass is the Event recorded on a workload whose pod the
+// break-glass annotation let past the gate.
+const ReasonBreakGlass = "BreakGlass"
+
+// DefaultOwnerWait bounds the wait for the informers to see a new pod's
+// ReplicaSet and Deployment; well inside the registration's 5 s timeout.
+const DefaultOwnerWait = 2 * time.Second
+
+// Options configure the gate.
+type Options struct {
+	// Client watches the cluster and records break-glass Events.
+	Client kubernetes.Interface
+	// Ledger says which resources are GPU resources.
+	Ledger ledger.Options
+	// OwnerWait is how long a pod may wait for the informers to see the
+	// ReplicaSet and Deployment created just before it; DefaultOwnerWait
+	// when 0.
+	OwnerWait time.Duration
+}
+
+// source is what the gate reads: arbiter.Informers, or a fixed cluster
+// in tests.
+type source interface {
+	Synced() bool
+	Cluster() (*arbiter.Cluster, error)
+}
+
+// Gate implements webhook.Gate.
+type Gate struct {
+	opts      Options
+	source    source
+	informers *arbiter.Informers
+	events    record.EventBroadcaster
+	recorder  record.EventRecorder
+}
+
+var _ webhook.Gate = (*Gate)(nil)
+
+// New returns a gate; Start lists the cluster.
+func New(o Options) *Gate {
+	inf := arbiter.NewInformers(o.Client, nil)
+	b := record.NewBroadcaster()
+	return &Gate{
+		opts: o, source: inf, informers: inf, events: b,
+		recorder: b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "gpuslice-webhook"}),
+	}
+}
+
+// Start records Events and runs the informers until ctx ends; it returns
+// once they have listed the cluster, or with an error if ctx ends first.
+func (g *Gate) Start(ctx context.Context) error {
+	g.events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: g.opts.Client.CoreV1().Events("")})
+	go func() {
+		<-ctx.Done()
+		g.events.Shutdown()
+	}()
+	return g.informers.Start(ctx)
+}
+
+// Ready says whether the gate has listed the cluster.
+func (g *Gate) Ready() (bool, string) {
+	if !g.source.Synced() {
+		return false, "the admission gate is still listing the cluster's nodes, pods and workloads: check the API server and the ServiceAccount's list and watch permissions"
+	}
+	return true, ""
+}
+
+// Admit decides on pod (mutated, namespace set) against the cluster as
+// the informers see it, and records a break-glass admission as an Event
+// on the pod's workload, except on a dry run.
+func (g *Gate) Admit(ctx context.Context, pod *corev1.Pod, dryRun bool) webhook.GateResult {
+	d, c := g.decide(ctx, pod)
+	r := webhook.GateResult{Allowed: d.Allowed, Message: d.Message, BreakGlass: d.BreakGlass}
+	if d.Workload != (ops.Ref{}) {
+		r.Workload = d.Workload.Qualified()
+	}
+	// A pod being created has no UID to hang an Event on; its workload
+	// has. A pod without a controller gets the webhook's log line only.
+	if d.BreakGlass != "" && !dryRun {
+		if obj := workloadObject(c, d.Workload); obj != nil {
+			g.recorder.Eventf(obj, corev1.EventTypeWarning, ReasonBreakGlass, "pod %s admitted past the admission gate with %s=%q: %s",
+				podName(pod), policy.AnnotationBreakGlass, d.BreakGlass, d.Message)
+		}
+	}
+	return r
+}
+
+// decide reads the cluster and asks gate.Decide; c is nil when the
+// decision was made without reading it.
+func (g *Gate) decide(ctx context.Context, pod *corev1.Pod) (d gate.Decision, c *arbiter.Cluster) {
+	if ok, why := g.Ready(); !ok {
+		return gate.Decision{Message: why + "; the pod's controller retries"}, nil
+	}
+	timeout := g.opts.OwnerWait
+	if timeout == 0 {
+		timeout = DefaultOwnerWait
+	}
+	// A ReplicaSet creates its first pods moments after it is created
+	// itself; without it the pod's policy (on the Deployment) is unknown.
+	var missing string
+	err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
+		var err error
+		if c, err = g.source.Cluster(); err != nil {
+			return false, err
+		}
+		missing = missingOwner(c, pod)
+		return missing == "", nil
+	})
+	switch {
+	case err != nil && missing != "":
+		return gate.Decision{Message: fmt.Sprintf("admission gate: %s, this pod's owner, is not in the gate's cache after %s; the pod's controller retries (if this persists, check the webhook's watch permissions)", missing, timeout)}, nil
+	case err != nil:
+		return gate.Decision{Message: fmt.Sprintf("admission gate: reading the cluster: %v", err)}, nil
+	}
+	v, err := arbiter.Read(c, arbiter.ViewOptions{Ledger: g.opts.Ledger})
+	if err != nil {
+		return gate.Decision{Message: fmt.Sprintf("admission gate: reading the cluster: %v", err)}, nil
+	}
+	return gate.Decide(v, pod, gate.Options{Nodes: c.Nodes, Classes: c.Classes, Ledger: g.opts.Ledger}), c
+}
+
+// missingOwner names the pod's ReplicaSet, or that ReplicaSet's
+// Deployment, or its StatefulSet, when the cache lacks it; "" otherwise.
+func missingOwner(c *arbiter.Cluster, pod *corev1.Pod) string {
+	ref := metav1.GetControllerOfNoCopy(pod)
+	if ref == nil {
+		return ""
+	}
+	name := func(kind, n string) string { return kind + " " + pod.Namespace + "/" + n }
+	switch ref.Kind {
+	case "ReplicaSet":
+		for i := range c.ReplicaSets {
+			rs := &c.ReplicaSets[i]
+			if rs.Namespace != pod.Namespace || rs.Name != ref.Name {
+				continue
+			}
+			if up := metav1.GetControllerOfNoCopy(rs); up != nil && up.Kind == ops.KindDeployment &&
+				workloadObject(c, ops.Ref{Kind: ops.KindDeployment, Namespace: pod.Namespace, Name: up.Name}) == nil {
+				return name(ops.KindDeployment, up.Name)
+			}
+			return ""
+		}
+		return name("ReplicaSet", ref.Name)
+	case ops.KindStatefulSet:
+		if workloadObject(c, ops.Ref{Kind: ops.KindStatefulSet, Namespace: pod.Namespace, Name: ref.Name}) == nil {
+			return name(ops.KindStatefulSet, ref.Name)
+		}
+	}
+	return ""
+}
+
+// workloadObject is the Deployment or StatefulSet ref names, nil when c
+// (which may be nil) has none.
+func workloadObject(c *arbiter.Cluster, ref ops.Ref) runtime.Object {
+	if c == nil {
+		return nil
+	}
+	return c.Object(ref)
+}
+
+// podName names a pod being created, which often has only generateName.
+func podName(pod *corev1.Pod) string {
+	if pod.Name != "" {
+		return pod.Name
+	}
+	return pod.GenerateName + "*"
+}

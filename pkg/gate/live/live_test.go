@@ -1,0 +1,121 @@
+package live
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/gpuslice/gpuslice/internal/gatetest"
+	"github.com/gpuslice/gpuslice/pkg/arbiter"
+	"github.com/gpuslice/gpuslice/pkg/policy"
+)
+
+// fixed is a cluster the informers would have listed.
+type fixed struct {
+	c      *arbiter.Cluster
+	synced bool
+}
+
+func (f fixed) Synced() bool { return f.synced }
+
+func (f fixed) Cluster() (*arbiter.Cluster, error) {
+	c := *f.c
+	return &c, nil
+}
+
+func withBreakGlass(p *corev1.Pod) *corev1.Pod {
+	p.Annotations[policy.AnnotationBreakGlass] = "board demo"
+	return p
+}
+
+func TestAdmit(t *testing.T) {
+	tests := []struct {
+		name   string
+		synced bool
+		pod    func(c *gatetest.Cluster) *corev1.Pod
+		dryRun bool
+		// wantMessage is empty when the pod is allowed.
+		wantMessage  string
+		wantWorkload string
+		wantEvent    string
+	}{
+		{
+			name: "Plex not Ready", synced: true,
+			pod:          func(c *gatetest.Cluster) *corev1.Pod { return c.NewPod("ai-dev", "vllm-server") },
+			wantMessage:  "media/plex is unhealthy on homelabai (0 of 1 pod(s) Ready)",
+			wantWorkload: "deployment ai-dev/vllm-server",
+		},
+		{
+			name: "break-glass: allowed, evented on the Deployment", synced: true,
+			pod:          func(c *gatetest.Cluster) *corev1.Pod { return withBreakGlass(c.NewPod("ai-dev", "vllm-server")) },
+			wantWorkload: "deployment ai-dev/vllm-server",
+			wantEvent:    `Warning BreakGlass pod vllm-server-5d9c-* admitted past the admission gate with gpuslice.io/break-glass="board demo": admission gate: preemptible deployment ai-dev/vllm-server may not start new pods: protected deployment media/plex is unhealthy`,
+		},
+		{
+			name: "break-glass on a dry run: no Event", synced: true, dryRun: true,
+			pod:          func(c *gatetest.Cluster) *corev1.Pod { return withBreakGlass(c.NewPod("ai-dev", "vllm-server")) },
+			wantWorkload: "deployment ai-dev/vllm-server",
+		},
+		{
+			name: "break-glass on a pod without a controller: no Event", synced: true,
+			pod: func(c *gatetest.Cluster) *corev1.Pod {
+				return withBreakGlass(&corev1.Pod{
+					ObjectMeta: metav1.ObjectMeta{Namespace: "ai-dev", Name: "scratch", Annotations: map[string]string{policy.AnnotationPreemptible: "true"}},
+					Spec:       gatetest.PodSpec("", 1, "homelabai"),
+				})
+			},
+			wantWorkload: "pod ai-dev/scratch",
+		},
+		{
+			name:        "not listed yet",
+			pod:         func(c *gatetest.Cluster) *corev1.Pod { return c.NewPod("ai-dev", "vllm-server") },
+			wantMessage: "still listing the cluster's nodes, pods and workloads",
+		},
+		{
+			name: "ReplicaSet not in the cache yet", synced: true,
+			pod: func(c *gatetest.Cluster) *corev1.Pod {
+				p := c.NewPod("ai-dev", "vllm-server")
+				p.OwnerReferences[0].Name = "vllm-server-new"
+				return p
+			},
+			wantMessage: "ReplicaSet ai-dev/vllm-server-new, this pod's owner, is not in the gate's cache after 50ms; the pod's controller retries",
+		},
+		{
+			name: "Deployment not in the cache yet", synced: true,
+			pod: func(c *gatetest.Cluster) *corev1.Pod {
+				p := c.NewPod("ai-dev", "vllm-server")
+				c.Deployments = c.Deployments[:len(c.Deployments)-1] // vLLM's
+				return p
+			},
+			wantMessage: "Deployment ai-dev/vllm-server, this pod's owner",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := gatetest.Homelab()
+			c.PlexNotReady()
+			pod := tt.pod(c)
+			events := record.NewFakeRecorder(10)
+			g := &Gate{opts: Options{OwnerWait: 50 * time.Millisecond}, source: fixed{&c.Cluster, tt.synced}, recorder: events}
+			r := g.Admit(context.Background(), pod, tt.dryRun)
+			if r.Allowed != (tt.wantMessage == "") || !strings.Contains(r.Message, tt.wantMessage) || r.Workload != tt.wantWorkload {
+				t.Errorf("allowed %v, workload %q: %s\nwant message %q, workload %q", r.Allowed, r.Workload, r.Message, tt.wantMessage, tt.wantWorkload)
+			}
+			select {
+			case e := <-events.Events:
+				if tt.wantEvent == "" || !strings.HasPrefix(e, tt.wantEvent) {
+					t.Errorf("event %q, want %q", e, tt.wantEvent)
+				}
+			default:
+				if tt.wantEvent != "" {
+					t.Errorf("no event, want %q", tt.wantEvent)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,65 @@
+package signals
+
+import (
+	"context"
+	"maps"
+	"testing"
+
+	"github.com/gpuslice/gpuslice/pkg/plexhealth"
+	"github.com/gpuslice/gpuslice/pkg/plexhealth/plextest"
+)
+
+func TestPlexActivity(t *testing.T) {
+	const token = "plex-token"
+	// encodeOnly decodes in software and encodes on NVENC.
+	encodeOnly := plextest.HardwareTranscode("Show B", "bob")
+	encodeOnly.Transcode = maps.Clone(encodeOnly.Transcode)
+	delete(encodeOnly.Transcode, "transcodeHwDecoding")
+	encodeOnly.Transcode["transcodeHwFullPipeline"] = "0"
+	paused := plextest.HardwareTranscode("Paused Film", "carol")
+	paused.State = "paused"
+
+	for _, tc := range []struct {
+		name     string
+		sessions []plextest.Session
+		want     Activity
+	}{
+		{name: "idle", want: Activity{Detail: "no playback"}},
+		{name: "one hardware transcode", sessions: []plextest.Session{plextest.HardwareTranscode("Movie A", "alice")},
+			want: Activity{Active: true, Count: 1, Detail: "1 hardware transcode (nvdec → nvenc): Movie A"}},
+		{name: "hardware beside direct play and software", sessions: []plextest.Session{
+			plextest.HardwareTranscode("Movie A", "alice"), plextest.DirectPlay("Movie C", "dave"), encodeOnly, plextest.SoftwareFallback("Movie D", "erin"),
+		}, want: Activity{Active: true, Count: 2, Detail: "2 hardware transcodes (- → nvenc, nvdec → nvenc): Movie A, Show B"}},
+		{name: "a paused transcode still holds the GPU", sessions: []plextest.Session{paused},
+			want: Activity{Active: true, Count: 1, Detail: "1 hardware transcode (nvdec → nvenc): Paused Film"}},
+		{name: "software and direct play only", sessions: []plextest.Session{
+			plextest.SoftwareFallback("Movie D", "erin"), plextest.DirectPlay("Movie C", "dave"), plextest.DirectPlay("Movie E", "frank"),
+		}, want: Activity{Detail: "no hardware transcode (1 software transcode, 2 direct plays)"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := plextest.Start(token, tc.sessions...)
+			defer srv.Close()
+			p := &Plex{Client: &plexhealth.Client{URL: srv.URL, Token: token}}
+			got, err := p.Activity(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.want {
+				t.Errorf("got %+v\nwant %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestPlexErrors(t *testing.T) {
+	srv := plextest.Start("right", plextest.HardwareTranscode("Movie A", "alice"))
+	defer srv.Close()
+	p := &Plex{Client: &plexhealth.Client{URL: srv.URL, Token: "wrong"}}
+	_, err := p.Activity(context.Background())
+	wantErr(t, err, "reading Plex sessions", "token rejected", "PLEX_TOKEN")
+	if p.Name() != "plex "+srv.URL {
+		t.Errorf("Name() = %q", p.Name())
+	}
+	_, err = (&Plex{}).Activity(context.Background())
+	wantErr(t, err, "no client")
+}

@@ -1,0 +1,94 @@
+package signals
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"testing"
+
+	"github.com/gpuslice/gpuslice/internal/dcgmtest"
+)
+
+func TestPrometheus(t *testing.T) {
+	pods := []dcgmtest.Pod{{Namespace: "media", Name: "plex-0", Container: "plex"}, {Namespace: "ai-dev", Name: "vllm-0", Container: "vllm"}}
+	gpu2 := dcgmtest.GPU{Node: "gpu2", Index: 0, UUID: uuid3060, Model: "NVIDIA GeForce RTX 3060", TotalMiB: 12288, ReservedMiB: 512, UsedMiB: 2048, Pods: pods}
+	both := []GPUMemory{{Node: "gpu2", GPU: "0", UUID: uuid3060, Used: 2048 * mib, Free: 9728 * mib}, homelab3080}
+	for _, tc := range []struct {
+		name      string
+		setup     func(s *dcgmtest.Server)
+		nodeLabel string
+		want      []GPUMemory
+		err       []string
+	}{
+		{name: "two nodes, pod-mapped copies once", want: both},
+		{name: "Hostname is the exporter pod, the node is relabelled", setup: func(s *dcgmtest.Server) {
+			s.SetPrometheusNodeLabel("kubernetes_node")
+			g := dcgmtest.RTX3080Ti("homelabai")
+			g.Hostname = "nvidia-dcgm-exporter-x7k2p"
+			s.SetGPUs(g)
+		}, nodeLabel: "kubernetes_node", want: []GPUMemory{homelab3080}},
+		{name: "no node label", setup: func(s *dcgmtest.Server) { s.SetGPUs(dcgmtest.RTX3080Ti("")) },
+			err: []string{`no "Hostname" label names the node`, "kubernetes_node"}},
+		{name: "empty result", setup: func(s *dcgmtest.Server) { s.Omit("DCGM_FI_DEV_FB_FREE") },
+			err: []string{"for DCGM_FI_DEV_FB_FREE", "no DCGM_FI_DEV_FB_FREE series: is dcgm-exporter scraped by this Prometheus?"}},
+		{name: "error status", setup: func(s *dcgmtest.Server) { s.Fail(http.StatusServiceUnavailable) },
+			err: []string{"querying Prometheus at http://", "HTTP 503, unavailable: dcgmtest: failing as asked"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := dcgmtest.Start(dcgmtest.RTX3080Ti("homelabai"), gpu2)
+			defer srv.Close()
+			if tc.setup != nil {
+				tc.setup(srv)
+			}
+			p := &Prometheus{URL: srv.URL + "/", NodeLabel: tc.nodeLabel}
+			got, err := p.GPUMemory(context.Background())
+			wantErr(t, err, tc.err...)
+			if len(got) != 0 || len(tc.want) != 0 {
+				if !reflect.DeepEqual(got, tc.want) {
+					t.Errorf("got %+v\nwant %+v", got, tc.want)
+				}
+			}
+		})
+	}
+}
+
+// TestPrometheusAnswers: what comes back when the URL is not a Prometheus
+// that answers, or answers oddly.
+func TestPrometheusAnswers(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		status int
+		body   string
+		err    []string
+	}{
+		{name: "not the API", status: http.StatusNotFound, body: "404 page not found", err: []string{"HTTP 404: 404 page not found", "is http://"}},
+		{name: "HTML with 200", status: http.StatusOK, body: "<html>Grafana</html>", err: []string{"not the Prometheus API's JSON", "a Prometheus server?"}},
+		{name: "bad_data", status: http.StatusBadRequest, body: `{"status":"error","errorType":"bad_data","error":"invalid parameter \"query\": 1:1: parse error"}`,
+			err: []string{"HTTP 400, bad_data: invalid parameter"}},
+		{name: "matrix", status: http.StatusOK, body: `{"status":"success","data":{"resultType":"matrix","result":[]}}`, err: []string{`result type "matrix", want vector`}},
+		{name: "success with an error code", status: http.StatusBadGateway, body: `{"status":"success","data":{"resultType":"vector","result":[]}}`, err: []string{"HTTP 502"}},
+		{name: "value not a string", status: http.StatusOK, body: `{"status":"success","data":{"resultType":"vector","result":[{"metric":{"gpu":"0"},"value":[1,5]}]}}`,
+			err: []string{"value 5 is not a string"}},
+		{name: "value not a number", status: http.StatusOK, body: `{"status":"success","data":{"resultType":"vector","result":[{"metric":{"gpu":"0"},"value":[1,"x"]}]}}`,
+			err: []string{`value "x"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				w.WriteHeader(tc.status)
+				_, _ = w.Write([]byte(tc.body))
+			}))
+			defer srv.Close()
+			gpus, err := (&Prometheus{URL: srv.URL}).GPUMemory(context.Background())
+			wantErr(t, err, append(tc.err, "querying Prometheus at "+srv.URL+" for DCGM_FI_DEV_FB_USED")...)
+			if len(gpus) != 0 {
+				t.Errorf("GPUs %+v from a failed query", gpus)
+			}
+		})
+	}
+	down := closedURL(t)
+	_, err := (&Prometheus{URL: down}).GPUMemory(context.Background())
+	wantErr(t, err, "connection refused", "check the URL and that Prometheus runs")
+	_, err = (&Prometheus{}).GPUMemory(context.Background())
+	wantErr(t, err, "no Prometheus URL")
+}

@@ -1,0 +1,356 @@
+package e2e
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/gpuslice/gpuslice/internal/dcgmtest"
+	"github.com/gpuslice/gpuslice/internal/demo"
+	"github.com/gpuslice/gpuslice/internal/localcluster"
+	"github.com/gpuslice/gpuslice/pkg/arbiter"
+	"github.com/gpuslice/gpuslice/pkg/ops"
+	"github.com/gpuslice/gpuslice/pkg/plexhealth"
+	"github.com/gpuslice/gpuslice/pkg/plexhealth/plextest"
+	"github.com/gpuslice/gpuslice/pkg/signals"
+)
+
+var (
+	vllm   = ops.Ref{Kind: ops.KindDeployment, Namespace: "ai-dev", Name: "vllm-server"}
+	ollama = ops.Ref{Kind: ops.KindDeployment, Namespace: "ai", Name: "ollama"}
+	plex   = ops.Ref{Kind: ops.KindDeployment, Namespace: "media", Name: "plex"}
+)
+
+// arbiterEnv is the reference cluster with the arbiter's policy, a
+// simulated kubelet, and stand-ins for Plex and dcgm-exporter.
+type arbiterEnv struct {
+	env     *demo.Env
+	cs      kubernetes.Interface
+	kubelet *localcluster.Kubelet
+	plex    *plextest.Server
+	dcgm    *dcgmtest.Server
+	clock   *clock
+}
+
+func startArbiterEnv(t *testing.T) *arbiterEnv {
+	t.Helper()
+	env := startEnv(t)
+	ctx := testContext(t)
+	kctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	a := &arbiterEnv{env: env, cs: env.Cluster.Client, kubelet: env.Cluster.StartKubelet(kctx), clock: &clock{now: time.Date(2026, 11, 28, 21, 0, 0, 0, time.UTC)}}
+	if err := demo.EnsurePriorityClasses(ctx, a.cs); err != nil {
+		t.Fatal(err)
+	}
+	if err := demo.Deploy(ctx, env.Cluster, demo.ArbitratedWorkloads()...); err != nil {
+		t.Fatal(err)
+	}
+	a.plex = plextest.Start("plex-token")
+	t.Cleanup(a.plex.Close)
+	a.dcgm = dcgmtest.Start(dcgmtest.RTX3080Ti("homelabai"))
+	t.Cleanup(a.dcgm.Close)
+	return a
+}
+
+// run starts an arbiter in this process; it stops when the test ends.
+func (a *arbiterEnv) run(t *testing.T, change func(*arbiter.Options)) *arbiter.Controller {
+	c, _ := a.runStoppable(t, change)
+	return c
+}
+
+// runStoppable is run with a function that stops the arbiter early.
+func (a *arbiterEnv) runStoppable(t *testing.T, change func(*arbiter.Options)) (*arbiter.Controller, func()) {
+	t.Helper()
+	o := arbiter.Options{
+		Client:   a.cs,
+		Config:   arbiter.Config{MinFree: 1 << 30, Margin: 512 << 20, HoldDown: 5 * time.Minute},
+		Interval: 50 * time.Millisecond,
+		Log:      testLog(),
+		Now:      a.clock.Now,
+		Zone:     time.UTC,
+		Sources: arbiter.Sources{Activity: map[ops.Ref]signals.ActivitySource{
+			plex: &signals.Plex{Client: &plexhealth.Client{URL: a.plex.URL, Token: "plex-token"}},
+		}},
+	}
+	if change != nil {
+		change(&o)
+	}
+	c := arbiter.New(o)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("arbiter: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return c, stop
+}
+
+func (a *arbiterEnv) transcode(on bool) {
+	a.plex.Lock()
+	defer a.plex.Unlock()
+	a.plex.Sessions = nil
+	if on {
+		a.plex.Sessions = []plextest.Session{plextest.HardwareTranscode("Dune: Part Two", "alice")}
+	}
+}
+
+// settle waits until the arbiter has run n more rounds on the state as it
+// is now.
+func settle(t *testing.T, ctx context.Context, c *arbiter.Controller, n int64) {
+	t.Helper()
+	target := c.Rounds() + n
+	poll(t, ctx, "arbiter rounds", func(context.Context) (bool, error) { return c.Rounds() >= target, nil })
+}
+
+func poll(t *testing.T, ctx context.Context, what string, cond func(context.Context) (bool, error)) {
+	t.Helper()
+	if err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, time.Minute, true, cond); err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
+	}
+}
+
+// waitReplicas waits for spec.replicas and, with pods >= 0, that many
+// pods of the workload (the kubelet plays along).
+func (a *arbiterEnv) waitReplicas(t *testing.T, ctx context.Context, ref ops.Ref, want int32) {
+	t.Helper()
+	poll(t, ctx, ref.Qualified()+" at "+strconv.Itoa(int(want))+" replicas", func(ctx context.Context) (bool, error) {
+		d, err := a.cs.AppsV1().Deployments(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		return *d.Spec.Replicas == want && d.Status.ReadyReplicas == want && d.Status.Replicas == want, nil
+	})
+}
+
+func (a *arbiterEnv) events(t *testing.T, ctx context.Context, ref ops.Ref, reason string) []corev1.Event {
+	t.Helper()
+	list, err := a.cs.CoreV1().Events(ref.Namespace).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + ref.Name + ",reason=" + reason})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return list.Items
+}
+
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+func TestArbiterPlexTranscode(t *testing.T) {
+	a := startArbiterEnv(t)
+	ctx := testContext(t)
+	c := a.run(t, nil)
+	settle(t, ctx, c, 3)
+	if got := replicas(ctx, t, a.cs, vllm); got != 2 {
+		t.Fatalf("vLLM has %d replicas before any transcode, want 2", got)
+	}
+
+	a.transcode(true)
+	a.waitReplicas(t, ctx, vllm, 0)
+	d := deployment(ctx, t, a.cs, vllm)
+	if d.Annotations[ops.AnnotationReleasedReplicas] != "2" || d.Annotations[ops.AnnotationReleasedBy] != arbiter.Identity || d.Annotations[ops.AnnotationReleasedNode] != "homelabai" {
+		t.Errorf("release record = %v", d.Annotations)
+	}
+	if ev := a.events(t, ctx, vllm, arbiter.ReasonPreempted); len(ev) == 0 {
+		t.Error("no Preempted event on vLLM")
+	}
+	// Ollama is preemptible too, but a transcode only preempts workloads
+	// below Plex's priority, one at a time: vLLM (1000, 2 replicas) after
+	// Ollama (500) — both go.
+	a.waitReplicas(t, ctx, ollama, 0)
+
+	a.transcode(false)
+	settle(t, ctx, c, 5)
+	if got := replicas(ctx, t, a.cs, vllm); got != 0 {
+		t.Fatalf("vLLM came back to %d replicas before the hold-down", got)
+	}
+	a.clock.Advance(5 * time.Minute)
+	a.waitReplicas(t, ctx, vllm, 2)
+	a.waitReplicas(t, ctx, ollama, 1)
+	d = deployment(ctx, t, a.cs, vllm)
+	if hasReleaseAnnotations(d.Annotations) {
+		t.Errorf("release record left after restore: %v", d.Annotations)
+	}
+	if ev := a.events(t, ctx, vllm, arbiter.ReasonRestored); len(ev) == 0 {
+		t.Error("no Restored event on vLLM")
+	}
+}
+
+func (a *arbiterEnv) annotate(t *testing.T, ctx context.Context, ref ops.Ref, set map[string]string) {
+	t.Helper()
+	if _, err := ops.Annotate(ctx, a.cs, ref, set, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// freeMiB makes the stand-in dcgm-exporter report that much free memory.
+func (a *arbiterEnv) freeMiB(t *testing.T, free int64) {
+	t.Helper()
+	g := dcgmtest.RTX3080Ti("homelabai")
+	if err := a.dcgm.Set("homelabai", 0, g.TotalMiB-g.ReservedMiB-free); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// stays checks that ref keeps its replicas while the arbiter runs rounds.
+func stays(t *testing.T, ctx context.Context, a *arbiterEnv, c *arbiter.Controller, ref ops.Ref, want int32, why string) {
+	t.Helper()
+	settle(t, ctx, c, 5)
+	if got := replicas(ctx, t, a.cs, ref); got != want {
+		t.Fatalf("%s: %s has %d replicas, want %d", why, ref.Qualified(), got, want)
+	}
+}
+
+func TestArbiterMemoryPressure(t *testing.T) {
+	a := startArbiterEnv(t)
+	ctx := testContext(t)
+	tts := ops.Ref{Kind: ops.KindDeployment, Namespace: "ai", Name: "tts"}
+	// An operator's own release of a preemptible workload stays theirs.
+	a.annotate(t, ctx, tts, map[string]string{"gpuslice.io/preemptible": "true"})
+	if _, err := ops.Release(ctx, a.cs, tts, ops.ReleaseOptions{By: "alice", Reason: "testing a model"}); err != nil {
+		t.Fatal(err)
+	}
+	// The GPU gets memory back when a pod's containers stop.
+	frees := map[string]int64{"ollama": 1300, "vllm": 11000}
+	a.kubelet.OnStop(func(p *corev1.Pod) {
+		if free, ok := frees[p.Labels["app"]]; ok {
+			a.freeMiB(t, free)
+		}
+	})
+	c := a.run(t, func(o *arbiter.Options) {
+		o.Sources = arbiter.Sources{Memory: []signals.MemorySource{&signals.DCGMExporter{Targets: []signals.Target{{URL: a.dcgm.MetricsURL()}}}}}
+	})
+	stays(t, ctx, a, c, vllm, 2, "1149Mi free is above the 1Gi threshold")
+
+	// Lowest priority first: Ollama (500) before vLLM (1000).
+	a.freeMiB(t, 500)
+	a.waitReplicas(t, ctx, ollama, 0)
+	// Ollama's memory is back (1300Mi free): pressure over, but inside the
+	// hysteresis margin, so vLLM is not preempted and Ollama not restored.
+	a.clock.Advance(time.Hour)
+	stays(t, ctx, a, c, vllm, 2, "pressure cleared after Ollama")
+	stays(t, ctx, a, c, ollama, 0, "inside the hysteresis margin")
+
+	a.freeMiB(t, 500)
+	a.waitReplicas(t, ctx, vllm, 0)
+	a.kubelet.OnStop(nil)
+
+	// Restores go in reverse order, and only when the GPU keeps the margin
+	// after the workload's expected memory (vLLM: 0.70 x 12Gi = 8.4Gi).
+	a.freeMiB(t, 7000)
+	a.clock.Advance(5 * time.Minute)
+	stays(t, ctx, a, c, vllm, 0, "vLLM's 8.4Gi does not fit in 7000Mi with the margin")
+	stays(t, ctx, a, c, ollama, 0, "Ollama waits for vLLM, restored first")
+
+	a.freeMiB(t, 11000)
+	poll(t, ctx, "vLLM then Ollama restored", func(ctx context.Context) (bool, error) {
+		v, o := replicas(ctx, t, a.cs, vllm), replicas(ctx, t, a.cs, ollama)
+		if o == 1 && v != 2 {
+			t.Fatalf("Ollama restored before vLLM")
+		}
+		return v == 2 && o == 1, nil
+	})
+	stays(t, ctx, a, c, tts, 0, "released by alice")
+	if rec := deployment(ctx, t, a.cs, tts).Annotations[ops.AnnotationReleasedBy]; rec != "alice" {
+		t.Errorf("tts released-by = %q, want alice", rec)
+	}
+}
+
+func TestArbiterActiveHours(t *testing.T) {
+	a := startArbiterEnv(t)
+	ctx := testContext(t)
+	a.annotate(t, ctx, vllm, map[string]string{"gpuslice.io/active-hours": "07:00-19:00", "gpuslice.io/time-zone": "Europe/Berlin"})
+	// 21:00 UTC is 22:00 in Berlin: outside vLLM's hours.
+	c := a.run(t, nil)
+	a.waitReplicas(t, ctx, vllm, 0)
+	if r := deployment(ctx, t, a.cs, vllm).Annotations[ops.AnnotationReleasedReason]; r != "outside its active hours 07:00-19:00 Europe/Berlin" {
+		t.Errorf("reason %q", r)
+	}
+	stays(t, ctx, a, c, ollama, 1, "Ollama has no active hours")
+	a.clock.Advance(9*time.Hour + 30*time.Minute) // 07:30 in Berlin
+	a.waitReplicas(t, ctx, vllm, 2)
+}
+
+func TestArbiterLowerMemory(t *testing.T) {
+	a := startArbiterEnv(t)
+	ctx := testContext(t)
+	a.annotate(t, ctx, vllm, map[string]string{"gpuslice.io/preempt-action": "lower-memory=0.30"})
+	c := a.run(t, nil)
+	a.transcode(true)
+	poll(t, ctx, "vLLM lowered and restarted", func(ctx context.Context) (bool, error) {
+		d := deployment(ctx, t, a.cs, vllm)
+		return configValue(ctx, t, a.cs) == "0.30" && d.Annotations[arbiter.AnnotationLoweredFrom] == "0.70" &&
+			d.Spec.Template.Annotations[ops.AnnotationRestartedAt] == d.Annotations[arbiter.AnnotationLoweredAt], nil
+	})
+	stays(t, ctx, a, c, vllm, 2, "lowering keeps the replicas")
+
+	a.transcode(false)
+	poll(t, ctx, "vLLM back at 0.70", func(ctx context.Context) (bool, error) {
+		// Time passes: the rollout settles, then the hold-down runs out.
+		a.clock.Advance(time.Minute)
+		d := deployment(ctx, t, a.cs, vllm)
+		_, lowered := d.Annotations[arbiter.AnnotationLoweredFrom]
+		return configValue(ctx, t, a.cs) == "0.70" && !lowered, nil
+	})
+}
+
+func TestArbiterLeaderElection(t *testing.T) {
+	a := startArbiterEnv(t)
+	ctx := testContext(t)
+	elect := func(id string) func(*arbiter.Options) {
+		return func(o *arbiter.Options) {
+			o.LeaderElection = arbiter.LeaderElection{Enabled: true, Namespace: "default", Name: "gpuslice-arbiter", Identity: id,
+				LeaseDuration: 3 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 100 * time.Millisecond}
+		}
+	}
+	first, stopFirst := a.runStoppable(t, elect("arbiter-a"))
+	poll(t, ctx, "arbiter-a to lead", func(context.Context) (bool, error) { return first.Leading(), nil })
+	second := a.run(t, elect("arbiter-b"))
+	settle(t, ctx, first, 5)
+	if second.Leading() || second.Rounds() != 0 {
+		t.Fatalf("arbiter-b acts while arbiter-a leads (rounds %d)", second.Rounds())
+	}
+	// The leader steps down (its lease released on shutdown); the standby
+	// takes over and acts.
+	stopFirst()
+	poll(t, ctx, "arbiter-b to lead", func(context.Context) (bool, error) { return second.Leading(), nil })
+	a.transcode(true)
+	a.waitReplicas(t, ctx, vllm, 0)
+}
+
+// testLog discards the arbiter's log unless GPUSLICE_E2E_ARBITER_LOG is set.
+func testLog() *slog.Logger {
+	if os.Getenv("GPUSLICE_E2E_ARBITER_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
