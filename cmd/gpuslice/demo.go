@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/gpuslice/gpuslice/internal/demo"
+	"github.com/gpuslice/gpuslice/internal/evening"
 	"github.com/gpuslice/gpuslice/internal/output"
 )
 
@@ -21,7 +22,10 @@ kube-controller-manager; built from the Go module proxy the first time, about
 the time-sliced NVIDIA device plugin would, run and register the device
 injection webhook, create the seed's Plex pod and print what it received; then deploy the
 seed's workloads (Plex, Ollama, TTS, Whisper) and print the share and VRAM
-ledger before and after the AI-dev vLLM deployment.
+ledger before and after the AI-dev vLLM deployment. Then play the evening
+with the arbiter: a stand-in Plex starts a hardware transcode, the arbiter
+scales vLLM to zero, the transcode ends, and vLLM returns after the
+hold-down, with the ledger printed at each step.
 
 No GPU and no real cluster are needed. Run it from a gpuslice checkout, or set
 KUBEBUILDER_ASSETS to a folder holding the four binaries.`,
@@ -37,7 +41,7 @@ KUBEBUILDER_ASSETS to a folder holding the four binaries.`,
 			if err := output.Check(format, false); err != nil {
 				return err
 			}
-			o := demo.Options{Out: os.Stdout, Progress: os.Stderr, Log: log, Keep: keep}
+			o := demo.Options{Out: os.Stdout, Progress: os.Stderr, Log: log, Keep: keep, Evening: evening.Play(log)}
 			if output.IsStructured(format) {
 				o.Result = func(r *demo.Result) error { return output.Write(os.Stdout, format, r) }
 			}

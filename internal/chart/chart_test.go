@@ -378,3 +378,188 @@ func TestPlainManifestsClaimNoHelmOwnership(t *testing.T) {
 		t.Errorf("Helm rendering labels %v", l)
 	}
 }
+
+// The arbiter is off by default; on, it runs with the flags its values
+// say, under a ServiceAccount with exactly what its informers, writes,
+// Events and Lease need.
+func TestChartArbiter(t *testing.T) {
+	for _, u := range render(t, Options{}).Objects() {
+		if u.GetLabels()["app.kubernetes.io/component"] == "arbiter" {
+			t.Errorf("%s %s rendered with the defaults; the arbiter is off by default", u.GetKind(), u.GetName())
+		}
+	}
+
+	r := render(t, Options{Values: values(t, `arbiter: {enabled: true}`)})
+	var d appsv1.Deployment
+	convert(t, r.Find("Deployment", "gpuslice-arbiter"), &d)
+	pod := d.Spec.Template.Spec
+	ctr := pod.Containers[0]
+	wantArgs := []string{"arbiter", "--listen-address=:9402", "--interval=1s", "--min-free-memory=1Gi", "--memory-margin=1Gi",
+		"--hold-down=5m", "--unhealthy-grace=30s", "--time-zone=UTC", "--leader-elect-name=gpuslice-arbiter",
+		"--log-format=json", "--log-level=info"}
+	if !slices.Equal(ctr.Args, wantArgs) {
+		t.Errorf("args %q, want %q", ctr.Args, wantArgs)
+	}
+	if *d.Spec.Replicas != 2 || pod.ServiceAccountName != "gpuslice-arbiter" || !*pod.AutomountServiceAccountToken {
+		t.Errorf("replicas %d, serviceAccountName %s, automount %v", *d.Spec.Replicas, pod.ServiceAccountName, *pod.AutomountServiceAccountToken)
+	}
+	// The command defaults --leader-elect-identity to $POD_NAME and the
+	// Lease's namespace to $POD_NAMESPACE.
+	env := map[string]string{}
+	for _, e := range ctr.Env {
+		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil {
+			env[e.Name] = e.ValueFrom.FieldRef.FieldPath
+		}
+	}
+	if want := map[string]string{"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}; !reflect.DeepEqual(env, want) {
+		t.Errorf("downward API env %v, want %v", env, want)
+	}
+	if len(ctr.Ports) != 1 || ctr.Ports[0].Name != "metrics" || ctr.Ports[0].ContainerPort != 9402 {
+		t.Errorf("ports %+v, want metrics 9402", ctr.Ports)
+	}
+	for probe, path := range map[*corev1.Probe]string{ctr.LivenessProbe: "/healthz", ctr.ReadinessProbe: "/readyz", ctr.StartupProbe: "/healthz"} {
+		if probe == nil || probe.HTTPGet == nil || probe.HTTPGet.Path != path || probe.HTTPGet.Port.String() != "metrics" {
+			t.Errorf("probe %+v, want GET %s on port metrics", probe, path)
+		}
+	}
+	if sc := ctr.SecurityContext; sc == nil || !*sc.ReadOnlyRootFilesystem || *sc.AllowPrivilegeEscalation || !*sc.RunAsNonRoot {
+		t.Errorf("securityContext %+v is not the restricted one", sc)
+	}
+	if a := pod.Affinity; a == nil || a.PodAntiAffinity == nil || len(a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution) != 1 {
+		t.Errorf("affinity %+v, want preferred anti-affinity by hostname", a)
+	}
+	if len(pod.Volumes) != 0 || len(ctr.VolumeMounts) != 0 {
+		t.Errorf("volumes %v without a Plex token Secret", pod.Volumes)
+	}
+	if r.Find("PodDisruptionBudget", "gpuslice-arbiter") == nil {
+		t.Error("no PodDisruptionBudget for 2 replicas")
+	}
+	var svc corev1.Service
+	convert(t, r.Find("Service", "gpuslice-arbiter"), &svc)
+	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Name != "metrics" || !reflect.DeepEqual(svc.Spec.Selector, d.Spec.Selector.MatchLabels) {
+		t.Errorf("Service %+v does not select the arbiter's metrics port", svc.Spec)
+	}
+
+	var role rbacv1.ClusterRole
+	convert(t, r.Find("ClusterRole", "gpuslice-arbiter"), &role)
+	want := map[string][]string{
+		"/nodes": {"list", "watch"}, "/pods": {"list", "watch"}, "/configmaps": {"list", "watch", "get", "patch"},
+		"apps/replicasets": {"list", "watch"}, "apps/deployments": {"list", "watch", "get", "patch"}, "apps/statefulsets": {"list", "watch", "get", "patch"},
+		"scheduling.k8s.io/priorityclasses": {"list", "watch"}, "/events": {"create", "patch"},
+	}
+	if got := grants(role.Rules); !reflect.DeepEqual(got, want) {
+		t.Errorf("arbiter ClusterRole grants %v, want %v", got, want)
+	}
+	for _, rule := range role.Rules {
+		if len(rule.ResourceNames) > 0 {
+			t.Errorf("cluster rule %+v is limited by name; the workloads are anyone's", rule)
+		}
+	}
+	var crb rbacv1.ClusterRoleBinding
+	convert(t, r.Find("ClusterRoleBinding", "gpuslice-arbiter"), &crb)
+	var rb rbacv1.RoleBinding
+	convert(t, r.Find("RoleBinding", "gpuslice-arbiter"), &rb)
+	for _, b := range []struct {
+		ref      rbacv1.RoleRef
+		subjects []rbacv1.Subject
+	}{{crb.RoleRef, crb.Subjects}, {rb.RoleRef, rb.Subjects}} {
+		if b.ref.Name != "gpuslice-arbiter" || len(b.subjects) != 1 || b.subjects[0].Name != pod.ServiceAccountName || b.subjects[0].Namespace != DefaultNamespace {
+			t.Errorf("binding %+v %+v does not bind the arbiter's ServiceAccount", b.ref, b.subjects)
+		}
+	}
+	leaseRules := func(r *Rendered) map[string][]string {
+		var role rbacv1.Role
+		convert(t, r.Find("Role", "gpuslice-arbiter"), &role)
+		got := grants(role.Rules)
+		for _, rule := range role.Rules {
+			if slices.Contains(rule.Verbs, "update") && !slices.Equal(rule.ResourceNames, []string{"gpuslice-arbiter"}) {
+				t.Errorf("Lease rule %+v: want only the Lease the args name", rule)
+			}
+		}
+		return got
+	}
+	if got, want := leaseRules(r), map[string][]string{"coordination.k8s.io/leases": {"get", "update", "create"}}; !reflect.DeepEqual(got, want) {
+		t.Errorf("arbiter Role grants %v, want %v", got, want)
+	}
+
+	// --agents adds the pods proxy, in this namespace only; a Plex token
+	// comes from a Secret mounted where --plex-token-file reads it.
+	r = render(t, Options{Values: values(t, `arbiter: {enabled: true, agents: true, plex: {url: "http://plex.media.svc:32400", tokenSecret: {name: plex, key: PLEX_TOKEN}}}`)})
+	if got, want := leaseRules(r), map[string][]string{"coordination.k8s.io/leases": {"get", "update", "create"}, "/pods/proxy": {"get"}}; !reflect.DeepEqual(got, want) {
+		t.Errorf("arbiter Role with agents grants %v, want %v", got, want)
+	}
+	d = appsv1.Deployment{}
+	convert(t, r.Find("Deployment", "gpuslice-arbiter"), &d)
+	pod, ctr = d.Spec.Template.Spec, d.Spec.Template.Spec.Containers[0]
+	var tokenFile string
+	for _, a := range ctr.Args {
+		if f, ok := strings.CutPrefix(a, "--plex-token-file="); ok {
+			tokenFile = f
+		}
+	}
+	for _, a := range []string{"--agents", "--plex-url=http://plex.media.svc:32400", "--plex-workload=media/plex"} {
+		if !slices.Contains(ctr.Args, a) {
+			t.Errorf("args %q lack %s", ctr.Args, a)
+		}
+	}
+	if len(pod.Volumes) != 1 || len(ctr.VolumeMounts) != 1 {
+		t.Fatalf("volumes %+v, mounts %+v: want the token Secret", pod.Volumes, ctr.VolumeMounts)
+	}
+	v, m := pod.Volumes[0], ctr.VolumeMounts[0]
+	if v.Secret == nil || v.Secret.SecretName != "plex" || len(v.Secret.Items) != 1 || v.Secret.Items[0].Key != "PLEX_TOKEN" ||
+		m.Name != v.Name || !m.ReadOnly || tokenFile != m.MountPath+"/"+v.Secret.Items[0].Path {
+		t.Errorf("--plex-token-file=%s, but Secret volume %+v is mounted as %+v", tokenFile, v.Secret, m)
+	}
+
+	// Prometheus scrapes the arbiter through its Service.
+	r = render(t, Options{Values: values(t, `{arbiter: {enabled: true}, serviceMonitor: {enabled: true}}`)})
+	sm := r.Find("ServiceMonitor", "gpuslice-arbiter")
+	if sm == nil {
+		t.Fatal("no ServiceMonitor for the arbiter")
+	}
+	sel, _, _ := unstructured.NestedStringMap(sm.Object, "spec", "selector", "matchLabels")
+	eps, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints")
+	if !reflect.DeepEqual(sel, svc.Labels) && !reflect.DeepEqual(sel, svc.Spec.Selector) || len(eps) != 1 || eps[0].(map[string]any)["port"] != "metrics" {
+		t.Errorf("ServiceMonitor selects %v, endpoints %v; want the arbiter Service's port metrics", sel, eps)
+	}
+	if r := render(t, Options{Values: values(t, `{serviceMonitor: {enabled: true}}`)}); r.Find("ServiceMonitor", "gpuslice-arbiter") != nil {
+		t.Error("ServiceMonitor for an arbiter that is off")
+	}
+}
+
+// Values the arbiter could not run with stop the install.
+func TestChartArbiterRefuses(t *testing.T) {
+	tests := []struct{ values, want string }{
+		{`arbiter: {enabled: true, plex: {tokenSecret: {name: plex}}}`, "arbiter.plex.url"},
+		{`{arbiter: {enabled: true, agents: true}, agent: {enabled: false}}`, "agent.enabled"},
+		{`{arbiter: {enabled: true, agents: true}, agent: {port: 9500}}`, "agent.port"},
+		{`arbiter: {minFreeMemory: 1GB}`, "/arbiter/minFreeMemory"},
+		{`arbiter: {holdDown: 5 minutes}`, "/arbiter/holdDown"},
+		{`arbiter: {dcgmExporters: ["10.0.0.5:9400"]}`, "/arbiter/dcgmExporters/0"},
+		{`arbiter: {prometheusUrl: prometheus:9090}`, "/arbiter/prometheusUrl"},
+		{`arbiter: {plex: {workload: plex}}`, "/arbiter/plex/workload"},
+		{`arbiter: {timeZone: ""}`, "/arbiter/timeZone"},
+		{`arbiter: {replicas: 0}`, "/arbiter/replicas"},
+		{`arbiter: {plex: {token: abc}}`, "not allowed"},
+	}
+	ch := loadChart(t)
+	for _, tt := range tests {
+		_, err := Render(ch, Options{Values: values(t, tt.values)})
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: err = %v, want one naming %s", tt.values, err, tt.want)
+		}
+	}
+}
+
+// grants flattens rules to "group/resource" -> verbs.
+func grants(rules []rbacv1.PolicyRule) map[string][]string {
+	got := map[string][]string{}
+	for _, rule := range rules {
+		for _, g := range rule.APIGroups {
+			for _, res := range rule.Resources {
+				got[g+"/"+res] = append(got[g+"/"+res], rule.Verbs...)
+			}
+		}
+	}
+	return got
+}

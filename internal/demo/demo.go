@@ -41,6 +41,10 @@ type Options struct {
 	// Result, when set, receives what the demo produced instead of the
 	// tables being printed, for -o json|yaml.
 	Result func(*Result) error
+	// Evening, when set, plays more chapters on the running cluster after
+	// the ledger (the arbiter's evening, which this package cannot import:
+	// pkg/ops's tests import it).
+	Evening func(ctx context.Context, env *Env, res *Result) error
 }
 
 // Result is what the demo shows: the Plex pod as the webhook left it, and
@@ -49,6 +53,16 @@ type Result struct {
 	PlexPod *corev1.Pod    `json:"plexPod"`
 	Before  *ledger.Report `json:"before"`
 	After   *ledger.Report `json:"after"`
+	// Evening is what Options.Evening played, a chapter at a time.
+	Evening []Chapter `json:"evening,omitempty"`
+}
+
+// Chapter is one step of a story told on the cluster: what happened, what
+// the cluster recorded (events), and the ledger after it.
+type Chapter struct {
+	Title  string         `json:"title"`
+	Events []string       `json:"events,omitempty"`
+	Ledger *ledger.Report `json:"ledger"`
 }
 
 // Env is a local control plane with the webhook running and registered,
@@ -233,6 +247,11 @@ func Run(ctx context.Context, o Options) error {
 	if res.After, err = snapshot.Ledger(ctx, env.Cluster.Client, ledger.Options{}); err != nil {
 		return err
 	}
+	if o.Evening != nil {
+		if err := o.Evening(ctx, env, res); err != nil {
+			return err
+		}
+	}
 	if o.Result != nil {
 		return o.Result(res)
 	}
@@ -286,7 +305,19 @@ func writeStory(w io.Writer, res *Result, warnings []string) error {
 		return err
 	}
 	fmt.Fprintln(w, "\n== 3. After the AI-dev deployment: vLLM, hybrid, 2 shares, GPU_MEMORY_UTILIZATION 0.70 ==")
-	return ledger.WriteTable(w, res.After, false)
+	if err := ledger.WriteTable(w, res.After, false); err != nil {
+		return err
+	}
+	for i, ch := range res.Evening {
+		fmt.Fprintf(w, "\n== %d. %s ==\n", 4+i, ch.Title)
+		for _, e := range ch.Events {
+			fmt.Fprintln(w, "event: "+e)
+		}
+		if err := ledger.WriteTable(w, ch.Ledger, false); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // WaitBound waits for the scheduler to bind the pod to a node.

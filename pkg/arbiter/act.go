@@ -113,7 +113,10 @@ func (c *Controller) lower(ctx context.Context, st Step) (string, bool, error) {
 		return "", false, fmt.Errorf("%s sets no GPU_MEMORY_UTILIZATION to lower: use %s=%s", w.Ref.Qualified(), policy.AnnotationPreemptAction, policy.ActionScaleToZero)
 	}
 	from := plan.Settings[0].Old
-	at := c.opts.Now().UTC().Truncate(time.Second).Format(time.RFC3339)
+	at, err := c.restartStamp(ctx, w.Ref)
+	if err != nil {
+		return "", false, err
+	}
 	l := &Lowered{From: from, To: w.Policy.Fraction, At: at, Node: st.Node, Reason: st.Reason}
 	_, err = ops.Annotate(ctx, c.opts.Client, w.Ref, map[string]string{
 		AnnotationLoweredFrom: l.From, AnnotationLoweredTo: l.To, AnnotationLoweredAt: l.At,
@@ -140,7 +143,10 @@ func (c *Controller) lower(ctx context.Context, st Step) (string, bool, error) {
 // back, then drop the record.
 func (c *Controller) raise(ctx context.Context, st Step) (string, bool, error) {
 	w := st.Workload
-	at := c.opts.Now().UTC().Truncate(time.Second).Format(time.RFC3339)
+	at, err := c.restartStamp(ctx, w.Ref)
+	if err != nil {
+		return "", false, err
+	}
 	if _, err := ops.Annotate(ctx, c.opts.Client, w.Ref, map[string]string{AnnotationLoweredRestoringAt: at}, nil, nil); err != nil {
 		return "", false, err
 	}
@@ -153,6 +159,14 @@ func (c *Controller) raise(ctx context.Context, st Step) (string, bool, error) {
 		return "", false, err
 	}
 	return fmt.Sprintf("%s restored: GPU_MEMORY_UTILIZATION %s → %s, restarted", w.Ref.Qualified(), l.To, l.From), true, nil
+}
+
+// restartStamp is the time a lower-memory phase restarts at, in the
+// pod template's format: never the stored one, or a restart made earlier
+// in the same second would pass for this phase's.
+func (c *Controller) restartStamp(ctx context.Context, ref ops.Ref) (string, error) {
+	at, err := ops.NextRestart(ctx, c.opts.Client, ref, c.opts.Now())
+	return at.Format(time.RFC3339), err
 }
 
 // convergeLowered brings a workload to what its lower-memory record

@@ -54,3 +54,19 @@ func RestartAt(ctx context.Context, cs kubernetes.Interface, ref Ref, at time.Ti
 	})
 	return changed, err
 }
+
+// NextRestart is the first whole second at or after now that differs from
+// (and follows) the workload's stored restart time, so that a caller who
+// records the time it restarts at can tell its restart from an earlier
+// one in the same second.
+func NextRestart(ctx context.Context, cs kubernetes.Interface, ref Ref, now time.Time) (time.Time, error) {
+	w, err := getWorkload(ctx, cs, ref)
+	if err != nil {
+		return time.Time{}, err
+	}
+	at := now.UTC().Truncate(time.Second)
+	if cur, err := time.Parse(time.RFC3339, w.template.Annotations[AnnotationRestartedAt]); err == nil && !at.After(cur) {
+		at = cur.UTC().Add(time.Second)
+	}
+	return at, nil
+}

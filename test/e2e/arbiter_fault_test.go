@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpuslice/gpuslice/pkg/arbiter"
 	"github.com/gpuslice/gpuslice/pkg/ops"
 )
 
@@ -71,8 +73,8 @@ func (p *arbiterProcess) kill() {
 }
 
 // killAt lets the process pass n-1 checkpoints and kills it at the n-th;
-// it returns the checkpoint's name, or "" when the process finished its
-// work in fewer.
+// it returns the checkpoint's name. When the work needs fewer checkpoints
+// the process is killed once it is done.
 func (p *arbiterProcess) killAt(t *testing.T, ctx context.Context, n int, done func(context.Context) bool) string {
 	t.Helper()
 	for i := 1; ; i++ {
@@ -92,69 +94,123 @@ func (p *arbiterProcess) killAt(t *testing.T, ctx context.Context, n int, done f
 		if i == n-1 && done(ctx) {
 			// Nothing more to do: the arbiter idles with no checkpoint.
 			p.kill()
-			return ""
+			return "after its last write"
 		}
 	}
 }
 
-// TestArbiterSurvivesKill kills the arbiter with SIGKILL at every
-// checkpoint between its writes, while preempting and while restoring, and
-// checks that a fresh arbiter converges with no replica count lost.
-func TestArbiterSurvivesKill(t *testing.T) {
-	a := startArbiterEnv(t)
+// faultScenario is what killing the arbiter is tried on: a state where
+// everything is restored, one where the transcode has preempted
+// everything, an invariant that must hold whenever the process dies, and
+// how many checkpoints each phase passes.
+type faultScenario struct {
+	restored, preempted func(context.Context) bool
+	invariant           func(ctx context.Context) error
+	checkpoints         int
+}
+
+// killEverywhere kills the arbiter with SIGKILL at every checkpoint
+// between its writes, while preempting and while restoring, checks the
+// invariant at once, and that a fresh arbiter then converges.
+func killEverywhere(t *testing.T, a *arbiterEnv, sc faultScenario) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	released := func(ref ops.Ref, was int32) func(context.Context) bool {
-		return func(ctx context.Context) bool {
-			d := deployment(ctx, t, a.cs, ref)
-			return *d.Spec.Replicas == 0 && d.Annotations[ops.AnnotationReleasedReplicas] == fmt.Sprint(was)
-		}
-	}
-	restored := func(ref ops.Ref, want int32) func(context.Context) bool {
-		return func(ctx context.Context) bool {
-			d := deployment(ctx, t, a.cs, ref)
-			return *d.Spec.Replicas == want && !hasReleaseAnnotations(d.Annotations)
-		}
-	}
-	bothReleased := func(ctx context.Context) bool { return released(vllm, 2)(ctx) && released(ollama, 1)(ctx) }
-	bothRestored := func(ctx context.Context) bool { return restored(vllm, 2)(ctx) && restored(ollama, 1)(ctx) }
-
-	// Preempting Ollama then vLLM is 3 checkpoints each; restoring the same.
 	for phase, tc := range []struct {
-		transcode bool
-		start     func(context.Context) bool
-		done      func(context.Context) bool
-	}{{true, bothRestored, bothReleased}, {false, bothReleased, bothRestored}} {
-		for n := 1; n <= 6; n++ {
+		transcode   bool
+		start, done func(context.Context) bool
+	}{{true, sc.restored, sc.preempted}, {false, sc.preempted, sc.restored}} {
+		for n := 1; n <= sc.checkpoints; n++ {
 			// From the phase's starting state, with every pod settled.
 			a.transcode(!tc.transcode)
 			a.converge(t, ctx, tc.start)
-			for _, w := range []struct {
-				ref  ops.Ref
-				want int32
-			}{{vllm, 2}, {ollama, 1}} {
-				if phase == 1 {
-					w.want = 0
-				}
-				a.waitReplicas(t, ctx, w.ref, w.want)
-			}
+			a.waitSettled(t, ctx)
 			a.transcode(tc.transcode)
 
 			at := a.startProcess(t, true).killAt(t, ctx, n, tc.done)
-			t.Logf("%s phase %d: killed at checkpoint %d (%s)", time.Now().Format("15:04:05.000"), phase, n, at)
-			// Whatever the moment, every record says what it must.
-			for _, w := range []struct {
-				ref  ops.Ref
-				want int32
-			}{{vllm, 2}, {ollama, 1}} {
-				d := deployment(ctx, t, a.cs, w.ref)
-				if rec := d.Annotations[ops.AnnotationReleasedReplicas]; !(rec == fmt.Sprint(w.want) && *d.Spec.Replicas == 0 || rec == "" && *d.Spec.Replicas == w.want) {
-					t.Fatalf("killed at %d (%s): %s has replicas %d and record %q", n, at, w.ref.Qualified(), *d.Spec.Replicas, rec)
-				}
+			t.Logf("phase %d: killed at checkpoint %d (%s)", phase, n, at)
+			if err := sc.invariant(ctx); err != nil {
+				t.Fatalf("killed at checkpoint %d (%s): %v", n, at, err)
 			}
 			a.converge(t, ctx, tc.done)
 		}
 	}
+}
+
+// waitSettled waits until every Deployment has the pods its spec asks for.
+func (a *arbiterEnv) waitSettled(t *testing.T, ctx context.Context) {
+	t.Helper()
+	for _, ref := range []ops.Ref{vllm, ollama} {
+		a.waitReplicas(t, ctx, ref, replicas(ctx, t, a.cs, ref))
+	}
+}
+
+// releasedOrNot is the scale-to-zero invariant: a workload either runs its
+// replicas with no record, or runs none with a record of them.
+func releasedOrNot(ctx context.Context, t *testing.T, a *arbiterEnv, ref ops.Ref, want int32) error {
+	d := deployment(ctx, t, a.cs, ref)
+	if rec := d.Annotations[ops.AnnotationReleasedReplicas]; !(rec == fmt.Sprint(want) && *d.Spec.Replicas == 0 || rec == "" && *d.Spec.Replicas == want) {
+		return fmt.Errorf("%s has replicas %d and record %q: a replica count is lost", ref.Qualified(), *d.Spec.Replicas, rec)
+	}
+	return nil
+}
+
+func released(ctx context.Context, t *testing.T, a *arbiterEnv, ref ops.Ref, was int32) bool {
+	d := deployment(ctx, t, a.cs, ref)
+	return *d.Spec.Replicas == 0 && d.Annotations[ops.AnnotationReleasedReplicas] == fmt.Sprint(was)
+}
+
+func restored(ctx context.Context, t *testing.T, a *arbiterEnv, ref ops.Ref, want int32) bool {
+	d := deployment(ctx, t, a.cs, ref)
+	return *d.Spec.Replicas == want && !hasReleaseAnnotations(d.Annotations)
+}
+
+// TestArbiterSurvivesKill: scale to zero, Ollama then vLLM, 3 checkpoints
+// each.
+func TestArbiterSurvivesKill(t *testing.T) {
+	a := startArbiterEnv(t)
+	killEverywhere(t, a, faultScenario{
+		restored: func(ctx context.Context) bool {
+			return restored(ctx, t, a, vllm, 2) && restored(ctx, t, a, ollama, 1)
+		},
+		preempted: func(ctx context.Context) bool {
+			return released(ctx, t, a, vllm, 2) && released(ctx, t, a, ollama, 1)
+		},
+		invariant: func(ctx context.Context) error {
+			return errors.Join(releasedOrNot(ctx, t, a, vllm, 2), releasedOrNot(ctx, t, a, ollama, 1))
+		},
+		checkpoints: 6,
+	})
+}
+
+// TestArbiterLowerMemorySurvivesKill: vLLM preempted by lowering
+// GPU_MEMORY_UTILIZATION (intent, ConfigMap, restart: 5 checkpoints),
+// Ollama by scale to zero (3).
+func TestArbiterLowerMemorySurvivesKill(t *testing.T) {
+	a := startArbiterEnv(t)
+	a.annotate(t, testContext(t), vllm, map[string]string{"gpuslice.io/preempt-action": "lower-memory=0.30"})
+	lowered := func(ctx context.Context) bool {
+		d := deployment(ctx, t, a.cs, vllm)
+		return configValue(ctx, t, a.cs) == "0.30" && d.Annotations[arbiter.AnnotationLoweredFrom] == "0.70" &&
+			d.Spec.Template.Annotations[ops.AnnotationRestartedAt] == d.Annotations[arbiter.AnnotationLoweredAt]
+	}
+	raised := func(ctx context.Context) bool {
+		_, lowered := deployment(ctx, t, a.cs, vllm).Annotations[arbiter.AnnotationLoweredFrom]
+		return configValue(ctx, t, a.cs) == "0.70" && !lowered
+	}
+	killEverywhere(t, a, faultScenario{
+		restored:  func(ctx context.Context) bool { return raised(ctx) && restored(ctx, t, a, ollama, 1) },
+		preempted: func(ctx context.Context) bool { return lowered(ctx) && released(ctx, t, a, ollama, 1) },
+		invariant: func(ctx context.Context) error {
+			// The original fraction is never lost: in the ConfigMap, or in
+			// the record.
+			d := deployment(ctx, t, a.cs, vllm)
+			if v := configValue(ctx, t, a.cs); v != "0.70" && d.Annotations[arbiter.AnnotationLoweredFrom] != "0.70" {
+				return fmt.Errorf("GPU_MEMORY_UTILIZATION is %s and no record says it was 0.70", v)
+			}
+			return errors.Join(releasedOrNot(ctx, t, a, vllm, 2), releasedOrNot(ctx, t, a, ollama, 1))
+		},
+		checkpoints: 8,
+	})
 }
 
 // converge runs a fresh arbiter until done, then stops it.

@@ -124,7 +124,39 @@ devicePlugin:
   config: {create: true, name: nvidia-sharing, namespace: kube-system, replicas: 4, rename: false, failRequestsGreaterThanOne: true}`},
 	{name: "monitoring", values: `
 serviceMonitor: {enabled: true, interval: 15s, labels: {release: kube-prometheus-stack}}
-grafana: {dashboard: {enabled: true, namespace: monitoring, labels: {grafana_dashboard: "1", folder: gpu}}}`},
+grafana: {dashboard: {enabled: true, namespace: monitoring, labels: {grafana_dashboard: "1", folder: gpu}}}
+arbiter: {enabled: true}`},
+	{name: "arbiter", values: `arbiter: {enabled: true}`},
+	{name: "arbiter tuned", namespace: "gpuslice", release: "gs", values: `
+arbiter:
+  enabled: true
+  replicas: 3
+  port: 9502
+  interval: 2s
+  minFreeMemory: 1536Mi
+  memoryMargin: 512Mi
+  holdDown: 10m
+  unhealthyGrace: 1m
+  timeZone: Europe/Berlin
+  dryRun: true
+  dcgmExporters: [homelabai=http://10.0.0.5:9400/metrics, http://dcgm-exporter.gpu-operator.svc:9400/metrics]
+  prometheusUrl: http://prometheus-operated.monitoring.svc:9090
+  nodeLabel: Hostname
+  agents: true
+  plex: {url: http://plex.media.svc:32400, workload: media/statefulset/plex, tokenSecret: {name: plex-token, key: PLEX_TOKEN}}
+  resources: {requests: {cpu: 20m, memory: 96Mi}, limits: {memory: 512Mi}}
+  podDisruptionBudget: {minAvailable: 2}
+  affinity:
+    nodeAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+        nodeSelectorTerms: [{matchExpressions: [{key: nvidia.com/gpu.present, operator: DoesNotExist}]}]
+  nodeSelector: {kubernetes.io/os: linux}
+  tolerations: [{key: node-role.kubernetes.io/control-plane, operator: Exists, effect: NoSchedule}]
+  priorityClassName: system-cluster-critical
+  podAnnotations: {backup.velero.io/backup-volumes: ""}
+  podLabels: {team: homelab}
+  extraArgs: [--signal-timeout=5s]`},
+	{name: "arbiter without disruption budget", values: `arbiter: {enabled: true, podDisruptionBudget: {enabled: false}}`},
 }
 
 // Namespaces the cases install into, besides the release's.

@@ -61,6 +61,20 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s-agent" (include "gpuslice.fullname" .) }}
 {{- end }}
 
+{{- define "gpuslice.arbiter.serviceAccountName" -}}
+{{- printf "%s-arbiter" (include "gpuslice.fullname" .) }}
+{{- end }}
+
+{{/* The arbiter's leader-election Lease (--leader-elect-name). */}}
+{{- define "gpuslice.arbiter.leaseName" -}}
+{{- printf "%s-arbiter" (include "gpuslice.fullname" .) }}
+{{- end }}
+
+{{/* Where the Plex token Secret is mounted, and the file passed as --plex-token-file. */}}
+{{- define "gpuslice.arbiter.plexTokenDir" -}}
+/var/run/secrets/plex
+{{- end }}
+
 {{/* cert-manager's Certificate for the webhook, and the Secret it writes. */}}
 {{- define "gpuslice.webhook.certificateName" -}}
 {{- printf "%s-webhook" (include "gpuslice.fullname" .) }}
@@ -98,7 +112,7 @@ names some, else kube-system and the release namespace; sorted, unique.
 {{- toJson ($excluded | compact | uniq | sortAlpha) }}
 {{- end }}
 
-{{/* The restricted securityContext both containers run with. */}}
+{{/* The restricted securityContext every container runs with. */}}
 {{- define "gpuslice.containerSecurityContext" -}}
 allowPrivilegeEscalation: false
 readOnlyRootFilesystem: true

@@ -1,0 +1,160 @@
+package arbiter
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/gpuslice/gpuslice/pkg/ledger"
+	"github.com/gpuslice/gpuslice/pkg/ops"
+	"github.com/gpuslice/gpuslice/pkg/policy"
+	"github.com/gpuslice/gpuslice/pkg/signals"
+)
+
+const gi = int64(1) << 30
+
+var t0 = time.Date(2026, 11, 28, 21, 0, 0, 0, time.UTC)
+
+// wl builds a workload on homelabai with ready pods.
+func wl(ns, name string, pol policy.Policy, replicas int32, mods ...func(*Workload)) *Workload {
+	w := &Workload{Ref: ops.Ref{Kind: ops.KindDeployment, Namespace: ns, Name: name}, Policy: pol, Replicas: replicas, Ready: replicas,
+		Nodes: []string{"homelabai"}, Template: &corev1.PodTemplateSpec{}, RolledOut: true}
+	for i := int32(0); i < replicas; i++ {
+		w.Pods = append(w.Pods, &corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodRunning}})
+	}
+	for _, m := range mods {
+		m(w)
+	}
+	return w
+}
+
+func protected(prio int32) policy.Policy { return policy.Policy{Protected: true, Priority: prio} }
+func preemptible(prio int32) policy.Policy {
+	return policy.Policy{Preemptible: true, Priority: prio, Action: policy.ActionScaleToZero}
+}
+
+// released marks w released by who, its pods gone.
+func released(who string) func(*Workload) {
+	return func(w *Workload) {
+		w.Record = &ops.Record{Replicas: w.Replicas, By: who, Node: "homelabai", At: "2026-11-28T20:00:00Z"}
+		w.Replicas, w.Ready, w.Pods = 0, 0, nil
+	}
+}
+
+func memory(max string) func(*Workload) {
+	return func(w *Workload) {
+		q := resource.MustParse(max)
+		w.Memory = &ledger.MemoryRange{Min: q, Max: q}
+	}
+}
+
+func unready(w *Workload) { w.Ready = 0 }
+
+func hours(spec string) func(*Workload) {
+	return func(w *Workload) {
+		h, err := policy.ParseHours(spec, time.UTC)
+		if err != nil {
+			panic(err)
+		}
+		w.Policy.Hours = h
+	}
+}
+
+func plexRef() ops.Ref { return ops.Ref{Kind: ops.KindDeployment, Namespace: "media", Name: "plex"} }
+
+type round struct {
+	at       time.Duration // after t0
+	freeGi   float64       // -1: memory unknown
+	active   bool          // Plex transcoding
+	wantStep string        // "preempt ai/ollama", "restore ai-dev/vllm-server" or ""
+	wantWait string        // part of NodeStatus.Waiting
+}
+
+func TestPlan(t *testing.T) {
+	cfg := Config{MinFree: 1 * gi, Margin: gi / 2, HoldDown: 5 * time.Minute, UnhealthyGrace: 30 * time.Second, Identity: Identity}
+	plex := func(mods ...func(*Workload)) *Workload { return wl("media", "plex", protected(1000000), 1, mods...) }
+	vllm := func(mods ...func(*Workload)) *Workload {
+		return wl("ai-dev", "vllm-server", preemptible(1000), 2, append([]func(*Workload){memory("8.4Gi")}, mods...)...)
+	}
+	ollama := func(mods ...func(*Workload)) *Workload {
+		return wl("ai", "ollama", preemptible(500), 1, append([]func(*Workload){memory("4Gi")}, mods...)...)
+	}
+	tests := []struct {
+		name      string
+		workloads []*Workload
+		watched   bool // a memory source is configured
+		rounds    []round
+	}{
+		{name: "quiet", workloads: []*Workload{plex(), vllm(), ollama()}, watched: true,
+			rounds: []round{{freeGi: 3}}},
+		{name: "transcode preempts the lowest priority first", workloads: []*Workload{plex(), vllm(), ollama()},
+			rounds: []round{{active: true, wantStep: "preempt ai/ollama"}}},
+		{name: "transcode spares workloads above Plex", workloads: []*Workload{plex(), wl("ai", "vip", preemptible(2000000), 1)},
+			rounds: []round{{active: true}}},
+		{name: "memory pressure preempts anyone preemptible", workloads: []*Workload{wl("ai", "vip", preemptible(2000000), 1)}, watched: true,
+			rounds: []round{{freeGi: 0.5, wantStep: "preempt ai/vip"}}},
+		{name: "one at a time: wait for the pods to go", workloads: []*Workload{plex(), vllm(), ollama(func(w *Workload) {
+			released(Identity)(w)
+			w.Pods = []*corev1.Pod{{}}
+		})}, rounds: []round{{active: true, wantWait: "waiting for deployment ai/ollama to give up the GPU"}}},
+		{name: "memory too low after the first: the next", workloads: []*Workload{plex(), vllm(), ollama(released(Identity))}, watched: true,
+			rounds: []round{{freeGi: 0.5, wantStep: "preempt ai-dev/vllm-server"}}},
+		{name: "hold-down, then the highest priority back first", workloads: []*Workload{plex(), vllm(released(Identity)), ollama(released(Identity))},
+			rounds: []round{
+				{wantWait: "holds down for 5m0s more"},
+				{at: 4 * time.Minute, wantWait: "holds down for 1m0s more"},
+				{at: 5 * time.Minute, wantStep: "restore ai-dev/vllm-server"},
+			}},
+		{name: "activity resets the hold-down", workloads: []*Workload{plex(), vllm(released(Identity))},
+			rounds: []round{{}, {at: 4 * time.Minute, active: true}, {at: 6 * time.Minute, wantWait: "holds down for 5m0s more"}}},
+		{name: "an operator's release is theirs", workloads: []*Workload{plex(), vllm(released("alice"))},
+			rounds: []round{{}, {at: time.Hour}}},
+		{name: "hysteresis: just above the threshold is not clear", workloads: []*Workload{plex(), ollama(released(Identity))}, watched: true,
+			rounds: []round{{freeGi: 1.2, wantWait: "threshold plus margin"}, {at: time.Hour, freeGi: 1.2, wantWait: "threshold plus margin"}}},
+		{name: "a restore must fit with the margin", workloads: []*Workload{plex(), vllm(released(Identity))}, watched: true,
+			rounds: []round{{freeGi: 9}, {at: time.Hour, freeGi: 9, wantWait: "needs about 8.4Gi back"}, {at: 2 * time.Hour, freeGi: 10, wantStep: "restore ai-dev/vllm-server"}}},
+		{name: "unknown memory restores nothing", workloads: []*Workload{plex(), vllm(released(Identity))}, watched: true,
+			rounds: []round{{freeGi: -1}, {at: time.Hour, freeGi: -1, wantWait: "unknown"}}},
+		{name: "outside active hours", workloads: []*Workload{plex(), vllm(hours("07:00-19:00"))},
+			rounds: []round{{wantStep: "preempt ai-dev/vllm-server"}}},
+		{name: "released outside active hours stays so until they open", workloads: []*Workload{plex(), vllm(hours("07:00-19:00"), released(Identity))},
+			rounds: []round{{}, {at: 9 * time.Hour}, {at: 10*time.Hour + 30*time.Minute, wantStep: "restore ai-dev/vllm-server"}}},
+		{name: "unhealthy Plex counts after the grace", workloads: []*Workload{plex(unready), vllm()},
+			rounds: []round{{}, {at: 29 * time.Second}, {at: 30 * time.Second, wantStep: "preempt ai-dev/vllm-server"}}},
+		{name: "restore waits for the last one to serve", workloads: []*Workload{plex(), vllm(unready), ollama(released(Identity))},
+			rounds: []round{{at: time.Hour, wantWait: "to serve (0 of 2 ready)"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v := &View{Workloads: tt.workloads, Ledger: &ledger.Report{Nodes: []ledger.NodeReport{{Name: "homelabai", GPUMemoryBytes: 12 * gi}}}}
+			memo := NewMemo()
+			if strings.HasPrefix(tt.name, "restore waits") {
+				memo.Restored("homelabai", tt.workloads[1].Ref)
+			}
+			for i, r := range tt.rounds {
+				sig := Signals{Now: t0.Add(r.at), Sample: uint64(i + 1), MemoryWatched: tt.watched,
+					Memory: map[string][]signals.GPUMemory{}, Activity: map[ops.Ref]signals.Activity{}}
+				if tt.watched && r.freeGi >= 0 {
+					sig.Memory["homelabai"] = []signals.GPUMemory{{Node: "homelabai", GPU: "0", Free: int64(r.freeGi * float64(gi))}}
+				}
+				if r.active {
+					sig.Activity[plexRef()] = signals.Activity{Active: true, Count: 1, Detail: "1 hardware transcode"}
+				}
+				steps, status := Plan(v, sig, cfg, memo)
+				got := ""
+				if len(steps) > 0 {
+					got = steps[0].Kind + " " + steps[0].Workload.Ref.Namespace + "/" + steps[0].Workload.Ref.Name
+				}
+				if got != r.wantStep {
+					t.Errorf("round %d: step %q, want %q (status %+v)", i, got, r.wantStep, status)
+				}
+				if !strings.Contains(status[0].Waiting, r.wantWait) {
+					t.Errorf("round %d: waiting %q, want it to say %q", i, status[0].Waiting, r.wantWait)
+				}
+			}
+		})
+	}
+}
