@@ -9,7 +9,9 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/api/resource"
 
+	"github.com/gpuslice/gpuslice/pkg/agent"
 	"github.com/gpuslice/gpuslice/pkg/arbiter"
+	"github.com/gpuslice/gpuslice/pkg/top"
 )
 
 func newArbiterCommand(g *globals) *cobra.Command {
@@ -95,6 +97,9 @@ docs/arbiter.md.`,
 	f.StringVar(&src.PrometheusURL, "prometheus-url", "", "Prometheus server that scrapes dcgm-exporter (reads DCGM_FI_DEV_FB_FREE and _USED)")
 	f.StringVar(&src.NodeLabel, "node-label", "", "label naming the node in DCGM series (default Hostname)")
 	f.BoolVar(&src.Agents, "agents", false, "read GPU memory from gpuslice's node agents (through the API server)")
+	f.StringVar(&src.AgentNamespace, "agent-namespace", os.Getenv("POD_NAMESPACE"), "namespace of the agent pods (default $POD_NAMESPACE; empty: all namespaces)")
+	f.StringVar(&src.AgentSelector, "agent-selector", top.DefaultAgentSelector, "label selector of the agent pods")
+	f.IntVar(&src.AgentPort, "agent-port", agent.DefaultPort, "the agents' metrics port")
 	f.StringVar(&src.PlexURL, "plex-url", os.Getenv("PLEX_URL"), "Plex server URL; its hardware transcodes are activity (default $PLEX_URL)")
 	f.StringVar(&src.PlexTokenFile, "plex-token-file", "", "file holding the Plex token (default: $PLEX_TOKEN)")
 	f.StringVar(&src.PlexWorkload, "plex-workload", "media/plex", "the protected workload that is Plex: NAMESPACE/NAME or NAMESPACE/KIND/NAME")

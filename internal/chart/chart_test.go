@@ -497,7 +497,8 @@ func TestChartArbiter(t *testing.T) {
 			tokenFile = f
 		}
 	}
-	for _, a := range []string{"--agents", "--plex-url=http://plex.media.svc:32400", "--plex-workload=media/plex"} {
+	for _, a := range []string{"--agents", "--agent-port=9400", "--agent-selector=app.kubernetes.io/name=gpuslice,app.kubernetes.io/instance=gpuslice,app.kubernetes.io/component=agent",
+		"--plex-url=http://plex.media.svc:32400", "--plex-workload=media/plex"} {
 		if !slices.Contains(ctr.Args, a) {
 			t.Errorf("args %q lack %s", ctr.Args, a)
 		}
@@ -532,7 +533,6 @@ func TestChartArbiterRefuses(t *testing.T) {
 	tests := []struct{ values, want string }{
 		{`arbiter: {enabled: true, plex: {tokenSecret: {name: plex}}}`, "arbiter.plex.url"},
 		{`{arbiter: {enabled: true, agents: true}, agent: {enabled: false}}`, "agent.enabled"},
-		{`{arbiter: {enabled: true, agents: true}, agent: {port: 9500}}`, "agent.port"},
 		{`arbiter: {minFreeMemory: 1GB}`, "/arbiter/minFreeMemory"},
 		{`arbiter: {holdDown: 5 minutes}`, "/arbiter/holdDown"},
 		{`arbiter: {dcgmExporters: ["10.0.0.5:9400"]}`, "/arbiter/dcgmExporters/0"},

@@ -105,7 +105,7 @@ func (c *Controller) write(ctx context.Context, st Step) (string, bool, error) {
 // when), then the change, which convergeLowered finishes after a crash.
 func (c *Controller) lower(ctx context.Context, st Step) (string, bool, error) {
 	w := st.Workload
-	plan, err := ops.TuneMemory(ctx, c.opts.Client, w.Ref, ops.MemoryOptions{Fraction: w.Policy.Fraction, DryRun: true})
+	plan, err := ops.TuneMemory(ctx, c.opts.Client, w.Ref, ops.MemoryOptions{Fraction: w.Policy.Fraction, DryRun: true, NoBytes: true})
 	if err != nil {
 		return "", false, err
 	}
@@ -184,7 +184,7 @@ func (c *Controller) convergeLowered(ctx context.Context, w *Workload) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", w.Ref.Qualified(), err)
 		}
-		res, err := ops.TuneMemory(ctx, c.opts.Client, w.Ref, ops.MemoryOptions{Fraction: fraction, Now: at})
+		res, err := ops.TuneMemory(ctx, c.opts.Client, w.Ref, ops.MemoryOptions{Fraction: fraction, Now: at, NoBytes: true})
 		if err != nil {
 			return err
 		}

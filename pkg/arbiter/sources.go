@@ -22,8 +22,12 @@ type SourceOptions struct {
 	PrometheusURL string
 	// NodeLabel names the node in DCGM series ("" = Hostname).
 	NodeLabel string
-	// Agents reads gpuslice's own node agents through the API server.
-	Agents bool
+	// Agents reads gpuslice's own node agents through the API server:
+	// the pods matching AgentSelector in AgentNamespace ("" = all), on
+	// AgentPort (0 = the agent's default).
+	Agents                        bool
+	AgentNamespace, AgentSelector string
+	AgentPort                     int
 	// PlexURL and PlexTokenFile (or PlexToken) reach Plex; PlexWorkload
 	// is the protected workload its transcodes are attributed to:
 	// "NAMESPACE/NAME" (a Deployment) or "NAMESPACE/KIND/NAME".
@@ -53,7 +57,7 @@ func (o SourceOptions) Build(cs kubernetes.Interface) (Sources, error) {
 		s.Memory = append(s.Memory, &signals.Prometheus{URL: o.PrometheusURL, HTTP: client, NodeLabel: o.NodeLabel})
 	}
 	if o.Agents {
-		s.Memory = append(s.Memory, &signals.Agents{Client: cs})
+		s.Memory = append(s.Memory, &signals.Agents{Client: cs, Namespace: o.AgentNamespace, Selector: o.AgentSelector, Port: o.AgentPort})
 	}
 	if o.PlexURL != "" {
 		token := o.PlexToken

@@ -28,6 +28,10 @@ type MemoryOptions struct {
 	DryRun   bool
 	// Now is the restart time; zero means time.Now().
 	Now time.Time
+	// NoBytes skips reading the whole cluster to put bytes on the
+	// settings (the arbiter has its own estimate, and no need to list
+	// Jobs cluster-wide).
+	NoBytes bool
 }
 
 // MemoryResult is what TuneMemory changed, or would change with DryRun.
@@ -122,11 +126,13 @@ func TuneMemory(ctx context.Context, cs kubernetes.Interface, ref Ref, opts Memo
 	if res.Settings, err = planMemory(w, cms, opts.Fraction); err != nil {
 		return res, err
 	}
-	report, err := snapshot.Ledger(ctx, cs, ledger.Options{})
-	if err != nil {
-		res.Notes = append(res.Notes, "bytes unknown: "+err.Error())
+	if !opts.NoBytes {
+		report, err := snapshot.Ledger(ctx, cs, ledger.Options{})
+		if err != nil {
+			res.Notes = append(res.Notes, "bytes unknown: "+err.Error())
+		}
+		res.addBytes(report, w)
 	}
-	res.addBytes(report, w)
 
 	for _, s := range res.Settings {
 		res.Changed = res.Changed || s.Changed
