@@ -139,8 +139,9 @@ func (c *Controller) Readiness() (bool, string) {
 	switch {
 	case c.draining:
 		return false, "shutting down"
-	case !c.informers.Synced():
-		return false, "still listing the cluster's nodes, pods and workloads"
+	}
+	if ok, why := c.informers.Synced(); !ok {
+		return false, why
 	}
 	return true, "ok"
 }

@@ -3,10 +3,12 @@ package arbiter
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -20,6 +22,8 @@ import (
 type Informers struct {
 	factory informers.SharedInformerFactory
 	synced  []cache.InformerSynced
+	// lastErr is the latest list or watch failure, for /readyz.
+	lastErr atomic.Pointer[string]
 }
 
 // NewInformers watches nodes, pods, ReplicaSets, Deployments,
@@ -28,15 +32,22 @@ type Informers struct {
 func NewInformers(cs kubernetes.Interface, onChange func()) *Informers {
 	f := informers.NewSharedInformerFactory(cs, 10*time.Minute)
 	i := &Informers{factory: f}
-	for _, inf := range []cache.SharedIndexInformer{
-		f.Core().V1().Nodes().Informer(),
-		f.Core().V1().Pods().Informer(),
-		f.Core().V1().ConfigMaps().Informer(),
-		f.Apps().V1().ReplicaSets().Informer(),
-		f.Apps().V1().Deployments().Informer(),
-		f.Apps().V1().StatefulSets().Informer(),
-		f.Scheduling().V1().PriorityClasses().Informer(),
+	for resource, inf := range map[string]cache.SharedIndexInformer{
+		"nodes":                             f.Core().V1().Nodes().Informer(),
+		"pods":                              f.Core().V1().Pods().Informer(),
+		"configmaps":                        f.Core().V1().ConfigMaps().Informer(),
+		"replicasets.apps":                  f.Apps().V1().ReplicaSets().Informer(),
+		"deployments.apps":                  f.Apps().V1().Deployments().Informer(),
+		"statefulsets.apps":                 f.Apps().V1().StatefulSets().Informer(),
+		"priorityclasses.scheduling.k8s.io": f.Scheduling().V1().PriorityClasses().Informer(),
 	} {
+		_ = inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
+			msg := fmt.Sprintf("listing %s failed: %v", resource, err)
+			if apierrors.IsForbidden(err) {
+				msg = fmt.Sprintf("may not list and watch %s cluster-wide: grant list and watch on %s to this ServiceAccount (the Helm chart's arbiter ClusterRole does)", resource, resource)
+			}
+			i.lastErr.Store(&msg)
+		})
 		if onChange != nil {
 			poke := func(any) { onChange() }
 			_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: poke, DeleteFunc: poke, UpdateFunc: func(_, o any) { onChange() }})
@@ -55,14 +66,18 @@ func (i *Informers) Start(ctx context.Context) error {
 	return nil
 }
 
-// Synced says whether every informer has its first list.
-func (i *Informers) Synced() bool {
+// Synced says whether every informer has its first list, and if not,
+// the latest failure to get it.
+func (i *Informers) Synced() (bool, string) {
 	for _, s := range i.synced {
 		if !s() {
-			return false
+			if msg := i.lastErr.Load(); msg != nil {
+				return false, *msg
+			}
+			return false, "still listing the cluster's nodes, pods and workloads"
 		}
 	}
-	return true
+	return true, ""
 }
 
 // Cluster copies the informers' objects out (the ledger keeps pointers

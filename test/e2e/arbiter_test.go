@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/gpuslice/gpuslice/internal/dcgmtest"
 	"github.com/gpuslice/gpuslice/internal/demo"
@@ -353,4 +355,35 @@ func testLog() *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// TestArbiterForbidden: without RBAC the arbiter is not ready, and says
+// what to grant.
+func TestArbiterForbidden(t *testing.T) {
+	env := startEnv(t)
+	ctx := testContext(t)
+	cfg := rest.CopyConfig(env.Cluster.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:gpu-system:nobody"}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := arbiter.New(arbiter.Options{Client: cs, Log: testLog()})
+	rctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(rctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	var why string
+	poll(t, ctx, "the arbiter to say what to grant", func(context.Context) (bool, error) {
+		var ok bool
+		ok, why = c.Readiness()
+		if ok {
+			t.Fatal("ready without permission to list anything")
+		}
+		return strings.Contains(why, "grant list and watch on"), nil
+	})
+	t.Log(why)
 }

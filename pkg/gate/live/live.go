@@ -49,7 +49,7 @@ type Options struct {
 // source is what the gate reads: arbiter.Informers, or a fixed cluster
 // in tests.
 type source interface {
-	Synced() bool
+	Synced() (bool, string)
 	Cluster() (*arbiter.Cluster, error)
 }
 
@@ -87,8 +87,8 @@ func (g *Gate) Start(ctx context.Context) error {
 
 // Ready says whether the gate has listed the cluster.
 func (g *Gate) Ready() (bool, string) {
-	if !g.source.Synced() {
-		return false, "the admission gate is still listing the cluster's nodes, pods and workloads: check the API server and the ServiceAccount's list and watch permissions"
+	if ok, why := g.source.Synced(); !ok {
+		return false, "admission gate: " + why
 	}
 	return true, ""
 }

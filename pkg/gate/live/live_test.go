@@ -21,7 +21,12 @@ type fixed struct {
 	synced bool
 }
 
-func (f fixed) Synced() bool { return f.synced }
+func (f fixed) Synced() (bool, string) {
+	if !f.synced {
+		return false, "still listing the cluster's nodes, pods and workloads"
+	}
+	return true, ""
+}
 
 func (f fixed) Cluster() (*arbiter.Cluster, error) {
 	c := *f.c
