@@ -387,3 +387,20 @@ func TestArbiterForbidden(t *testing.T) {
 	})
 	t.Log(why)
 }
+
+// TestArbiterDryRun: with --dry-run the arbiter says what it would do and
+// changes nothing.
+func TestArbiterDryRun(t *testing.T) {
+	a := startArbiterEnv(t)
+	ctx := testContext(t)
+	c := a.run(t, func(o *arbiter.Options) { o.DryRun = true })
+	a.transcode(true)
+	poll(t, ctx, "a WouldPreempt event", func(ctx context.Context) (bool, error) {
+		return len(a.events(t, ctx, ollama, arbiter.ReasonWouldPreempt)) > 0, nil
+	})
+	stays(t, ctx, a, c, ollama, 1, "dry run")
+	stays(t, ctx, a, c, vllm, 2, "dry run")
+	if hasReleaseAnnotations(deployment(ctx, t, a.cs, ollama).Annotations) {
+		t.Error("dry run wrote a release record")
+	}
+}
