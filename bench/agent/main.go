@@ -40,7 +40,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -57,6 +56,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/gpuslice/gpuslice/bench/internal/benchstat"
 	"github.com/gpuslice/gpuslice/internal/fakeproc"
 	"github.com/gpuslice/gpuslice/internal/localcluster"
 	"github.com/gpuslice/gpuslice/pkg/agent"
@@ -113,7 +113,7 @@ func main() {
 	if *jsonOut {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
-		if err := enc.Encode(map[string]any{"machine": machine(), "scrapes": results, "memory": mem}); err != nil {
+		if err := enc.Encode(map[string]any{"machine": benchstat.Machine(), "scrapes": results, "memory": mem}); err != nil {
 			log.Fatal(err)
 		}
 		return
@@ -439,22 +439,8 @@ func readStatus(path string) (map[string]int64, error) {
 	return out, nil
 }
 
-func machine() map[string]string {
-	m := map[string]string{"go": runtime.Version(), "goos/goarch": runtime.GOOS + "/" + runtime.GOARCH,
-		"gomaxprocs": strconv.Itoa(runtime.GOMAXPROCS(0)), "cpus": strconv.Itoa(runtime.NumCPU())}
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-				m["cpu"] = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
-	return m
-}
-
 func report(w io.Writer, results []result, mem *rss) {
-	m := machine()
+	m := benchstat.Machine()
 	fmt.Fprintf(w, "machine: %s, %s CPUs, GOMAXPROCS=%s, %s %s\n\n", m["cpu"], m["cpus"], m["gomaxprocs"], m["go"], m["goos/goarch"])
 	fmt.Fprintf(w, "%-16s %9s %12s %10s %12s %10s\n", "scrape", "processes", "time/scrape", "allocs", "alloc bytes", "output")
 	over := false

@@ -45,10 +45,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/signal"
-	"runtime"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -61,6 +59,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	watchtools "k8s.io/client-go/tools/watch"
 
+	"github.com/gpuslice/gpuslice/bench/internal/benchstat"
 	"github.com/gpuslice/gpuslice/internal/demo"
 	"github.com/gpuslice/gpuslice/internal/localcluster"
 	"github.com/gpuslice/gpuslice/pkg/arbiter"
@@ -168,7 +167,7 @@ type result struct {
 func run(ctx context.Context, o options) (*report, error) {
 	began := time.Now()
 	o.IntervalS, o.PeriodS = o.Interval.Seconds(), o.Period.Seconds()
-	rep := &report{Machine: machine(), Options: o, Aim: o.Interval + aimSlack, AimS: (o.Interval + aimSlack).Seconds()}
+	rep := &report{Machine: benchstat.Machine(), Options: o, Aim: o.Interval + aimSlack, AimS: (o.Interval + aimSlack).Seconds()}
 	progress := os.Stderr
 	binDir, err := localcluster.EnsureBinaries(ctx, progress)
 	if err != nil {
@@ -431,12 +430,7 @@ type lane struct {
 }
 
 func (l *lane) transcode(on bool) time.Time {
-	l.plex.Lock()
-	defer l.plex.Unlock()
-	l.plex.Sessions = nil
-	if on {
-		l.plex.Sessions = []plextest.Session{plextest.HardwareTranscode("Dune: Part Two", "alice")}
-	}
+	l.plex.SetTranscoding(on)
 	return time.Now()
 }
 
@@ -727,9 +721,7 @@ func summarize(method, reaction string, ds []time.Duration, aim time.Duration) r
 	if len(s) == 0 {
 		return r
 	}
-	q := func(p float64) time.Duration {
-		return s[max(int(math.Ceil(p*float64(len(s))))-1, 0)]
-	}
+	q := func(p float64) time.Duration { return benchstat.Percentile(s, p) }
 	var sum time.Duration
 	for _, d := range ds {
 		sum += d
@@ -768,18 +760,4 @@ func yesNo(ok bool) string {
 		return "yes"
 	}
 	return "no"
-}
-
-func machine() map[string]string {
-	m := map[string]string{"go": runtime.Version(), "goos/goarch": runtime.GOOS + "/" + runtime.GOARCH,
-		"gomaxprocs": strconv.Itoa(runtime.GOMAXPROCS(0)), "cpus": strconv.Itoa(runtime.NumCPU())}
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-				m["cpu"] = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
-	return m
 }

@@ -54,6 +54,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 
+	"github.com/gpuslice/gpuslice/bench/internal/benchstat"
 	"github.com/gpuslice/gpuslice/internal/demo"
 	"github.com/gpuslice/gpuslice/pkg/certs"
 	"github.com/gpuslice/gpuslice/pkg/inject"
@@ -181,7 +182,7 @@ func quantilesOf(ds []time.Duration) quantiles {
 	}
 	s := slices.Clone(ds)
 	slices.Sort(s)
-	at := func(q float64) time.Duration { return s[max(0, int(math.Ceil(q*float64(len(s))))-1)] }
+	at := func(q float64) time.Duration { return benchstat.Percentile(s, q) }
 	return quantiles{P50: at(0.50), P90: at(0.90), P99: at(0.99), Max: s[len(s)-1]}
 }
 
@@ -236,7 +237,7 @@ func splitDuration(d, slice time.Duration) iter.Seq[time.Duration] {
 
 func run(o options) (*report, error) {
 	rep := &report{
-		GoVersion: runtime.Version(), GOMAXPROCS: runtime.GOMAXPROCS(0), NumCPU: runtime.NumCPU(), CPUModel: cpuModel(),
+		GoVersion: runtime.Version(), GOMAXPROCS: runtime.GOMAXPROCS(0), NumCPU: runtime.NumCPU(), CPUModel: benchstat.CPUModel(),
 		Concurrency: o.concurrency, Duration: o.duration.String(), Warmup: o.warmup.String(),
 		Rate: o.rate, RateDuration: o.rateDuration.String(), Slice: o.slice.String(),
 	}
@@ -844,20 +845,6 @@ func (s cpuSample) since(before cpuSample) cpuUse {
 	self := (s.self - before.self).Seconds()
 	other := max(0, (s.busy-before.busy).Seconds()-self)
 	return cpuUse{self: self, other: other, wall: s.at.Sub(before.at).Seconds()}
-}
-
-// cpuModel is the first "model name" of /proc/cpuinfo.
-func cpuModel() string {
-	data, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return "unknown"
-	}
-	for line := range strings.Lines(string(data)) {
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "unknown"
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.3f ms", float64(d)/float64(time.Millisecond)) }

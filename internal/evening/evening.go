@@ -74,23 +74,17 @@ func play(ctx context.Context, env *demo.Env, res *demo.Result, log *slog.Logger
 		return <-done
 	}
 
-	setSessions(plex, plextest.HardwareTranscode("Dune: Part Two", "alice"))
+	plex.SetTranscoding(true)
 	if err := chapter(ctx, env, res, "21:00, Plex starts a hardware transcode: the arbiter scales vLLM to zero",
 		arbiter.ReasonPreempted, func(replicas, pods int32) bool { return replicas == 0 && pods == 0 }); err != nil {
 		return joinStop(err, stop)
 	}
-	setSessions(plex)
+	plex.SetTranscoding(false)
 	if err := chapter(ctx, env, res, fmt.Sprintf("The transcode ends: after the hold-down (%s here, 5m by default) vLLM returns", HoldDown),
 		arbiter.ReasonRestored, func(replicas, ready int32) bool { return replicas == 1 && ready == 1 }); err != nil {
 		return joinStop(err, stop)
 	}
 	return stop()
-}
-
-func setSessions(s *plextest.Server, sessions ...plextest.Session) {
-	s.Lock()
-	defer s.Unlock()
-	s.Sessions = sessions
 }
 
 // chapter waits until vLLM's Deployment satisfies done(spec.replicas,

@@ -11,6 +11,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
+
+	"github.com/gpuslice/gpuslice/pkg/podstatus"
 )
 
 // Kubelet plays every simulated node's kubelet for pods that come and go
@@ -80,7 +82,7 @@ func (k *Kubelet) SetNotReady(ctx context.Context, notReady func(*corev1.Pod) bo
 	}
 	for i := range pods.Items {
 		p := &pods.Items[i]
-		if p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil && isReady(p) == notReady(p) {
+		if p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil && podstatus.Ready(p) == notReady(p) {
 			if _, err := k.c.SetPodRunning(ctx, p.Namespace, p.Name, !notReady(p)); err != nil {
 				return err
 			}
@@ -119,13 +121,4 @@ func (k *Kubelet) sync(ctx context.Context, store cache.Indexer, key cache.Objec
 		return err
 	}
 	return nil
-}
-
-func isReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }

@@ -33,7 +33,7 @@ func (c *Controller) checkpoint(name string) {
 // any write leaves the cluster in a state Plan reads correctly.
 func (c *Controller) apply(ctx context.Context, st Step, cluster *Cluster) error {
 	w := st.Workload
-	obj := cluster.object(w.Ref)
+	obj := cluster.Object(w.Ref)
 	log := c.opts.Log.With("node", st.Node, "workload", w.Ref.Qualified(), "step", st.Kind)
 	if c.opts.DryRun {
 		c.metrics.steps.WithLabelValues(st.Kind, "dry_run").Inc()

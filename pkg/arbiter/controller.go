@@ -349,7 +349,7 @@ func (c *Controller) reportInvalid(v *View, cluster *Cluster) {
 		}
 		c.reported[key] = bad.Err.Error()
 		c.opts.Log.Warn("skipping workload: its arbiter policy is invalid", "workload", bad.Ref.Qualified(), "error", bad.Err)
-		c.event(cluster.object(bad.Ref), corev1.EventTypeWarning, ReasonInvalidPolicy, "gpuslice arbiter skips this workload: %v", bad.Err)
+		c.event(cluster.Object(bad.Ref), corev1.EventTypeWarning, ReasonInvalidPolicy, "gpuslice arbiter skips this workload: %v", bad.Err)
 	}
 }
 
@@ -360,8 +360,9 @@ func boolGauge(b bool) float64 {
 	return 0
 }
 
-// object is the stored workload ref names, for events.
-func (c *Cluster) object(ref ops.Ref) runtime.Object {
+// Object is the Deployment or StatefulSet ref names, nil when the cluster
+// has none: what an Event about the workload is recorded on.
+func (c *Cluster) Object(ref ops.Ref) runtime.Object {
 	switch ref.Kind {
 	case ops.KindDeployment:
 		for i := range c.Deployments {

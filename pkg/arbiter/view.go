@@ -2,6 +2,8 @@ package arbiter
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 
 	"github.com/gpuslice/gpuslice/pkg/ledger"
 	"github.com/gpuslice/gpuslice/pkg/ops"
+	"github.com/gpuslice/gpuslice/pkg/podstatus"
 	"github.com/gpuslice/gpuslice/pkg/policy"
 )
 
@@ -124,8 +127,8 @@ func Read(c *Cluster, opt ViewOptions) (*View, error) {
 	if err != nil {
 		return nil, err
 	}
-	owners := ledger.NewOwners(c.ReplicaSets, c.Jobs)
 	est := ledger.NewEstimator(c.Input, opt.Ledger)
+	owners := est.Owners()
 	gpuNodes := gpuNodes(c.Nodes, report)
 	podsOf := map[ops.Ref][]*corev1.Pod{}
 	for i := range c.Pods {
@@ -144,23 +147,17 @@ func Read(c *Cluster, opt ViewOptions) (*View, error) {
 		if !mayBeManaged(ann) {
 			return
 		}
-		pol, err := policy.Parse(ann, tmpl.Spec.PriorityClassName, c.Classes, opt.Zone)
-		if err == nil {
-			var rec *ops.Record
-			if rec, err = ops.ParseRecord(ann); err == nil {
-				var low *Lowered
-				if low, err = parseLowered(ann); err == nil {
-					w := &Workload{Ref: ref, Policy: pol, Annotations: ann, Replicas: 1, Record: rec, Lowered: low, Template: tmpl, Pods: podsOf[ref], RolledOut: rolledOut}
-					if replicas != nil {
-						w.Replicas = *replicas
-					}
-					w.fill(est, gpuNodes, opt.Ledger)
-					out = append(out, w)
-					return
-				}
-			}
+		w, err := parseWorkload(ref, ann, tmpl, c.Classes, opt.Zone)
+		if err != nil {
+			bad = append(bad, PolicyError{Ref: ref, Err: err})
+			return
 		}
-		bad = append(bad, PolicyError{Ref: ref, Err: err})
+		if replicas != nil {
+			w.Replicas = *replicas
+		}
+		w.Pods, w.RolledOut = podsOf[ref], rolledOut
+		w.fill(est, gpuNodes, opt.Ledger)
+		out = append(out, w)
 	}
 	for i := range c.Deployments {
 		d := &c.Deployments[i]
@@ -172,6 +169,23 @@ func Read(c *Cluster, opt ViewOptions) (*View, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Ref.Qualified() < out[j].Ref.Qualified() })
 	return &View{Workloads: out, Invalid: bad, Ledger: report, Owners: owners}, nil
+}
+
+// parseWorkload reads a workload's policy and the arbiter's records on it.
+func parseWorkload(ref ops.Ref, ann map[string]string, tmpl *corev1.PodTemplateSpec, classes policy.PriorityClasses, zone *time.Location) (*Workload, error) {
+	pol, err := policy.Parse(ann, tmpl.Spec.PriorityClassName, classes, zone)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := ops.ParseRecord(ann)
+	if err != nil {
+		return nil, err
+	}
+	low, err := parseLowered(ann)
+	if err != nil {
+		return nil, err
+	}
+	return &Workload{Ref: ref, Policy: pol, Annotations: ann, Replicas: 1, Record: rec, Lowered: low, Template: tmpl}, nil
 }
 
 // mayBeManaged is a cheap look for any arbiter annotation, so unrelated
@@ -206,7 +220,7 @@ func (w *Workload) fill(est *ledger.Estimator, gpuNodes []gpuNode, lopt ledger.O
 	if w.Lowered != nil && w.Lowered.Node != "" {
 		nodes[w.Lowered.Node] = true
 	}
-	w.Nodes = ledgerKeys(nodes)
+	w.Nodes = slices.Sorted(maps.Keys(nodes))
 
 	// Expected VRAM from the template, so a released workload has one too.
 	pod := &corev1.Pod{ObjectMeta: w.Template.ObjectMeta, Spec: w.Template.Spec}
@@ -224,15 +238,7 @@ func (w *Workload) fill(est *ledger.Estimator, gpuNodes []gpuNode, lopt ledger.O
 }
 
 func isReady(p *corev1.Pod) bool {
-	if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning {
-		return false
-	}
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
+	return p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning && podstatus.Ready(p)
 }
 
 // gpuNode is a node the ledger counts as a GPU node.
@@ -267,15 +273,6 @@ func selectable(spec *corev1.PodSpec, nodes []gpuNode) []string {
 			out = append(out, n.Name)
 		}
 	}
-	return out
-}
-
-func ledgerKeys(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
 	return out
 }
 

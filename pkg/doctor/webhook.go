@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/gpuslice/gpuslice/pkg/inject"
+	"github.com/gpuslice/gpuslice/pkg/podstatus"
 )
 
 // ExpiryWarning is how close to its end a long-lived serving certificate
@@ -160,7 +161,7 @@ func JudgeWebhookPods(w *WebhookEvidence) Result {
 	ready := 0
 	for i := range w.Pods {
 		p := &w.Pods[i]
-		if podReady(p) {
+		if podstatus.Ready(p) {
 			ready++
 			continue
 		}
@@ -178,15 +179,6 @@ func JudgeWebhookPods(w *WebhookEvidence) Result {
 	}
 	res.Verdict = OK
 	return res
-}
-
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // podState is the most telling state of a pod: a container's waiting or

@@ -25,3 +25,6 @@ func (e *Estimator) PodMemory(pod *corev1.Pod, gpuMemoryBytes int64) (*MemoryRan
 
 // FormatBytes writes memory as the ledger's tables do: "8.4Gi", "512Mi".
 func FormatBytes(n int64) string { return formatBytes(n) }
+
+// Owners finds the workload a pod belongs to, from the same index.
+func (e *Estimator) Owners() Owners { return Owners{e.b.owners} }

@@ -39,11 +39,6 @@ type Owners struct {
 	idx map[string]map[string]ownerRef
 }
 
-// NewOwners indexes the ReplicaSets and Jobs pods point at.
-func NewOwners(replicaSets []appsv1.ReplicaSet, jobs []batchv1.Job) Owners {
-	return Owners{indexOwners(replicaSets, jobs)}
-}
-
 // Of returns the pod's controller, walked one level up for ReplicaSets
 // and Jobs when their owner is known, or the pod itself when it has no
 // controller.

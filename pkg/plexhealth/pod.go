@@ -9,6 +9,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/gpuslice/gpuslice/pkg/podstatus"
 )
 
 // LogReader reads the end of a container's log. KubeLogs reads it through
@@ -81,12 +83,7 @@ func podChecks(pod *corev1.Pod) []Finding {
 
 // readiness is a hard check: Plex must be Running and Ready.
 func readiness(pod *corev1.Pod, name string) Finding {
-	ready := false
-	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			ready = c.Status == corev1.ConditionTrue
-		}
-	}
+	ready := podstatus.Ready(pod)
 	where := ""
 	if pod.Spec.NodeName != "" {
 		where = " on " + pod.Spec.NodeName

@@ -104,14 +104,7 @@ func (a *arbiterEnv) runStoppable(t *testing.T, change func(*arbiter.Options)) (
 	return c, stop
 }
 
-func (a *arbiterEnv) transcode(on bool) {
-	a.plex.Lock()
-	defer a.plex.Unlock()
-	a.plex.Sessions = nil
-	if on {
-		a.plex.Sessions = []plextest.Session{plextest.HardwareTranscode("Dune: Part Two", "alice")}
-	}
-}
+func (a *arbiterEnv) transcode(on bool) { a.plex.SetTranscoding(on) }
 
 // settle waits until the arbiter has run n more rounds on the state as it
 // is now.

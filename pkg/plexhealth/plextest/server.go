@@ -97,6 +97,23 @@ func Start(token string, sessions ...Session) *Server {
 	return s
 }
 
+// SetSessions replaces what /status/sessions answers.
+func (s *Server) SetSessions(sessions ...Session) {
+	s.Lock()
+	defer s.Unlock()
+	s.Sessions = sessions
+}
+
+// SetTranscoding makes the server report one hardware transcode, or no
+// playback at all: the signal the arbiter reacts to.
+func (s *Server) SetTranscoding(on bool) {
+	if on {
+		s.SetSessions(HardwareTranscode("Dune: Part Two", "alice"))
+		return
+	}
+	s.SetSessions()
+}
+
 // Close releases hanging requests and stops the server.
 func (s *Server) Close() {
 	close(s.closing)
