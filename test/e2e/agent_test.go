@@ -20,6 +20,7 @@ import (
 	"github.com/gpuslice/gpuslice/internal/localcluster"
 	"github.com/gpuslice/gpuslice/pkg/agent"
 	"github.com/gpuslice/gpuslice/pkg/gpu"
+	"github.com/gpuslice/gpuslice/pkg/signals"
 	"github.com/gpuslice/gpuslice/pkg/top"
 )
 
@@ -207,6 +208,17 @@ func TestAgentTopSeedCluster(t *testing.T) {
 	}
 	if len(report.Agents) != 1 || !report.Agents[0].NVMLAvailable || report.Agents[0].Pod != agentPod.Name || len(report.Warnings) > 0 {
 		t.Errorf("agents %+v warnings %v", report.Agents, report.Warnings)
+	}
+
+	// The arbiter's memory source reads the same agent the same way.
+	if hostIP != "" {
+		mem, err := (&signals.Agents{Client: cs, Namespace: top.DefaultAgentNamespace, Selector: top.DefaultAgentSelector, Port: port}).GPUMemory(ctx)
+		if err != nil || len(mem) != 1 || len(report.GPUs) != 1 {
+			t.Fatalf("arbiter's agents source: %+v, %v", mem, err)
+		}
+		if g, want := mem[0], report.GPUs[0]; g.Node != "homelabai" || g.GPU != want.Index || g.UUID != want.UUID || g.Used != want.UsedBytes || g.Free != want.FreeBytes {
+			t.Errorf("arbiter's agents source read %+v, top read %+v", g, want)
+		}
 	}
 
 	var table bytes.Buffer
