@@ -125,13 +125,29 @@ func poll(t *testing.T, ctx context.Context, what string, cond func(context.Cont
 // pods of the workload (the kubelet plays along).
 func (a *arbiterEnv) waitReplicas(t *testing.T, ctx context.Context, ref ops.Ref, want int32) {
 	t.Helper()
+	a.waitReplicasEach(t, ctx, ref, want, func() {})
+}
+
+// waitReplicasEach is waitReplicas calling each before every look.
+func (a *arbiterEnv) waitReplicasEach(t *testing.T, ctx context.Context, ref ops.Ref, want int32, each func()) {
+	t.Helper()
 	poll(t, ctx, ref.Qualified()+" at "+strconv.Itoa(int(want))+" replicas", func(ctx context.Context) (bool, error) {
+		each()
 		d, err := a.cs.AppsV1().Deployments(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
 		if err != nil {
 			return false, err
 		}
 		return *d.Spec.Replicas == want && d.Status.ReadyReplicas == want && d.Status.Replicas == want, nil
 	})
+}
+
+// waitAdvancing is waitReplicas while the clock moves on 10 s at each
+// look: the arbiter starts a node's hold-down when it first sees the node
+// clear, which on a busy machine can come after the test's last Advance,
+// and a frozen clock would never end it.
+func (a *arbiterEnv) waitAdvancing(t *testing.T, ctx context.Context, ref ops.Ref, want int32) {
+	t.Helper()
+	a.waitReplicasEach(t, ctx, ref, want, func() { a.clock.Advance(10 * time.Second) })
 }
 
 func (a *arbiterEnv) events(t *testing.T, ctx context.Context, ref ops.Ref, reason string) []corev1.Event {
@@ -189,7 +205,7 @@ func TestArbiterPlexTranscode(t *testing.T) {
 		t.Fatalf("vLLM came back to %d replicas before the hold-down", got)
 	}
 	a.clock.Advance(5 * time.Minute)
-	a.waitReplicas(t, ctx, vllm, 2)
+	a.waitAdvancing(t, ctx, vllm, 2)
 	a.waitReplicas(t, ctx, ollama, 1)
 	d = deployment(ctx, t, a.cs, vllm)
 	if hasReleaseAnnotations(d.Annotations) {
@@ -268,6 +284,7 @@ func TestArbiterMemoryPressure(t *testing.T) {
 
 	a.freeMiB(t, 11000)
 	poll(t, ctx, "vLLM then Ollama restored", func(ctx context.Context) (bool, error) {
+		a.clock.Advance(10 * time.Second) // see waitAdvancing
 		v, o := replicas(ctx, t, a.cs, vllm), replicas(ctx, t, a.cs, ollama)
 		if o == 1 && v != 2 {
 			t.Fatalf("Ollama restored before vLLM")
@@ -292,7 +309,7 @@ func TestArbiterActiveHours(t *testing.T) {
 	}
 	stays(t, ctx, a, c, ollama, 1, "Ollama has no active hours")
 	a.clock.Advance(9*time.Hour + 30*time.Minute) // 07:30 in Berlin
-	a.waitReplicas(t, ctx, vllm, 2)
+	a.waitAdvancing(t, ctx, vllm, 2)
 }
 
 func TestArbiterLowerMemory(t *testing.T) {
