@@ -9,7 +9,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/gpuslice/gpuslice/internal/localcluster"
+	"github.com/gpuslice/gpuslice/internal/harness/localcluster"
 )
 
 func main() {

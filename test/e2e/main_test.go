@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/gpuslice/gpuslice/internal/demo"
-	"github.com/gpuslice/gpuslice/internal/localcluster"
+	"github.com/gpuslice/gpuslice/internal/harness/localcluster"
 )
 
 // startEnv starts a control plane with the webhook registered, stopped when
