@@ -61,6 +61,7 @@ import (
 	"github.com/gpuslice/gpuslice/internal/harness/localcluster"
 	"github.com/gpuslice/gpuslice/pkg/agent"
 	"github.com/gpuslice/gpuslice/pkg/gpu"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // Aims from the issue.
@@ -169,7 +170,7 @@ func newSetup(n int, procRoot string) (*setup, error) {
 func benchPod(name, uid, containerID string) *corev1.Pod {
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: name, UID: types.UID(uid),
-			Labels: map[string]string{"app": name}, Annotations: map[string]string{"gpu-memory": "64Mi"}},
+			Labels: map[string]string{"app": name}, Annotations: map[string]string{workload.AnnotationMemory: "64Mi"}},
 		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "main", Image: "busybox"}}},
 		Status: corev1.PodStatus{Phase: corev1.PodRunning, ContainerStatuses: []corev1.ContainerStatus{
 			{Name: "main", ContainerID: "containerd://" + containerID, Ready: true},

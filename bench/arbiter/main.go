@@ -63,10 +63,10 @@ import (
 	"github.com/gpuslice/gpuslice/internal/demo"
 	"github.com/gpuslice/gpuslice/internal/harness/localcluster"
 	"github.com/gpuslice/gpuslice/pkg/arbiter"
-	"github.com/gpuslice/gpuslice/pkg/ops"
 	"github.com/gpuslice/gpuslice/pkg/plexhealth"
 	"github.com/gpuslice/gpuslice/pkg/plexhealth/plextest"
 	"github.com/gpuslice/gpuslice/pkg/signals"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // aimSlack is the aim beyond the scrape interval: p99 < 1 s +
@@ -79,8 +79,8 @@ const (
 )
 
 var (
-	vllm = ops.Ref{Kind: ops.KindDeployment, Namespace: "ai-dev", Name: "vllm-server"}
-	plex = ops.Ref{Kind: ops.KindDeployment, Namespace: "media", Name: "plex"}
+	vllm = workload.Ref{Kind: workload.KindDeployment, Namespace: "ai-dev", Name: "vllm-server"}
+	plex = workload.Ref{Kind: workload.KindDeployment, Namespace: "media", Name: "plex"}
 )
 
 type options struct {
@@ -194,8 +194,8 @@ func run(ctx context.Context, o options) (*report, error) {
 	ws := demo.ArbitratedWorkloads()
 	for _, w := range ws {
 		if d := w.Deployment; d.Namespace == "ai" && d.Name == "ollama" {
-			delete(d.Annotations, "gpuslice.io/preemptible")
-			delete(d.Annotations, "gpuslice.io/priority")
+			delete(d.Annotations, workload.AnnotationPreemptible)
+			delete(d.Annotations, workload.AnnotationPriority)
 		}
 	}
 	// The baseline's lanes: a copy of vLLM each, without the arbiter's
@@ -237,7 +237,7 @@ func run(ctx context.Context, o options) (*report, error) {
 		Interval: o.Interval,
 		Zone:     time.UTC,
 		Log:      arbLog,
-		Sources: arbiter.Sources{Activity: map[ops.Ref]signals.ActivitySource{
+		Sources: arbiter.Sources{Activity: map[workload.Ref]signals.ActivitySource{
 			plex: &signals.Plex{Client: &plexhealth.Client{URL: arbPlex.URL, Token: plexToken}},
 		}},
 	})
@@ -285,7 +285,7 @@ func run(ctx context.Context, o options) (*report, error) {
 			n++
 		}
 		l := &lane{
-			name: d.Namespace, plex: p, dep: t, cs: cs, ref: ops.Ref{Kind: ops.KindDeployment, Namespace: d.Namespace, Name: d.Name},
+			name: d.Namespace, plex: p, dep: t, cs: cs, ref: workload.Ref{Kind: workload.KindDeployment, Namespace: d.Namespace, Name: d.Name},
 			phase: o.Period, cycles: n, rng: rand.New(rand.NewPCG(rng.Uint64(), rng.Uint64())),
 			timeout: 2*o.Period + 30*time.Second,
 			settle:  func(ctx context.Context) error { return sleep(ctx, 100*time.Millisecond) },
@@ -415,7 +415,7 @@ type lane struct {
 	plex *plextest.Server
 	dep  *tracker
 	cs   kubernetes.Interface
-	ref  ops.Ref
+	ref  workload.Ref
 	// phase is the poller's interval: each flip waits a random fraction.
 	phase   time.Duration
 	cycles  int
@@ -570,7 +570,7 @@ type obs struct {
 
 func observe(d *appsv1.Deployment, at time.Time) obs {
 	o := obs{at: at, status: d.Status.Replicas, ready: d.Status.ReadyReplicas, updated: d.Status.UpdatedReplicas,
-		generation: d.Generation, observed: d.Status.ObservedGeneration, releasedBy: d.Annotations[ops.AnnotationReleasedBy], spec: 1}
+		generation: d.Generation, observed: d.Status.ObservedGeneration, releasedBy: d.Annotations[workload.AnnotationReleasedBy], spec: 1}
 	if d.Spec.Replicas != nil {
 		o.spec = *d.Spec.Replicas
 	}

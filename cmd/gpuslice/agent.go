@@ -41,7 +41,7 @@ docs/agent.md for the DaemonSet and the metrics.`,
 			if o.Log, err = g.logger(); err != nil {
 				return err
 			}
-			if o.Client, err = g.client(); err != nil {
+			if o.Client, err = g.kube.client(); err != nil {
 				return err
 			}
 			return agent.Run(cmd.Context(), o)

@@ -2,7 +2,9 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
@@ -14,12 +16,56 @@ import (
 	"github.com/gpuslice/gpuslice/pkg/top"
 )
 
+type arbiterOptions struct {
+	arbiter               arbiter.Options
+	sources               sourceFlags
+	minFree, margin, zone string
+	listen                string
+	grace                 time.Duration
+	faultCheckpoints      bool
+}
+
+func (o *arbiterOptions) complete(g *globals, _ []string) (err error) {
+	if o.arbiter.Log, err = g.logger(); err != nil {
+		return err
+	}
+	o.arbiter.Client, err = g.kube.client()
+	return err
+}
+
+// Validate reads the flags that need parsing, and builds the signal
+// sources, before anything runs.
+func (o *arbiterOptions) Validate() (err error) {
+	a := &o.arbiter
+	if a.Config.MinFree, err = parseBytes("--min-free-memory", o.minFree); err != nil {
+		return err
+	}
+	if a.Config.Margin, err = parseBytes("--memory-margin", o.margin); err != nil {
+		return err
+	}
+	if a.Zone, err = time.LoadLocation(o.zone); err != nil {
+		return fmt.Errorf("--time-zone %q: not an IANA time zone, e.g. Europe/Berlin", o.zone)
+	}
+	if a.Sources, err = o.sources.build(a.Client); err != nil {
+		return err
+	}
+	if o.faultCheckpoints {
+		a.Checkpoint = pauseAtCheckpoint()
+	}
+	return nil
+}
+
+func (o *arbiterOptions) run(ctx context.Context, _ io.Writer) error {
+	ln, err := arbiter.Listen(o.listen)
+	if err != nil {
+		return err
+	}
+	return arbiter.New(o.arbiter).Serve(ctx, ln, o.grace)
+}
+
 func newArbiterCommand(g *globals) *cobra.Command {
-	o := arbiter.Options{}
-	var src arbiter.SourceOptions
-	var minFree, margin, zone, listen string
-	var grace time.Duration
-	var faultCheckpoints bool
+	o := &arbiterOptions{}
+	src := &o.sources
 	cmd := &cobra.Command{
 		Use:   "arbiter",
 		Short: "Preempt and restore preemptible GPU workloads when Plex, memory or the clock need the GPU",
@@ -55,44 +101,16 @@ docs/arbiter.md.`,
   # see what it would do, without changing anything
   gpuslice arbiter --dry-run --leader-elect=false --kubeconfig ~/.kube/config --agents`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			var err error
-			if o.Config.MinFree, err = parseBytes("--min-free-memory", minFree); err != nil {
-				return err
-			}
-			if o.Config.Margin, err = parseBytes("--memory-margin", margin); err != nil {
-				return err
-			}
-			if o.Zone, err = time.LoadLocation(zone); err != nil {
-				return fmt.Errorf("--time-zone %q: not an IANA time zone, e.g. Europe/Berlin", zone)
-			}
-			if o.Log, err = g.logger(); err != nil {
-				return err
-			}
-			if o.Client, err = g.client(); err != nil {
-				return err
-			}
-			if o.Sources, err = src.Build(o.Client); err != nil {
-				return err
-			}
-			if faultCheckpoints {
-				o.Checkpoint = pauseAtCheckpoint()
-			}
-			ln, err := arbiter.Listen(listen)
-			if err != nil {
-				return err
-			}
-			return arbiter.New(o).Serve(cmd.Context(), ln, grace)
-		},
+		RunE: runCommand(g, o),
 	}
 	f := cmd.Flags()
-	f.StringVar(&listen, "listen-address", ":9402", "host:port for /metrics, /healthz and /readyz (plain HTTP)")
-	f.DurationVar(&o.Interval, "interval", time.Second, "how often the signals are sampled; cluster changes start a round at once")
-	f.StringVar(&minFree, "min-free-memory", "1Gi", "a GPU with less free memory than this is under pressure")
-	f.StringVar(&margin, "memory-margin", "1Gi", "hysteresis: pressure ends only with this much more free, and a restore must leave it")
-	f.DurationVar(&o.Config.HoldDown, "hold-down", 5*time.Minute, "how long a node must stay clear before a restore (per workload: gpuslice.io/hold-down)")
-	f.DurationVar(&o.Config.UnhealthyGrace, "unhealthy-grace", 30*time.Second, "how long a protected workload may be unhealthy before it counts")
-	f.StringVar(&zone, "time-zone", envOr("TZ", "UTC"), "time zone of active hours without gpuslice.io/time-zone (default $TZ or UTC)")
+	f.StringVar(&o.listen, "listen-address", ":9402", "host:port for /metrics, /healthz and /readyz (plain HTTP)")
+	f.DurationVar(&o.arbiter.Interval, "interval", time.Second, "how often the signals are sampled; cluster changes start a round at once")
+	f.StringVar(&o.minFree, "min-free-memory", "1Gi", "a GPU with less free memory than this is under pressure")
+	f.StringVar(&o.margin, "memory-margin", "1Gi", "hysteresis: pressure ends only with this much more free, and a restore must leave it")
+	f.DurationVar(&o.arbiter.Config.HoldDown, "hold-down", 5*time.Minute, "how long a node must stay clear before a restore (per workload: gpuslice.io/hold-down)")
+	f.DurationVar(&o.arbiter.Config.UnhealthyGrace, "unhealthy-grace", 30*time.Second, "how long a protected workload may be unhealthy before it counts")
+	f.StringVar(&o.zone, "time-zone", envOr("TZ", "UTC"), "time zone of active hours without gpuslice.io/time-zone (default $TZ or UTC)")
 	f.StringArrayVar(&src.DCGMExporters, "dcgm-exporter", nil, "dcgm-exporter /metrics URL, or NODE=URL; repeat for each node")
 	f.StringVar(&src.PrometheusURL, "prometheus-url", "", "Prometheus server that scrapes dcgm-exporter (reads DCGM_FI_DEV_FB_FREE and _USED)")
 	f.StringVar(&src.NodeLabel, "node-label", "", "label naming the node in DCGM series (default Hostname)")
@@ -104,8 +122,8 @@ docs/arbiter.md.`,
 	f.StringVar(&src.PlexTokenFile, "plex-token-file", "", "file holding the Plex token (default: $PLEX_TOKEN)")
 	f.StringVar(&src.PlexWorkload, "plex-workload", "media/plex", "the protected workload that is Plex: NAMESPACE/NAME or NAMESPACE/KIND/NAME")
 	f.DurationVar(&src.Timeout, "signal-timeout", 2*time.Second, "how long one signal source may take to answer")
-	f.BoolVar(&o.DryRun, "dry-run", false, "log and event what would be done, change nothing")
-	le := &o.LeaderElection
+	f.BoolVar(&o.arbiter.DryRun, "dry-run", false, "log and event what would be done, change nothing")
+	le := &o.arbiter.LeaderElection
 	f.BoolVar(&le.Enabled, "leader-elect", true, "hold a Lease so that only one replica acts")
 	f.StringVar(&le.Namespace, "leader-elect-namespace", envOr("POD_NAMESPACE", "gpuslice"), "namespace of the Lease (default $POD_NAMESPACE or gpuslice)")
 	f.StringVar(&le.Name, "leader-elect-name", "gpuslice-arbiter", "name of the Lease")
@@ -113,8 +131,8 @@ docs/arbiter.md.`,
 	f.DurationVar(&le.LeaseDuration, "leader-elect-lease-duration", 15*time.Second, "how long a lease lasts without renewal")
 	f.DurationVar(&le.RenewDeadline, "leader-elect-renew-deadline", 10*time.Second, "how long the leader tries to renew before giving up")
 	f.DurationVar(&le.RetryPeriod, "leader-elect-retry-period", 2*time.Second, "how often to try for the lease")
-	f.DurationVar(&grace, "shutdown-grace", 5*time.Second, "time requests in flight get to finish on SIGTERM")
-	f.BoolVar(&faultCheckpoints, "fault-checkpoints", false, "testing: stop at each checkpoint between writes until a line arrives on stdin")
+	f.DurationVar(&o.grace, "shutdown-grace", 5*time.Second, "time requests in flight get to finish on SIGTERM")
+	f.BoolVar(&o.faultCheckpoints, "fault-checkpoints", false, "testing: stop at each checkpoint between writes until a line arrives on stdin")
 	_ = f.MarkHidden("fault-checkpoints")
 	src.PlexToken = os.Getenv("PLEX_TOKEN")
 	return cmd

@@ -29,7 +29,7 @@ func newConfigValidateCommand(g *globals) *cobra.Command {
 	var (
 		fromCluster                bool
 		cmNamespace, cmName, cmKey string
-		format                     string
+		outFlags                   *printFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "validate FILE|-",
@@ -47,7 +47,7 @@ func newConfigValidateCommand(g *globals) *cobra.Command {
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := output.Check(format, false); err != nil {
+			if err := outFlags.Validate(); err != nil {
 				return err
 			}
 			var (
@@ -57,7 +57,7 @@ func newConfigValidateCommand(g *globals) *cobra.Command {
 			)
 			if fromCluster {
 				source = "ConfigMap " + cmNamespace + "/" + cmName
-				cs, cerr := g.client()
+				cs, cerr := g.kube.client()
 				if cerr != nil {
 					return cerr
 				}
@@ -78,11 +78,7 @@ func newConfigValidateCommand(g *globals) *cobra.Command {
 			if verr != nil {
 				return verr // not a config problem: I/O, or a ConfigMap without the key
 			}
-			if output.IsStructured(format) {
-				if werr := output.Write(cmd.OutOrStdout(), format, result); werr != nil {
-					return werr
-				}
-			} else if werr := result.WriteTable(cmd.OutOrStdout()); werr != nil {
+			if werr := outFlags.print(cmd.OutOrStdout(), result, result.WriteTable); werr != nil {
 				return werr
 			}
 			if !result.Valid {
@@ -96,7 +92,7 @@ func newConfigValidateCommand(g *globals) *cobra.Command {
 	f.StringVar(&cmNamespace, "configmap-namespace", pluginconfig.DefaultNamespace, "namespace of the plugin's ConfigMap (with --from-cluster)")
 	f.StringVar(&cmName, "configmap-name", pluginconfig.DefaultConfigMapName, "name of the plugin's ConfigMap (with --from-cluster)")
 	f.StringVar(&cmKey, "key", "", "key of the ConfigMap to read; empty when it has only one")
-	f.StringVarP(&format, "output", "o", "", "output format: table (default), json or yaml")
+	outFlags = addPrintFlags(cmd, false)
 	return cmd
 }
 
@@ -104,7 +100,7 @@ func newConfigRenderCommand() *cobra.Command {
 	var (
 		o          pluginconfig.RenderOptions
 		configOnly bool
-		format     string
+		outFlags   *printFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "render",
@@ -116,20 +112,18 @@ func newConfigRenderCommand() *cobra.Command {
   gpuslice config render --replicas 4 --config-only`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if format == "" {
-				format = output.YAML
-			}
-			if !output.IsStructured(format) {
-				return fmt.Errorf("unknown output format %q: use yaml or json", format)
+			if err := outFlags.Validate(); err != nil {
+				return err
 			}
 			if configOnly {
 				cfg, err := pluginconfig.Render(o)
 				if err != nil {
 					return err
 				}
-				if format == output.JSON {
-					return output.Write(cmd.OutOrStdout(), format, cfg)
+				if outFlags.format == output.JSON {
+					return outFlags.print(cmd.OutOrStdout(), cfg, nil)
 				}
+				// The plugin's own YAML spelling, not sigs.k8s.io/yaml's.
 				b, err := pluginconfig.Marshal(cfg)
 				if err != nil {
 					return err
@@ -141,7 +135,7 @@ func newConfigRenderCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return output.Write(cmd.OutOrStdout(), format, cm)
+			return outFlags.print(cmd.OutOrStdout(), cm, nil)
 		},
 	}
 	f := cmd.Flags()
@@ -155,7 +149,7 @@ func newConfigRenderCommand() *cobra.Command {
 	f.StringVar(&o.Namespace, "configmap-namespace", pluginconfig.DefaultNamespace, "namespace of the ConfigMap")
 	f.StringVar(&o.Key, "key", pluginconfig.DefaultConfigMapKey, "key of the config in the ConfigMap")
 	f.BoolVar(&configOnly, "config-only", false, "write only the config file, not the ConfigMap around it")
-	f.StringVarP(&format, "output", "o", output.YAML, "output format: yaml or json")
+	outFlags = addDataFlags(cmd)
 	return cmd
 }
 

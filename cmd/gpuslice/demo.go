@@ -7,12 +7,11 @@ import (
 
 	"github.com/gpuslice/gpuslice/internal/demo"
 	"github.com/gpuslice/gpuslice/internal/evening"
-	"github.com/gpuslice/gpuslice/internal/output"
 )
 
 func newDemoCommand(g *globals) *cobra.Command {
 	var keep bool
-	var format string
+	var outFlags *printFlags
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Play the reference homelab cluster on a local control plane",
@@ -38,18 +37,18 @@ KUBEBUILDER_ASSETS to a folder holding the four binaries.`,
 			if err != nil {
 				return err
 			}
-			if err := output.Check(format, false); err != nil {
+			if err := outFlags.Validate(); err != nil {
 				return err
 			}
 			o := demo.Options{Out: os.Stdout, Progress: os.Stderr, Log: log, Keep: keep, Evening: evening.Play(log)}
-			if output.IsStructured(format) {
-				o.Result = func(r *demo.Result) error { return output.Write(os.Stdout, format, r) }
+			if outFlags.structured() {
+				o.Result = func(r *demo.Result) error { return outFlags.print(os.Stdout, r, nil) }
 			}
 			return demo.Run(cmd.Context(), o)
 		},
 	}
 	cmd.Flags().BoolVar(&keep, "keep", false, "keep the cluster running until Ctrl-C")
-	cmd.Flags().StringVarP(&format, "output", "o", "", "output format: table (default), json or yaml")
+	outFlags = addPrintFlags(cmd, false)
 	// The demo's webhook logs are noise next to its story.
 	cmd.PreRun = func(*cobra.Command, []string) {
 		if !cmd.Flags().Changed("log-level") && !cmd.Root().PersistentFlags().Changed("log-level") {

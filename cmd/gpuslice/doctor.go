@@ -1,23 +1,67 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/kubernetes"
 
-	"github.com/gpuslice/gpuslice/internal/output"
 	"github.com/gpuslice/gpuslice/pkg/doctor"
 	"github.com/gpuslice/gpuslice/pkg/doctor/gather"
 	"github.com/gpuslice/gpuslice/pkg/inject"
 	"github.com/gpuslice/gpuslice/pkg/registration"
 )
 
+type doctorOptions struct {
+	print          *printFlags
+	gather         gather.Options
+	injectorConfig string
+	client         kubernetes.Interface
+}
+
+func (o *doctorOptions) complete(g *globals, args []string) error {
+	scope := scopeList
+	if len(args) == 1 {
+		t, err := doctor.ParseTarget(args[0])
+		if err != nil {
+			return err
+		}
+		o.gather.Target, scope = &t, scopeObject
+	}
+	var err error
+	if o.gather.Namespace, err = g.kube.namespace(scope); err != nil {
+		return err
+	}
+	if o.injectorConfig != "" {
+		if o.gather.Injector, err = inject.LoadConfig(o.injectorConfig, o.gather.WebhookNamespace); err != nil {
+			return err
+		}
+	}
+	o.client, err = g.kube.client()
+	return err
+}
+
+func (o *doctorOptions) Validate() error { return o.print.Validate() }
+
+func (o *doctorOptions) run(ctx context.Context, out io.Writer) error {
+	ev, err := gather.Collect(ctx, o.client, o.gather)
+	if err != nil {
+		return err
+	}
+	report := doctor.Judge(ev)
+	if err := o.print.print(out, report, func(w io.Writer) error { return doctor.WriteTable(w, report) }); err != nil {
+		return err
+	}
+	if report.Failed() {
+		return fmt.Errorf("%d doctor check(s) failed", report.Summary.Fail)
+	}
+	return nil
+}
+
 func newDoctorCommand(g *globals) *cobra.Command {
-	var (
-		o              gather.Options
-		injectorConfig string
-		format         string
-	)
+	o := &doctorOptions{}
 	cmd := &cobra.Command{
 		Use:   "doctor [KIND/NAME]",
 		Short: "Diagnose GPU workloads and the device-injection webhook: verdict, evidence and fix per check",
@@ -48,62 +92,15 @@ Exit status 1 when a check fails; warnings do not change it.`,
   gpuslice doctor                      # every GPU workload, the webhook, every GPU node's VRAM
   gpuslice doctor -n media -o json`,
 		Args: cobra.MaximumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := output.Check(format, false); err != nil {
-				return err
-			}
-			o.Namespace = *g.kube.Namespace
-			if len(args) == 1 {
-				t, err := doctor.ParseTarget(args[0])
-				if err != nil {
-					return err
-				}
-				o.Target = &t
-				if o.Namespace == "" {
-					ns, _, err := g.kube.ToRawKubeConfigLoader().Namespace()
-					if err != nil {
-						return fmt.Errorf("finding the namespace of %s: %w; pass -n", t, err)
-					}
-					o.Namespace = ns
-				}
-			}
-			if injectorConfig != "" {
-				cfg, err := inject.LoadConfig(injectorConfig, o.WebhookNamespace)
-				if err != nil {
-					return err
-				}
-				o.Injector = cfg
-			}
-			cs, err := g.client()
-			if err != nil {
-				return err
-			}
-			ev, err := gather.Collect(cmd.Context(), cs, o)
-			if err != nil {
-				return err
-			}
-			report := doctor.Judge(ev)
-			if output.IsStructured(format) {
-				err = output.Write(cmd.OutOrStdout(), format, report)
-			} else {
-				err = doctor.WriteTable(cmd.OutOrStdout(), report)
-			}
-			if err != nil {
-				return err
-			}
-			if report.Failed() {
-				return fmt.Errorf("%d doctor check(s) failed", report.Summary.Fail)
-			}
-			return nil
-		},
+		RunE: runCommand(g, o),
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.WebhookConfig, "webhook-config", registration.DefaultName, "MutatingWebhookConfiguration of the device-injection webhook")
-	f.StringVar(&o.WebhookNamespace, "webhook-namespace", registration.DefaultNamespace, "namespace of the webhook's Deployment when its registration names a URL rather than a Service")
-	f.StringVar(&o.WebhookSelector, "webhook-selector", "", "label selector of the webhook's pods (default: its Service's selector, else "+gather.DefaultWebhookSelector+" or "+gather.LegacyWebhookSelector+")")
-	f.StringVar(&o.ProbeNamespace, "probe-namespace", "", "namespace of the dry-run probe pod (default: the target's, -n, or the first annotated workload's)")
-	f.StringVar(&injectorConfig, "injector-config", "", "the webhook's --config file, for device profiles beyond the built-in nvidia")
-	f.IntVar(&o.TailLines, "tail", gather.DefaultTailLines, "log lines read per container for CUDA out of memory")
-	f.StringVarP(&format, "output", "o", "", "output format: table (default), json or yaml")
+	f.StringVar(&o.gather.WebhookConfig, "webhook-config", registration.DefaultName, "MutatingWebhookConfiguration of the device-injection webhook")
+	f.StringVar(&o.gather.WebhookNamespace, "webhook-namespace", registration.DefaultNamespace, "namespace of the webhook's Deployment when its registration names a URL rather than a Service")
+	f.StringVar(&o.gather.WebhookSelector, "webhook-selector", "", "label selector of the webhook's pods (default: its Service's selector, else "+gather.DefaultWebhookSelector+" or "+gather.LegacyWebhookSelector+")")
+	f.StringVar(&o.gather.ProbeNamespace, "probe-namespace", "", "namespace of the dry-run probe pod (default: the target's, -n, or the first annotated workload's)")
+	f.StringVar(&o.injectorConfig, "injector-config", "", "the webhook's --config file, for device profiles beyond the built-in nvidia")
+	f.IntVar(&o.gather.TailLines, "tail", gather.DefaultTailLines, "log lines read per container for CUDA out of memory")
+	o.print = addPrintFlags(cmd, false)
 	return cmd
 }

@@ -1,18 +1,59 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/kubernetes"
 
-	"github.com/gpuslice/gpuslice/internal/output"
 	"github.com/gpuslice/gpuslice/pkg/plexhealth"
 )
 
+type plexHealthOptions struct {
+	print  *printFlags
+	check  plexhealth.Options
+	client kubernetes.Interface
+}
+
+func (o *plexHealthOptions) complete(g *globals, _ []string) (err error) {
+	if o.check.Namespace, err = g.kube.namespace(scopeList); err != nil {
+		return err
+	}
+	if o.check.URL == "" {
+		o.check.URL = os.Getenv("PLEX_URL")
+	}
+	if o.check.Token == "" {
+		o.check.Token = os.Getenv("PLEX_TOKEN")
+	}
+	if o.client, err = g.kube.client(); err != nil {
+		return err
+	}
+	o.check.Logs = plexhealth.KubeLogs{Client: o.client}
+	return nil
+}
+
+func (o *plexHealthOptions) Validate() error { return o.print.Validate() }
+
+func (o *plexHealthOptions) run(ctx context.Context, out io.Writer) error {
+	report, err := plexhealth.Check(ctx, o.client, o.check)
+	if err != nil {
+		return err
+	}
+	if err := o.print.print(out, report, func(w io.Writer) error { return plexhealth.WriteTable(w, report) }); err != nil {
+		return err
+	}
+	if !report.Healthy {
+		return fmt.Errorf("plex-health: %d failure(s), Plex is not healthy", report.Failures)
+	}
+	return nil
+}
+
 func newPlexHealthCommand(g *globals) *cobra.Command {
-	opts := plexhealth.Options{}
-	var format string
+	o := &plexHealthOptions{}
+	opts := &o.check
 	cmd := &cobra.Command{
 		Use:   "plex-health",
 		Short: "Check that Plex runs, answers and transcodes on the GPU",
@@ -39,45 +80,16 @@ the token is sent as the X-Plex-Token header. -n defaults to media.`,
   PLEX_TOKEN=... gpuslice plex-health --url http://plex.media.svc:32400
   gpuslice plex-health -n media --selector app.kubernetes.io/name=plex -o json`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := output.Check(format, false); err != nil {
-				return err
-			}
-			cs, err := g.client()
-			if err != nil {
-				return err
-			}
-			opts.Namespace = *g.kube.Namespace
-			if opts.URL == "" {
-				opts.URL = os.Getenv("PLEX_URL")
-			}
-			if opts.Token == "" {
-				opts.Token = os.Getenv("PLEX_TOKEN")
-			}
-			opts.Logs = plexhealth.KubeLogs{Client: cs}
-			report, err := plexhealth.Check(cmd.Context(), cs, opts)
-			if err != nil {
-				return err
-			}
-			if output.IsStructured(format) {
-				err = output.Write(cmd.OutOrStdout(), format, report)
-			} else {
-				err = plexhealth.WriteTable(cmd.OutOrStdout(), report)
-			}
-			if err != nil {
-				return err
-			}
-			if !report.Healthy {
-				return fmt.Errorf("plex-health: %d failure(s), Plex is not healthy", report.Failures)
-			}
-			return nil
-		},
+		RunE: runCommand(g, o),
 	}
 	cmd.Flags().StringVar(&opts.Selector, "selector", plexhealth.DefaultSelector, "label selector of the Plex pod(s)")
 	cmd.Flags().StringVar(&opts.URL, "url", "", "Plex server URL, e.g. http://plex.media.svc:32400 (default $PLEX_URL)")
-	cmd.Flags().StringVar(&opts.Token, "token", "", "Plex token for /status/sessions (default $PLEX_TOKEN)")
+	cmd.Flags().StringVar(&opts.Token, "plex-token", "", "Plex token for /status/sessions (default $PLEX_TOKEN)")
+	// --token was the first spelling; it shadows the kubeconfig flag --token.
+	cmd.Flags().StringVar(&opts.Token, "token", "", "Plex token (deprecated: use --plex-token)")
+	_ = cmd.Flags().MarkDeprecated("token", "use --plex-token; --token is the kubeconfig flag elsewhere")
 	cmd.Flags().DurationVar(&opts.Timeout, "timeout", plexhealth.DefaultTimeout, "how long to wait for each Plex API answer")
 	cmd.Flags().Int64Var(&opts.LogLines, "log-lines", plexhealth.DefaultLogLines, "how many recent log lines to scan per container")
-	cmd.Flags().StringVarP(&format, "output", "o", "", "output format: table (default), json or yaml")
+	o.print = addPrintFlags(cmd, false)
 	return cmd
 }

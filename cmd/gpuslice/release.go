@@ -2,21 +2,17 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/gpuslice/gpuslice/internal/output"
 	"github.com/gpuslice/gpuslice/pkg/ops"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 func newReleaseCommand(g *globals) *cobra.Command {
-	var (
-		opts   ops.ReleaseOptions
-		format string
-	)
+	var opts ops.ReleaseOptions
 	cmd := &cobra.Command{
 		Use:   "release WORKLOAD",
 		Short: "Scale a workload to zero to free its GPU, remembering its replicas for restore",
@@ -33,23 +29,17 @@ nothing and says so. A workload annotated gpuslice.io/protected: "true"
 		Example: `  gpuslice release vllm-server -n ai-dev --reason "Plex transcodes stutter"
   gpuslice release deploy/whisper -n ai --dry-run`,
 		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return runOp(cmd, g, args[0], format, func(ctx context.Context, cs kubernetes.Interface, ref ops.Ref) (ops.Result, error) {
-				return ops.Release(ctx, cs, ref, opts)
-			}, ops.WriteResult)
-		},
 	}
 	cmd.Flags().StringVar(&opts.Reason, "reason", "", "why, recorded in gpuslice.io/released-reason")
 	cmd.Flags().StringVar(&opts.By, "by", "", "who, recorded in gpuslice.io/released-by (default: the Kubernetes user)")
-	addOpsFlags(cmd, &opts.DryRun, &format)
+	newOpsCommand(cmd, g, &opts.DryRun, func(ctx context.Context, cs kubernetes.Interface, ref workload.Ref) (ops.Result, error) {
+		return ops.Release(ctx, cs, ref, opts)
+	}, ops.WriteResult)
 	return cmd
 }
 
 func newRestoreCommand(g *globals) *cobra.Command {
-	var (
-		opts   ops.RestoreOptions
-		format string
-	)
+	var opts ops.RestoreOptions
 	cmd := &cobra.Command{
 		Use:   "restore WORKLOAD",
 		Short: "Bring a released workload back to the replicas it had",
@@ -62,53 +52,70 @@ record is what the release promised to bring back; scale it afterwards if
 you meant otherwise.`,
 		Example: `  gpuslice restore vllm-server -n ai-dev`,
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return runOp(cmd, g, args[0], format, func(ctx context.Context, cs kubernetes.Interface, ref ops.Ref) (ops.Result, error) {
-				return ops.Restore(ctx, cs, ref, opts)
-			}, ops.WriteResult)
-		},
 	}
-	addOpsFlags(cmd, &opts.DryRun, &format)
+	newOpsCommand(cmd, g, &opts.DryRun, func(ctx context.Context, cs kubernetes.Interface, ref workload.Ref) (ops.Result, error) {
+		return ops.Restore(ctx, cs, ref, opts)
+	}, ops.WriteResult)
 	return cmd
 }
 
-// runOp is what every ops command does: check -o, resolve the workload,
-// run op, print its result as data or for people.
-func runOp[R any](cmd *cobra.Command, g *globals, arg, format string, op func(context.Context, kubernetes.Interface, ops.Ref) (R, error), text func(io.Writer, R) error) error {
-	if err := output.Check(format, false); err != nil {
-		return err
-	}
-	ref, cs, err := opsTarget(g, arg)
-	if err != nil {
-		return err
-	}
-	res, err := op(cmd.Context(), cs, ref)
-	if err != nil {
-		return err
-	}
-	if output.IsStructured(format) {
-		return output.Write(cmd.OutOrStdout(), format, res)
-	}
-	return text(cmd.OutOrStdout(), res)
+// opsCommand is what every runbook command (release, restore, tune) is:
+// one workload argument resolved in -n or the context's namespace, then
+// op, its result printed as data or for people.
+type opsCommand[R any] struct {
+	print *printFlags
+	// extra reads the arguments after the workload, and validate checks
+	// the command's own flags; either may be nil.
+	extra    func(args []string) error
+	validate func() error
+	op       func(context.Context, kubernetes.Interface, workload.Ref) (R, error)
+	text     func(io.Writer, R) error
+
+	ref    workload.Ref
+	client kubernetes.Interface
 }
 
-// addOpsFlags adds the flags every ops command has.
-func addOpsFlags(cmd *cobra.Command, dryRun *bool, format *string) {
+// newOpsCommand adds the flags every runbook command has (--dry-run
+// into dryRun, -o) to cmd and makes it run op.
+func newOpsCommand[R any](cmd *cobra.Command, g *globals, dryRun *bool, op func(context.Context, kubernetes.Interface, workload.Ref) (R, error), text func(io.Writer, R) error) *opsCommand[R] {
+	c := &opsCommand[R]{op: op, text: text}
 	cmd.Flags().BoolVar(dryRun, "dry-run", false, "check and print what would change; change nothing")
-	cmd.Flags().StringVarP(format, "output", "o", "", "output format: table (default), json or yaml")
+	c.print = addPrintFlags(cmd, false)
+	cmd.RunE = runCommand(g, c)
+	return c
 }
 
-// opsTarget resolves a WORKLOAD argument in the namespace of -n, else the
-// kubeconfig context's, as kubectl does, and returns a client.
-func opsTarget(g *globals, arg string) (ops.Ref, kubernetes.Interface, error) {
-	ns, _, err := g.kube.ToRawKubeConfigLoader().Namespace()
+func (c *opsCommand[R]) complete(g *globals, args []string) error {
+	ns, err := g.kube.namespace(scopeObject)
 	if err != nil {
-		return ops.Ref{}, nil, fmt.Errorf("finding the namespace: %w; pass -n NAMESPACE", err)
+		return err
 	}
-	ref, err := ops.ParseRef(arg, ns)
+	if c.ref, err = workload.ParseRef(args[0], ns); err != nil {
+		return err
+	}
+	if c.extra != nil {
+		if err := c.extra(args[1:]); err != nil {
+			return err
+		}
+	}
+	c.client, err = g.kube.client()
+	return err
+}
+
+func (c *opsCommand[R]) Validate() error {
+	if err := c.print.Validate(); err != nil {
+		return err
+	}
+	if c.validate != nil {
+		return c.validate()
+	}
+	return nil
+}
+
+func (c *opsCommand[R]) run(ctx context.Context, out io.Writer) error {
+	res, err := c.op(ctx, c.client, c.ref)
 	if err != nil {
-		return ops.Ref{}, nil, err
+		return err
 	}
-	cs, err := g.client()
-	return ref, cs, err
+	return c.print.print(out, res, func(w io.Writer) error { return c.text(w, res) })
 }

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -9,19 +11,40 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-	"k8s.io/cli-runtime/pkg/genericclioptions"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
 )
 
 // globals are the flags every subcommand shares.
 type globals struct {
-	kube      *genericclioptions.ConfigFlags
+	kube      *kubeFlags
 	logFormat string
 	logLevel  string
 }
 
+// command is the life of every command, as of kubectl's: complete what
+// the flags leave open (the namespace, the arguments), validate before
+// anything runs, then run.
+type command interface {
+	complete(g *globals, args []string) error
+	Validate() error
+	run(ctx context.Context, out io.Writer) error
+}
+
+// runCommand is the RunE of every command.
+func runCommand(g *globals, c command) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := c.complete(g, args); err != nil {
+			return err
+		}
+		if err := c.Validate(); err != nil {
+			return err
+		}
+		return c.run(cmd.Context(), cmd.OutOrStdout())
+	}
+}
+
 func newRootCommand() *cobra.Command {
-	g := &globals{kube: genericclioptions.NewConfigFlags(true)}
+	g := &globals{kube: newKubeFlags()}
 	root := &cobra.Command{
 		Use:   "gpuslice",
 		Short: "Share NVIDIA GPUs between workloads on small Kubernetes clusters",
@@ -34,7 +57,7 @@ as commands.`,
 	}
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "json", "log line format: json or text")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "least severe log level written: debug, info, warn or error")
-	g.kube.AddFlags(root.PersistentFlags())
+	g.kube.addFlags(root.PersistentFlags())
 	root.AddCommand(newWebhookCommand(g), newDemoCommand(g), newStatusCommand(g), newConfigCommand(g), newTuneCommand(g), newReleaseCommand(g), newRestoreCommand(g), newPlexHealthCommand(g), newDoctorCommand(g), newAgentCommand(g), newTopCommand(g), newArbiterCommand(g))
 	followBinaryName(root, os.Args[0])
 	return root
@@ -70,31 +93,25 @@ func followBinaryName(root *cobra.Command, binary string) {
 	rename(root)
 }
 
-// logger builds the structured logger every long-running command uses.
+// logger builds the structured logger every long-running command uses,
+// and routes klog (client-go's informers, leader election) into it, so
+// one process writes one format.
 func (g *globals) logger() (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(g.logLevel)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", g.logLevel)
 	}
 	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler
 	switch strings.ToLower(g.logFormat) {
 	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+		h = slog.NewJSONHandler(os.Stderr, opts)
 	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+		h = slog.NewTextHandler(os.Stderr, opts)
+	default:
+		return nil, fmt.Errorf("--log-format %q: want json or text", g.logFormat)
 	}
-	return nil, fmt.Errorf("--log-format %q: want json or text", g.logFormat)
-}
-
-// client returns a clientset from the kubeconfig flags (or in-cluster).
-func (g *globals) client() (kubernetes.Interface, error) {
-	cfg, err := g.kube.ToRESTConfig()
-	if err != nil {
-		return nil, fmt.Errorf("loading Kubernetes client configuration: %w; set --kubeconfig or KUBECONFIG, or run in a pod", err)
-	}
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("creating Kubernetes client: %w", err)
-	}
-	return cs, nil
+	log := slog.New(h)
+	klog.SetSlogLogger(log)
+	return log, nil
 }

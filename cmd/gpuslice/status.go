@@ -1,15 +1,43 @@
 package main
 
 import (
-	"github.com/spf13/cobra"
+	"context"
+	"io"
 
-	"github.com/gpuslice/gpuslice/internal/output"
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/kubernetes"
+
 	"github.com/gpuslice/gpuslice/pkg/ledger"
 	"github.com/gpuslice/gpuslice/pkg/snapshot"
 )
 
+type statusOptions struct {
+	print     *printFlags
+	node      string
+	namespace string
+	client    kubernetes.Interface
+}
+
+func (o *statusOptions) complete(g *globals, _ []string) (err error) {
+	if o.namespace, err = g.kube.namespace(scopeList); err != nil {
+		return err
+	}
+	o.client, err = g.kube.client()
+	return err
+}
+
+func (o *statusOptions) Validate() error { return o.print.Validate() }
+
+func (o *statusOptions) run(ctx context.Context, out io.Writer) error {
+	report, err := snapshot.Ledger(ctx, o.client, ledger.Options{Node: o.node, Namespace: o.namespace})
+	if err != nil {
+		return err
+	}
+	return o.print.print(out, report, func(w io.Writer) error { return ledger.WriteTable(w, report, o.print.isWide()) })
+}
+
 func newStatusCommand(g *globals) *cobra.Command {
-	var node, format string
+	o := &statusOptions{}
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show GPU shares and expected VRAM per node and workload, from the live cluster",
@@ -28,25 +56,9 @@ node's per-GPU memory.`,
   gpuslice status --node homelabai -n ai
   gpuslice status -o json`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := output.Check(format, true); err != nil {
-				return err
-			}
-			cs, err := g.client()
-			if err != nil {
-				return err
-			}
-			report, err := snapshot.Ledger(cmd.Context(), cs, ledger.Options{Node: node, Namespace: *g.kube.Namespace})
-			if err != nil {
-				return err
-			}
-			if output.IsStructured(format) {
-				return output.Write(cmd.OutOrStdout(), format, report)
-			}
-			return ledger.WriteTable(cmd.OutOrStdout(), report, format == output.Wide)
-		},
+		RunE: runCommand(g, o),
 	}
-	cmd.Flags().StringVar(&node, "node", "", "only this node")
-	cmd.Flags().StringVarP(&format, "output", "o", "", "output format: table (default), wide, json or yaml")
+	cmd.Flags().StringVar(&o.node, "node", "", "only this node")
+	o.print = addPrintFlags(cmd, true)
 	return cmd
 }

@@ -1,16 +1,42 @@
 package main
 
 import (
-	"github.com/spf13/cobra"
+	"context"
+	"io"
 
-	"github.com/gpuslice/gpuslice/internal/output"
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/kubernetes"
+
 	"github.com/gpuslice/gpuslice/pkg/agent"
 	"github.com/gpuslice/gpuslice/pkg/top"
 )
 
+type topOptions struct {
+	print  *printFlags
+	top    top.Options
+	client kubernetes.Interface
+}
+
+func (o *topOptions) complete(g *globals, _ []string) (err error) {
+	if o.top.Namespace, err = g.kube.namespace(scopeList); err != nil {
+		return err
+	}
+	o.client, err = g.kube.client()
+	return err
+}
+
+func (o *topOptions) Validate() error { return o.print.Validate() }
+
+func (o *topOptions) run(ctx context.Context, out io.Writer) error {
+	report, err := top.Collect(ctx, o.client, o.top)
+	if err != nil {
+		return err
+	}
+	return o.print.print(out, report, func(w io.Writer) error { return top.WriteTable(w, report) })
+}
+
 func newTopCommand(g *globals) *cobra.Command {
-	o := top.Options{}
-	var format string
+	o := &topOptions{}
 	cmd := &cobra.Command{
 		Use:   "top",
 		Short: "Show the GPU memory each pod holds, from the node agents, beside its budget",
@@ -32,31 +58,14 @@ through kubectl port-forward.`,
   kubectl -n gpu-system port-forward ds/gpuslice-agent 9400 &
   gpuslice top --agent-url http://127.0.0.1:9400/metrics`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := output.Check(format, false); err != nil {
-				return err
-			}
-			cs, err := g.client()
-			if err != nil {
-				return err
-			}
-			o.Namespace = *g.kube.Namespace
-			report, err := top.Collect(cmd.Context(), cs, o)
-			if err != nil {
-				return err
-			}
-			if output.IsStructured(format) {
-				return output.Write(cmd.OutOrStdout(), format, report)
-			}
-			return top.WriteTable(cmd.OutOrStdout(), report)
-		},
+		RunE: runCommand(g, o),
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.Node, "node", "", "only this node's agent")
-	f.StringVarP(&format, "output", "o", "", "output format: table (default), json or yaml")
-	f.StringVar(&o.AgentNamespace, "agent-namespace", top.DefaultAgentNamespace, "namespace of the agent pods")
-	f.StringVar(&o.AgentSelector, "agent-selector", top.DefaultAgentSelector, "label selector of the agent pods")
-	f.IntVar(&o.AgentPort, "agent-port", agent.DefaultPort, "port the agents listen on (the agent's --listen-address)")
-	f.StringSliceVar(&o.AgentURLs, "agent-url", nil, "scrape these agent /metrics URLs directly instead of through the pods proxy (repeatable)")
+	f.StringVar(&o.top.Node, "node", "", "only this node's agent")
+	o.print = addPrintFlags(cmd, false)
+	f.StringVar(&o.top.AgentNamespace, "agent-namespace", top.DefaultAgentNamespace, "namespace of the agent pods")
+	f.StringVar(&o.top.AgentSelector, "agent-selector", top.DefaultAgentSelector, "label selector of the agent pods")
+	f.IntVar(&o.top.AgentPort, "agent-port", agent.DefaultPort, "port the agents listen on (the agent's --listen-address)")
+	f.StringSliceVar(&o.top.AgentURLs, "agent-url", nil, "scrape these agent /metrics URLs directly instead of through the pods proxy (repeatable)")
 	return cmd
 }

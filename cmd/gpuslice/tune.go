@@ -9,6 +9,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/gpuslice/gpuslice/pkg/ops"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 func newTuneCommand(g *globals) *cobra.Command {
@@ -27,10 +28,7 @@ namespace of -n (or the kubeconfig context).`,
 }
 
 func newTuneMemoryCommand(g *globals) *cobra.Command {
-	var (
-		fraction, format string
-		dryRun           bool
-	)
+	var opts ops.MemoryOptions
 	cmd := &cobra.Command{
 		Use:   "memory WORKLOAD --fraction F",
 		Short: "Set GPU_MEMORY_UTILIZATION where the workload reads it, and restart what reads it",
@@ -54,25 +52,22 @@ A value already equal changes and restarts nothing.`,
   gpuslice tune memory vllm-server --fraction 0.6 -n ai-dev
   gpuslice tune memory deploy/vllm-server --fraction 0.5 -n ai-dev --dry-run`,
 		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if fraction == "" {
-				return fmt.Errorf("--fraction is required: the new GPU_MEMORY_UTILIZATION, in (0, 1], e.g. --fraction 0.6")
-			}
-			return runOp(cmd, g, args[0], format, func(ctx context.Context, cs kubernetes.Interface, ref ops.Ref) (ops.MemoryResult, error) {
-				return ops.TuneMemory(ctx, cs, ref, ops.MemoryOptions{Fraction: fraction, DryRun: dryRun})
-			}, ops.WriteMemory)
-		},
 	}
-	cmd.Flags().StringVar(&fraction, "fraction", "", "new GPU_MEMORY_UTILIZATION, in (0, 1]")
-	addOpsFlags(cmd, &dryRun, &format)
+	cmd.Flags().StringVar(&opts.Fraction, "fraction", "", "new GPU_MEMORY_UTILIZATION, in (0, 1]")
+	c := newOpsCommand(cmd, g, &opts.DryRun, func(ctx context.Context, cs kubernetes.Interface, ref workload.Ref) (ops.MemoryResult, error) {
+		return ops.TuneMemory(ctx, cs, ref, opts)
+	}, ops.WriteMemory)
+	c.validate = func() error {
+		if opts.Fraction == "" {
+			return fmt.Errorf("--fraction is required: the new GPU_MEMORY_UTILIZATION, in (0, 1], e.g. --fraction 0.6")
+		}
+		return nil
+	}
 	return cmd
 }
 
 func newTuneSharesCommand(g *globals) *cobra.Command {
-	var (
-		opts   ops.SharesOptions
-		format string
-	)
+	var opts ops.SharesOptions
 	cmd := &cobra.Command{
 		Use:   "shares WORKLOAD N",
 		Short: "Set a workload's GPU share request and limit, if its node can give them",
@@ -91,19 +86,19 @@ counted with the replicas restore brings back.`,
   gpuslice tune shares vllm-server 4 -n ai-dev
   gpuslice tune shares deploy/whisper 1 -n ai --container whisper --dry-run`,
 		Args: cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			n, err := strconv.ParseInt(args[1], 10, 64)
-			if err != nil {
-				return fmt.Errorf("share count %q: want a whole number, e.g. 4", args[1])
-			}
-			opts.Shares = n
-			return runOp(cmd, g, args[0], format, func(ctx context.Context, cs kubernetes.Interface, ref ops.Ref) (ops.SharesResult, error) {
-				return ops.TuneShares(ctx, cs, ref, opts)
-			}, ops.WriteShares)
-		},
 	}
 	cmd.Flags().StringVar(&opts.Container, "container", "", "container to change (default: the one requesting a GPU resource)")
 	cmd.Flags().StringVar(&opts.Resource, "resource", "", "GPU resource (default: the one the container requests, else nvidia.com/gpu.shared)")
-	addOpsFlags(cmd, &opts.DryRun, &format)
+	c := newOpsCommand(cmd, g, &opts.DryRun, func(ctx context.Context, cs kubernetes.Interface, ref workload.Ref) (ops.SharesResult, error) {
+		return ops.TuneShares(ctx, cs, ref, opts)
+	}, ops.WriteShares)
+	c.extra = func(args []string) error {
+		n, err := strconv.ParseInt(args[0], 10, 64)
+		if err != nil {
+			return fmt.Errorf("share count %q: want a whole number, e.g. 4", args[0])
+		}
+		opts.Shares = n
+		return nil
+	}
 	return cmd
 }

@@ -47,7 +47,7 @@ Secret, which it also writes into the registration's caBundle.`,
 			}
 			o.Log = log
 			if o.SelfSigned || o.Register || admissionGate {
-				if o.Client, err = g.client(); err != nil {
+				if o.Client, err = g.kube.client(); err != nil {
 					return err
 				}
 			}

@@ -9,13 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/gpuslice/gpuslice/pkg/inject"
-)
-
-// Policy annotations (pkg/policy), spelled out like annotationProtected.
-const (
-	annotationPreemptible = "gpuslice.io/preemptible"
-	annotationPriority    = "gpuslice.io/priority"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // The reference cluster's PriorityClasses: Plex over the AI workloads.
@@ -48,17 +42,17 @@ func ArbitratedWorkloads() []Workload {
 			d.Spec.Template.Spec.PriorityClassName = ClassPlex
 		case "ai-dev/vllm-server":
 			d.Spec.Template.Spec.PriorityClassName = ClassAI
-			d.Annotations = map[string]string{annotationPreemptible: "true"}
+			d.Annotations = map[string]string{workload.AnnotationPreemptible: "true"}
 			two := int32(2)
 			d.Spec.Replicas = &two
 			// One share each: two replicas fit beside the seed's others.
-			q := d.Spec.Template.Spec.Containers[0].Resources.Requests[inject.DefaultSharedResource]
+			q := d.Spec.Template.Spec.Containers[0].Resources.Requests[workload.SharedResource]
 			q.Set(1)
-			d.Spec.Template.Spec.Containers[0].Resources.Requests[inject.DefaultSharedResource] = q
-			d.Spec.Template.Spec.Containers[0].Resources.Limits[inject.DefaultSharedResource] = q
+			d.Spec.Template.Spec.Containers[0].Resources.Requests[workload.SharedResource] = q
+			d.Spec.Template.Spec.Containers[0].Resources.Limits[workload.SharedResource] = q
 		case "ai/ollama":
 			d.Spec.Template.Spec.PriorityClassName = ClassAI
-			d.Annotations = map[string]string{annotationPreemptible: "true", annotationPriority: "500"}
+			d.Annotations = map[string]string{workload.AnnotationPreemptible: "true", workload.AnnotationPriority: "500"}
 		}
 	}
 	return ws

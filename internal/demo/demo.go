@@ -29,6 +29,7 @@ import (
 	"github.com/gpuslice/gpuslice/pkg/registration"
 	"github.com/gpuslice/gpuslice/pkg/snapshot"
 	"github.com/gpuslice/gpuslice/pkg/webhook"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // Options configure a demo run.
@@ -183,7 +184,7 @@ func PlexPod() *corev1.Pod {
 		ObjectMeta: metav1.ObjectMeta{
 			Name: "plex", Namespace: "media",
 			Labels:      map[string]string{"app": "plex"},
-			Annotations: map[string]string{inject.AnnotationProfiles: "nvidia"},
+			Annotations: map[string]string{workload.AnnotationProfiles: "nvidia"},
 		},
 		Spec: corev1.PodSpec{
 			NodeSelector: map[string]string{"kubernetes.io/hostname": "homelabai"},

@@ -7,6 +7,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/cli-runtime/pkg/printers"
+
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // WritePodReport prints what a pod received from the webhook: its runtime
@@ -18,7 +20,7 @@ func WritePodReport(w io.Writer, pod *corev1.Pod, warnings []string) error {
 		rc = *pod.Spec.RuntimeClassName
 	}
 	fmt.Fprintf(w, "Pod %s/%s (annotation gpu-directories: %s) as stored by the API server:\n",
-		pod.Namespace, pod.Name, pod.Annotations["gpu-directories"])
+		pod.Namespace, pod.Name, pod.Annotations[workload.AnnotationProfiles])
 	fmt.Fprintf(w, "  node:              %s (phase %s)\n", orNone(pod.Spec.NodeName), pod.Status.Phase)
 	fmt.Fprintf(w, "  runtimeClassName:  %s\n\n", rc)
 

@@ -15,15 +15,8 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/gpuslice/gpuslice/internal/harness/localcluster"
-	"github.com/gpuslice/gpuslice/pkg/inject"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
-
-// AnnotationGPUMemory declares a workload's expected VRAM for the ledger.
-const AnnotationGPUMemory = "gpu-memory"
-
-// annotationProtected is ops.AnnotationProtected, spelled out because
-// pkg/ops's tests use this package (the end-to-end tests check they agree).
-const annotationProtected = "gpuslice.io/protected"
 
 // Workload is one of the seed's GPU workloads as a Deployment (and the
 // ConfigMap it reads, for vLLM).
@@ -39,8 +32,8 @@ type Workload struct {
 // freeing the GPU for Plex is what releases are for.
 func SeedWorkloads() []Workload {
 	plex := deployment("media", "plex", "plexinc/pms-docker:latest", 0, "1Gi-2Gi")
-	plex.Annotations = map[string]string{annotationProtected: "true"}
-	plex.Spec.Template.Annotations[inject.AnnotationProfiles] = "nvidia"
+	plex.Annotations = map[string]string{workload.AnnotationProtected: "true"}
+	plex.Spec.Template.Annotations[workload.AnnotationProfiles] = "nvidia"
 	plex.Spec.Template.Spec.Containers[0].Env = PlexPod().Spec.Containers[0].Env
 	return []Workload{
 		{Deployment: plex},
@@ -57,7 +50,7 @@ func VLLMWorkload() Workload {
 	d := deployment("ai-dev", "vllm-server", "vllm/vllm-openai:latest", 2, "")
 	d.Spec.Template.Labels["app"] = "vllm"
 	d.Spec.Selector.MatchLabels["app"] = "vllm"
-	d.Spec.Template.Annotations[inject.AnnotationProfiles] = "nvidia"
+	d.Spec.Template.Annotations[workload.AnnotationProfiles] = "nvidia"
 	d.Spec.Template.Spec.RuntimeClassName = ptr.To("nvidia")
 	c := &d.Spec.Template.Spec.Containers[0]
 	c.Name = "vllm"
@@ -71,9 +64,9 @@ func VLLMWorkload() Workload {
 		ConfigMap: &corev1.ConfigMap{
 			ObjectMeta: metav1.ObjectMeta{Name: "vllm-config", Namespace: "ai-dev"},
 			Data: map[string]string{
-				"MODEL":                  "TheBloke/deepseek-coder-6.7B-instruct-AWQ",
-				"GPU_MEMORY_UTILIZATION": "0.70",
-				"MAX_MODEL_LEN":          "8192",
+				"MODEL":                          "TheBloke/deepseek-coder-6.7B-instruct-AWQ",
+				workload.EnvGPUMemoryUtilization: "0.70",
+				"MAX_MODEL_LEN":                  "8192",
 			},
 		},
 	}
@@ -91,14 +84,14 @@ func deployment(namespace, name, image string, shares int64, memory string) *app
 	podLabels := map[string]string{"app": name}
 	annotations := map[string]string{}
 	if memory != "" {
-		annotations[AnnotationGPUMemory] = memory
+		annotations[workload.AnnotationMemory] = memory
 	}
 	c := corev1.Container{Name: name, Image: image}
 	if shares > 0 {
 		q := *resource.NewQuantity(shares, resource.DecimalSI)
 		c.Resources = corev1.ResourceRequirements{
-			Requests: corev1.ResourceList{inject.DefaultSharedResource: q},
-			Limits:   corev1.ResourceList{inject.DefaultSharedResource: q},
+			Requests: corev1.ResourceList{workload.SharedResource: q},
+			Limits:   corev1.ResourceList{workload.SharedResource: q},
 		}
 	}
 	return &appsv1.Deployment{

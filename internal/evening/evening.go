@@ -20,9 +20,9 @@ import (
 	"github.com/gpuslice/gpuslice/pkg/ops"
 	"github.com/gpuslice/gpuslice/pkg/plexhealth"
 	"github.com/gpuslice/gpuslice/pkg/plexhealth/plextest"
-	"github.com/gpuslice/gpuslice/pkg/policy"
 	"github.com/gpuslice/gpuslice/pkg/signals"
 	"github.com/gpuslice/gpuslice/pkg/snapshot"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // HoldDown is the demo's hold-down: short, so the story does not wait
@@ -30,8 +30,8 @@ import (
 const HoldDown = 3 * time.Second
 
 var (
-	plexRef = ops.Ref{Kind: ops.KindDeployment, Namespace: "media", Name: "plex"}
-	vllmRef = ops.Ref{Kind: ops.KindDeployment, Namespace: "ai-dev", Name: "vllm-server"}
+	plexRef = workload.Ref{Kind: workload.KindDeployment, Namespace: "media", Name: "plex"}
+	vllmRef = workload.Ref{Kind: workload.KindDeployment, Namespace: "ai-dev", Name: "vllm-server"}
 )
 
 // Play is demo.Options.Evening.
@@ -48,10 +48,10 @@ func play(ctx context.Context, env *demo.Env, res *demo.Result, log *slog.Logger
 	env.Cluster.StartKubelet(ctx)
 
 	// The policy, on the workloads themselves.
-	if _, err := ops.Annotate(ctx, cs, plexRef, map[string]string{policy.AnnotationPriority: "1000000"}, nil, nil); err != nil {
+	if _, err := ops.Annotate(ctx, cs, plexRef, map[string]string{workload.AnnotationPriority: "1000000"}, nil, nil); err != nil {
 		return err
 	}
-	if _, err := ops.Annotate(ctx, cs, vllmRef, map[string]string{policy.AnnotationPreemptible: "true", policy.AnnotationPriority: "1000"}, nil, nil); err != nil {
+	if _, err := ops.Annotate(ctx, cs, vllmRef, map[string]string{workload.AnnotationPreemptible: "true", workload.AnnotationPriority: "1000"}, nil, nil); err != nil {
 		return err
 	}
 
@@ -63,7 +63,7 @@ func play(ctx context.Context, env *demo.Env, res *demo.Result, log *slog.Logger
 		Interval: 200 * time.Millisecond,
 		Zone:     time.UTC,
 		Log:      log,
-		Sources: arbiter.Sources{Activity: map[ops.Ref]signals.ActivitySource{
+		Sources: arbiter.Sources{Activity: map[workload.Ref]signals.ActivitySource{
 			plexRef: &signals.Plex{Client: &plexhealth.Client{URL: plex.URL, Token: "demo-token"}},
 		}},
 	})

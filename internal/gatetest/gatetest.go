@@ -14,11 +14,11 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/gpuslice/gpuslice/pkg/arbiter"
-	"github.com/gpuslice/gpuslice/pkg/ledger"
 	"github.com/gpuslice/gpuslice/pkg/policy"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
-const shared = ledger.DefaultSharedResource
+const shared = workload.SharedResource
 
 // Cluster is the reference homelab: homelabai (8 shares) with Plex
 // (protected), Whisper (2), Ollama (1) and TTS (1), and a second GPU node
@@ -37,11 +37,11 @@ func Homelab() *Cluster {
 	c.node("homelabai", 8)
 	c.node("gpu2", 4)
 	c.Nodes = append(c.Nodes, corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "nas", Labels: map[string]string{"kubernetes.io/hostname": "nas"}}})
-	c.Workload("media", "plex", map[string]string{policy.AnnotationProtected: "true"}, "plex-media-critical", 0, "homelabai", true)
+	c.Workload("media", "plex", map[string]string{workload.AnnotationProtected: "true"}, "plex-media-critical", 0, "homelabai", true)
 	c.Workload("ai", "whisper", nil, "", 2, "homelabai", true)
 	c.Workload("ai", "ollama", nil, "", 1, "homelabai", true)
 	c.Workload("ai", "tts", nil, "", 1, "homelabai", true)
-	c.Workload("ai-dev", "vllm-server", map[string]string{policy.AnnotationPreemptible: "true"}, "ai-dev-gpu", 2, "homelabai", false)
+	c.Workload("ai-dev", "vllm-server", map[string]string{workload.AnnotationPreemptible: "true"}, "ai-dev-gpu", 2, "homelabai", false)
 	return c
 }
 
@@ -60,7 +60,7 @@ func (c *Cluster) Workload(ns, name string, ann map[string]string, class string,
 	d := appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, UID: types.UID("uid-" + name), Annotations: ann},
 		Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](1), Template: corev1.PodTemplateSpec{
-			ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{"gpu-directories": "nvidia"}},
+			ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{workload.AnnotationProfiles: "nvidia"}},
 			Spec:       PodSpec(class, shares, node),
 		}},
 	}

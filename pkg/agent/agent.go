@@ -22,7 +22,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/klog/v2"
 
 	"github.com/gpuslice/gpuslice/internal/serving"
 	"github.com/gpuslice/gpuslice/pkg/gpu"
@@ -161,13 +160,12 @@ func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
 }
 
 // Run is `gpuslice agent`: it listens on o.ListenAddress and serves until
-// ctx ends. client-go's own log lines go to o.Log too.
+// ctx ends.
 func Run(ctx context.Context, o Options) error {
 	a, err := New(o)
 	if err != nil {
 		return err
 	}
-	klog.SetSlogLogger(o.Log)
 	ln, err := net.Listen("tcp", o.ListenAddress)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w; choose another --listen-address", o.ListenAddress, err)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gpuslice/gpuslice/pkg/ops"
 	"github.com/gpuslice/gpuslice/pkg/policy"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // Event reasons on the workloads the arbiter acts on.
@@ -110,19 +111,19 @@ func (c *Controller) lower(ctx context.Context, st Step) (string, bool, error) {
 		return "", false, err
 	}
 	if len(plan.Settings) == 0 {
-		return "", false, fmt.Errorf("%s sets no GPU_MEMORY_UTILIZATION to lower: use %s=%s", w.Ref.Qualified(), policy.AnnotationPreemptAction, policy.ActionScaleToZero)
+		return "", false, fmt.Errorf("%s sets no GPU_MEMORY_UTILIZATION to lower: use %s=%s", w.Ref.Qualified(), workload.AnnotationPreemptAction, policy.ActionScaleToZero)
 	}
 	from := plan.Settings[0].Old
 	at, err := c.restartStamp(ctx, w.Ref)
 	if err != nil {
 		return "", false, err
 	}
-	l := &Lowered{From: from, To: w.Policy.Fraction, At: at, Node: st.Node, Reason: st.Reason}
+	l := &workload.LowerRecord{From: from, To: w.Policy.Fraction, At: at, Node: st.Node, Reason: st.Reason}
 	_, err = ops.Annotate(ctx, c.opts.Client, w.Ref, map[string]string{
-		AnnotationLoweredFrom: l.From, AnnotationLoweredTo: l.To, AnnotationLoweredAt: l.At,
-		AnnotationLoweredNode: l.Node, AnnotationLoweredReason: l.Reason,
+		workload.AnnotationLoweredFrom: l.From, workload.AnnotationLoweredTo: l.To, workload.AnnotationLoweredAt: l.At,
+		workload.AnnotationLoweredNode: l.Node, workload.AnnotationLoweredReason: l.Reason,
 	}, nil, func(a map[string]string) error {
-		if _, ok := a[AnnotationLoweredFrom]; ok {
+		if _, ok := a[workload.AnnotationLoweredFrom]; ok {
 			return fmt.Errorf("%s is already lowered", w.Ref.Qualified())
 		}
 		return nil
@@ -136,7 +137,7 @@ func (c *Controller) lower(ctx context.Context, st Step) (string, bool, error) {
 	if err := c.convergeLowered(ctx, &lw); err != nil {
 		return "", false, err
 	}
-	return fmt.Sprintf("%s lowered: GPU_MEMORY_UTILIZATION %s → %s, restarted; remembered in %s", w.Ref.Qualified(), l.From, l.To, AnnotationLoweredFrom), true, nil
+	return fmt.Sprintf("%s lowered: GPU_MEMORY_UTILIZATION %s → %s, restarted; remembered in %s", w.Ref.Qualified(), l.From, l.To, workload.AnnotationLoweredFrom), true, nil
 }
 
 // raise restores a lowered workload: mark the restore, set the fraction
@@ -147,7 +148,7 @@ func (c *Controller) raise(ctx context.Context, st Step) (string, bool, error) {
 	if err != nil {
 		return "", false, err
 	}
-	if _, err := ops.Annotate(ctx, c.opts.Client, w.Ref, map[string]string{AnnotationLoweredRestoringAt: at}, nil, nil); err != nil {
+	if _, err := ops.Annotate(ctx, c.opts.Client, w.Ref, map[string]string{workload.AnnotationLoweredRestoringAt: at}, nil, nil); err != nil {
 		return "", false, err
 	}
 	c.checkpoint("intent-raise")
@@ -164,7 +165,7 @@ func (c *Controller) raise(ctx context.Context, st Step) (string, bool, error) {
 // restartStamp is the time a lower-memory phase restarts at, in the
 // pod template's format: never the stored one, or a restart made earlier
 // in the same second would pass for this phase's.
-func (c *Controller) restartStamp(ctx context.Context, ref ops.Ref) (string, error) {
+func (c *Controller) restartStamp(ctx context.Context, ref workload.Ref) (string, error) {
 	at, err := ops.NextRestart(ctx, c.opts.Client, ref, c.opts.Now())
 	return at.Format(time.RFC3339), err
 }
@@ -178,8 +179,8 @@ func (c *Controller) convergeLowered(ctx context.Context, w *Workload) error {
 	if l.Restoring {
 		fraction = l.From
 	}
-	stamp := l.restartStamp()
-	if w.Template.Annotations[ops.AnnotationRestartedAt] != stamp {
+	stamp := l.PhaseRestart()
+	if w.Template.Annotations[workload.AnnotationRestartedAt] != stamp {
 		at, err := time.Parse(time.RFC3339, stamp)
 		if err != nil {
 			return fmt.Errorf("%s: %w", w.Ref.Qualified(), err)
@@ -197,7 +198,7 @@ func (c *Controller) convergeLowered(ctx context.Context, w *Workload) error {
 		}
 	}
 	if l.Restoring {
-		_, err := ops.Annotate(ctx, c.opts.Client, w.Ref, nil, loweredAnnotations, nil)
+		_, err := ops.Annotate(ctx, c.opts.Client, w.Ref, nil, workload.LowerAnnotations, nil)
 		return err
 	}
 	return nil

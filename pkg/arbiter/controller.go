@@ -32,8 +32,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gpuslice/gpuslice/pkg/ledger"
-	"github.com/gpuslice/gpuslice/pkg/ops"
 	"github.com/gpuslice/gpuslice/pkg/signals"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // Identity is the released-by name of the arbiter's releases.
@@ -43,7 +43,7 @@ const Identity = "gpuslice-arbiter"
 type Sources struct {
 	Memory []signals.MemorySource
 	// Activity is by the protected workload whose activity it reports.
-	Activity map[ops.Ref]signals.ActivitySource
+	Activity map[workload.Ref]signals.ActivitySource
 }
 
 // LeaderElection configures the lease that makes two replicas safe.
@@ -285,7 +285,7 @@ func (c *Controller) Round(ctx context.Context) error {
 // sample reads every source. A source that fails leaves its nodes
 // unknown: no memory trigger, and no restore, until it answers again.
 func (c *Controller) sample(ctx context.Context) Signals {
-	sig := Signals{Memory: map[string][]signals.GPUMemory{}, Activity: map[ops.Ref]signals.Activity{}, MemoryWatched: len(c.opts.Sources.Memory) > 0}
+	sig := Signals{Memory: map[string][]signals.GPUMemory{}, Activity: map[workload.Ref]signals.Activity{}, MemoryWatched: len(c.opts.Sources.Memory) > 0}
 	sctx, cancel := context.WithTimeout(ctx, max(c.opts.Interval, 2*time.Second))
 	defer cancel()
 	for _, src := range c.opts.Sources.Memory {
@@ -362,15 +362,15 @@ func boolGauge(b bool) float64 {
 
 // Object is the Deployment or StatefulSet ref names, nil when the cluster
 // has none: what an Event about the workload is recorded on.
-func (c *Cluster) Object(ref ops.Ref) runtime.Object {
+func (c *Cluster) Object(ref workload.Ref) runtime.Object {
 	switch ref.Kind {
-	case ops.KindDeployment:
+	case workload.KindDeployment:
 		for i := range c.Deployments {
 			if d := &c.Deployments[i]; d.Namespace == ref.Namespace && d.Name == ref.Name {
 				return d
 			}
 		}
-	case ops.KindStatefulSet:
+	case workload.KindStatefulSet:
 		for i := range c.StatefulSets {
 			if s := &c.StatefulSets[i]; s.Namespace == ref.Namespace && s.Name == ref.Name {
 				return s

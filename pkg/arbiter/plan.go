@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/gpuslice/gpuslice/pkg/ledger"
-	"github.com/gpuslice/gpuslice/pkg/ops"
 	"github.com/gpuslice/gpuslice/pkg/signals"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // Config are the arbiter's thresholds.
@@ -42,7 +42,7 @@ type Signals struct {
 	Sample        uint64
 	MemoryWatched bool
 	// Activity is by protected workload.
-	Activity map[ops.Ref]signals.Activity
+	Activity map[workload.Ref]signals.Activity
 }
 
 // Memo is what the arbiter remembers between rounds. It is not
@@ -50,9 +50,9 @@ type Signals struct {
 // delays a restore and never loses one.
 type Memo struct {
 	clearSince map[string]time.Time
-	unhealthy  map[ops.Ref]time.Time
+	unhealthy  map[workload.Ref]time.Time
 	// restoring is the last workload restored on a node, until it serves.
-	restoring map[string]ops.Ref
+	restoring map[string]workload.Ref
 	// preempting is the last workload preempted on a node, until its pods
 	// are gone.
 	preempting map[string]preemption
@@ -63,23 +63,23 @@ type Memo struct {
 
 // NewMemo is an empty memo.
 func NewMemo() *Memo {
-	return &Memo{clearSince: map[string]time.Time{}, unhealthy: map[ops.Ref]time.Time{}, restoring: map[string]ops.Ref{}, preempting: map[string]preemption{}, settled: map[string]uint64{}}
+	return &Memo{clearSince: map[string]time.Time{}, unhealthy: map[workload.Ref]time.Time{}, restoring: map[string]workload.Ref{}, preempting: map[string]preemption{}, settled: map[string]uint64{}}
 }
 
 // Restored tells the memo a restore was written, so the next one waits
 // for this one to serve.
-func (m *Memo) Restored(node string, ref ops.Ref) { m.restoring[node] = ref }
+func (m *Memo) Restored(node string, ref workload.Ref) { m.restoring[node] = ref }
 
 // Preempted tells the memo a preemption was written: any restore it was
 // waiting on is moot, and memory sampled before the pods are gone does not
 // show what the preemption freed.
-func (m *Memo) Preempted(node string, ref ops.Ref, at time.Time) {
+func (m *Memo) Preempted(node string, ref workload.Ref, at time.Time) {
 	delete(m.restoring, node)
 	m.preempting[node] = preemption{ref, at}
 }
 
 type preemption struct {
-	ref ops.Ref
+	ref workload.Ref
 	at  time.Time
 }
 
@@ -142,7 +142,7 @@ func Plan(v *View, sig Signals, cfg Config, memo *Memo) ([]Step, []NodeStatus) {
 	return steps, status
 }
 
-func (v *View) find(ref ops.Ref) *Workload {
+func (v *View) find(ref workload.Ref) *Workload {
 	for _, w := range v.Workloads {
 		if w.Ref == ref {
 			return w
@@ -355,7 +355,7 @@ func fits(w *Workload, gpus []signals.GPUMemory, known bool, sig Signals, cfg Co
 // difference between the two fractions.
 func (w *Workload) returningMemory(gpuMemory int64) int64 {
 	if w.Lowered != nil {
-		return w.Lowered.difference(gpuMemory)
+		return w.Lowered.Difference(gpuMemory)
 	}
 	if w.Memory == nil {
 		return 0
@@ -366,7 +366,7 @@ func (w *Workload) returningMemory(gpuMemory int64) int64 {
 // preemptDone says whether a preemption has taken effect.
 func (w *Workload) preemptDone() bool {
 	if w.Lowered != nil {
-		return w.Lowered.rolledOut(w)
+		return w.loweredRolledOut()
 	}
 	return w.PodsGone()
 }

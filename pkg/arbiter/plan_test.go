@@ -9,9 +9,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/gpuslice/gpuslice/pkg/ledger"
-	"github.com/gpuslice/gpuslice/pkg/ops"
 	"github.com/gpuslice/gpuslice/pkg/policy"
 	"github.com/gpuslice/gpuslice/pkg/signals"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 const gi = int64(1) << 30
@@ -20,7 +20,7 @@ var t0 = time.Date(2026, 11, 28, 21, 0, 0, 0, time.UTC)
 
 // wl builds a workload on homelabai with ready pods.
 func wl(ns, name string, pol policy.Policy, replicas int32, mods ...func(*Workload)) *Workload {
-	w := &Workload{Ref: ops.Ref{Kind: ops.KindDeployment, Namespace: ns, Name: name}, Policy: pol, Replicas: replicas, Ready: replicas,
+	w := &Workload{Ref: workload.Ref{Kind: workload.KindDeployment, Namespace: ns, Name: name}, Policy: pol, Replicas: replicas, Ready: replicas,
 		Nodes: []string{"homelabai"}, Template: &corev1.PodTemplateSpec{}, RolledOut: true}
 	for i := int32(0); i < replicas; i++ {
 		w.Pods = append(w.Pods, &corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodRunning}})
@@ -39,7 +39,7 @@ func preemptible(prio int32) policy.Policy {
 // released marks w released by who, its pods gone.
 func released(who string) func(*Workload) {
 	return func(w *Workload) {
-		w.Record = &ops.Record{Replicas: w.Replicas, By: who, Node: "homelabai", At: "2026-11-28T20:00:00Z"}
+		w.Record = &workload.ReleaseRecord{Replicas: w.Replicas, By: who, Node: "homelabai", At: "2026-11-28T20:00:00Z"}
 		w.Replicas, w.Ready, w.Pods = 0, 0, nil
 	}
 }
@@ -63,7 +63,9 @@ func hours(spec string) func(*Workload) {
 	}
 }
 
-func plexRef() ops.Ref { return ops.Ref{Kind: ops.KindDeployment, Namespace: "media", Name: "plex"} }
+func plexRef() workload.Ref {
+	return workload.Ref{Kind: workload.KindDeployment, Namespace: "media", Name: "plex"}
+}
 
 type round struct {
 	at       time.Duration // after t0
@@ -136,7 +138,7 @@ func TestPlan(t *testing.T) {
 			}
 			for i, r := range tt.rounds {
 				sig := Signals{Now: t0.Add(r.at), Sample: uint64(i + 1), MemoryWatched: tt.watched,
-					Memory: map[string][]signals.GPUMemory{}, Activity: map[ops.Ref]signals.Activity{}}
+					Memory: map[string][]signals.GPUMemory{}, Activity: map[workload.Ref]signals.Activity{}}
 				if tt.watched && r.freeGi >= 0 {
 					sig.Memory["homelabai"] = []signals.GPUMemory{{Node: "homelabai", GPU: "0", Free: int64(r.freeGi * float64(gi))}}
 				}

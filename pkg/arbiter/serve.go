@@ -7,15 +7,12 @@ import (
 	"net/http"
 	"time"
 
-	"k8s.io/klog/v2"
-
 	"github.com/gpuslice/gpuslice/internal/serving"
 )
 
 // Serve runs the controller and serves /healthz, /readyz and /metrics on
 // ln until ctx ends or the controller stops (a lost lease).
 func (c *Controller) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
-	klog.SetSlogLogger(c.opts.Log)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)

@@ -12,9 +12,9 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/gpuslice/gpuslice/pkg/ledger"
-	"github.com/gpuslice/gpuslice/pkg/ops"
 	"github.com/gpuslice/gpuslice/pkg/podstatus"
 	"github.com/gpuslice/gpuslice/pkg/policy"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // Cluster is what the arbiter reads from the API server: the ledger's
@@ -29,7 +29,7 @@ type Cluster struct {
 // Workload is a Deployment or StatefulSet with an arbitration policy, as
 // seen now.
 type Workload struct {
-	Ref    ops.Ref       `json:"workload"`
+	Ref    workload.Ref  `json:"workload"`
 	Policy policy.Policy `json:"policy"`
 	// Annotations are the workload's own, where the arbiter's intent lives.
 	Annotations map[string]string `json:"-"`
@@ -43,9 +43,9 @@ type Workload struct {
 	// released workload the node its release freed.
 	Nodes []string `json:"nodes"`
 	// Record is its release record, nil when not released.
-	Record *ops.Record `json:"record,omitempty"`
+	Record *workload.ReleaseRecord `json:"record,omitempty"`
 	// Lowered is the arbiter's lower-memory intent, nil when none.
-	Lowered *Lowered `json:"lowered,omitempty"`
+	Lowered *workload.LowerRecord `json:"lowered,omitempty"`
 	// Memory is the VRAM one pod is expected to hold, nil when unknown.
 	Memory *ledger.MemoryRange `json:"memory,omitempty"`
 	// Template is the pod template, for ops that need it.
@@ -102,7 +102,7 @@ type ViewOptions struct {
 
 // PolicyError is a workload whose annotations do not parse.
 type PolicyError struct {
-	Ref ops.Ref
+	Ref workload.Ref
 	Err error
 }
 
@@ -119,7 +119,7 @@ type View struct {
 }
 
 // Find is the workload ref names, nil when it has no policy.
-func (v *View) Find(ref ops.Ref) *Workload { return v.find(ref) }
+func (v *View) Find(ref workload.Ref) *Workload { return v.find(ref) }
 
 // Read finds every workload with a policy.
 func Read(c *Cluster, opt ViewOptions) (*View, error) {
@@ -130,20 +130,20 @@ func Read(c *Cluster, opt ViewOptions) (*View, error) {
 	est := ledger.NewEstimator(c.Input, opt.Ledger)
 	owners := est.Owners()
 	gpuNodes := gpuNodes(c.Nodes, report)
-	podsOf := map[ops.Ref][]*corev1.Pod{}
+	podsOf := map[workload.Ref][]*corev1.Pod{}
 	for i := range c.Pods {
 		p := &c.Pods[i]
 		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 			continue
 		}
 		kind, name := owners.Of(p)
-		ref := ops.Ref{Kind: kind, Namespace: p.Namespace, Name: name}
+		ref := workload.Ref{Kind: kind, Namespace: p.Namespace, Name: name}
 		podsOf[ref] = append(podsOf[ref], p)
 	}
 
 	var out []*Workload
 	var bad []PolicyError
-	add := func(ref ops.Ref, ann map[string]string, tmpl *corev1.PodTemplateSpec, replicas *int32, rolledOut bool) {
+	add := func(ref workload.Ref, ann map[string]string, tmpl *corev1.PodTemplateSpec, replicas *int32, rolledOut bool) {
 		if !mayBeManaged(ann) {
 			return
 		}
@@ -161,27 +161,27 @@ func Read(c *Cluster, opt ViewOptions) (*View, error) {
 	}
 	for i := range c.Deployments {
 		d := &c.Deployments[i]
-		add(ops.Ref{Kind: ops.KindDeployment, Namespace: d.Namespace, Name: d.Name}, d.Annotations, &d.Spec.Template, d.Spec.Replicas, deploymentRolledOut(d))
+		add(workload.Ref{Kind: workload.KindDeployment, Namespace: d.Namespace, Name: d.Name}, d.Annotations, &d.Spec.Template, d.Spec.Replicas, deploymentRolledOut(d))
 	}
 	for i := range c.StatefulSets {
 		s := &c.StatefulSets[i]
-		add(ops.Ref{Kind: ops.KindStatefulSet, Namespace: s.Namespace, Name: s.Name}, s.Annotations, &s.Spec.Template, s.Spec.Replicas, statefulSetRolledOut(s))
+		add(workload.Ref{Kind: workload.KindStatefulSet, Namespace: s.Namespace, Name: s.Name}, s.Annotations, &s.Spec.Template, s.Spec.Replicas, statefulSetRolledOut(s))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Ref.Qualified() < out[j].Ref.Qualified() })
 	return &View{Workloads: out, Invalid: bad, Ledger: report, Owners: owners}, nil
 }
 
 // parseWorkload reads a workload's policy and the arbiter's records on it.
-func parseWorkload(ref ops.Ref, ann map[string]string, tmpl *corev1.PodTemplateSpec, classes policy.PriorityClasses, zone *time.Location) (*Workload, error) {
+func parseWorkload(ref workload.Ref, ann map[string]string, tmpl *corev1.PodTemplateSpec, classes policy.PriorityClasses, zone *time.Location) (*Workload, error) {
 	pol, err := policy.Parse(ann, tmpl.Spec.PriorityClassName, classes, zone)
 	if err != nil {
 		return nil, err
 	}
-	rec, err := ops.ParseRecord(ann)
+	rec, err := workload.ParseReleaseRecord(ann)
 	if err != nil {
 		return nil, err
 	}
-	low, err := parseLowered(ann)
+	low, err := workload.ParseLowerRecord(ann)
 	if err != nil {
 		return nil, err
 	}
@@ -191,7 +191,7 @@ func parseWorkload(ref ops.Ref, ann map[string]string, tmpl *corev1.PodTemplateS
 // mayBeManaged is a cheap look for any arbiter annotation, so unrelated
 // workloads are never parsed (nor reported).
 func mayBeManaged(ann map[string]string) bool {
-	for _, k := range []string{policy.AnnotationProtected, policy.AnnotationPreemptible} {
+	for _, k := range []string{workload.AnnotationProtected, workload.AnnotationPreemptible} {
 		if _, ok := ann[k]; ok {
 			return true
 		}

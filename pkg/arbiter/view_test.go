@@ -13,8 +13,8 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/gpuslice/gpuslice/pkg/ledger"
-	"github.com/gpuslice/gpuslice/pkg/ops"
 	"github.com/gpuslice/gpuslice/pkg/policy"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 func TestRead(t *testing.T) {
@@ -33,9 +33,9 @@ func TestRead(t *testing.T) {
 	c := &Cluster{
 		Input: ledger.Input{Nodes: []corev1.Node{node}, Pods: []corev1.Pod{pending}, ReplicaSets: []appsv1.ReplicaSet{rs}},
 		Deployments: []appsv1.Deployment{
-			dep("ollama", map[string]string{policy.AnnotationPreemptible: "true"}, 1),
-			dep("released", map[string]string{policy.AnnotationPreemptible: "true", ops.AnnotationReleasedReplicas: "3", ops.AnnotationReleasedNode: "homelabai", ops.AnnotationReleasedBy: Identity}, 0),
-			dep("broken", map[string]string{policy.AnnotationPreemptible: "maybe"}, 1),
+			dep("ollama", map[string]string{workload.AnnotationPreemptible: "true"}, 1),
+			dep("released", map[string]string{workload.AnnotationPreemptible: "true", workload.AnnotationReleasedReplicas: "3", workload.AnnotationReleasedNode: "homelabai", workload.AnnotationReleasedBy: Identity}, 0),
+			dep("broken", map[string]string{workload.AnnotationPreemptible: "maybe"}, 1),
 			dep("unmanaged", nil, 1),
 		},
 		Classes: policy.PriorityClasses{},

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gpuslice/gpuslice/pkg/ledger"
 	"github.com/gpuslice/gpuslice/pkg/podenv"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // vLLM settings the seed tunes (section "Reducing vLLM GPU Memory").
@@ -33,7 +34,7 @@ func (ev *Evidence) memorySettings(pod *corev1.Pod) MemorySettings {
 	containers, _ := gpuContainers(pod)
 	configMaps := podenv.InList(pod.Namespace, ev.ConfigMaps)
 	for _, c := range containers {
-		if s, ok := podenv.Lookup(pod.Namespace, c, configMaps, ledger.EnvGPUMemoryUtilization); ok && m.Utilization == "" {
+		if s, ok := podenv.Lookup(pod.Namespace, c, configMaps, workload.EnvGPUMemoryUtilization); ok && m.Utilization == "" {
 			m.Utilization, m.UtilizationFrom = s.Value, s.From
 		}
 		if s, ok := podenv.Lookup(pod.Namespace, c, configMaps, EnvMaxModelLen); ok && m.MaxModelLen == "" {

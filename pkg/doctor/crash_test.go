@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/gpuslice/gpuslice/pkg/ledger"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 func logLines(t *testing.T, name string) []string {
@@ -64,8 +65,8 @@ var seedVLLM = MemorySettings{
 
 func seedNodeReport(t *testing.T) *ledger.NodeReport {
 	t.Helper()
-	plex := pod("media", "plex", "homelabai", 0, annotated, func(p *corev1.Pod) { p.Annotations[ledger.AnnotationGPUMemory] = "1Gi-2Gi" })
-	vllm := pod("ai-dev", "vllm-server", "homelabai", 2, withEnv(ledger.EnvGPUMemoryUtilization, "0.70"))
+	plex := pod("media", "plex", "homelabai", 0, annotated, func(p *corev1.Pod) { p.Annotations[workload.AnnotationMemory] = "1Gi-2Gi" })
+	vllm := pod("ai-dev", "vllm-server", "homelabai", 2, withEnv(workload.EnvGPUMemoryUtilization, "0.70"))
 	r := ledgerOf(t, []corev1.Node{homelabai()}, plex, vllm)
 	return &r.Nodes[0]
 }

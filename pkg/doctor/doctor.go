@@ -14,7 +14,7 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/gpuslice/gpuslice/pkg/inject"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // Verdict is a check's outcome.
@@ -229,7 +229,7 @@ func judgeWorkload(ev *Evidence, w *WorkloadEvidence) []Result {
 		mem, node := ev.memorySettings(p.Pod), ev.nodeMemory(p.Pod.Spec.NodeName, w)
 		perPod = append(perPod, []Result{
 			JudgeScheduling(p),
-			JudgeRuntimeClass(p.Pod, ev.RuntimeClasses, p.Pod.Annotations[inject.AnnotationProfiles] != "", true),
+			JudgeRuntimeClass(p.Pod, ev.RuntimeClasses, p.Pod.Annotations[workload.AnnotationProfiles] != "", true),
 			JudgeDevices(p.Pod, ev.profiles()),
 			JudgeNvidiaEnv(p.Pod, ev.ConfigMaps),
 			JudgeCrash(p.Pod, mem, node),

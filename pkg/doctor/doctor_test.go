@@ -12,7 +12,7 @@ import (
 
 	"github.com/gpuslice/gpuslice/internal/golden"
 	"github.com/gpuslice/gpuslice/pkg/inject"
-	"github.com/gpuslice/gpuslice/pkg/ledger"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // seedEvidence is the seed cluster with the node full (a 4-share filler)
@@ -20,13 +20,13 @@ import (
 func seedEvidence(t *testing.T) *Evidence {
 	t.Helper()
 	memory := func(m string) podOpt {
-		return func(p *corev1.Pod) { p.Annotations[ledger.AnnotationGPUMemory] = m }
+		return func(p *corev1.Pod) { p.Annotations[workload.AnnotationMemory] = m }
 	}
 	plex := pod("media", "plex", "homelabai", 0, annotated, withDevices, withRuntimeClass, memory("1Gi-2Gi"),
 		withEnv(EnvVisibleDevices, "all", EnvDriverCapabilities, "compute,video,utility"),
 		status(corev1.ContainerStatus{Name: "plex", State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}))
 	vllm := pod("ai-dev", "vllm-server", "", 2, annotated, withDevices, withRuntimeClass,
-		withEnv(EnvVisibleDevices, "all", EnvDriverCapabilities, "compute,utility", ledger.EnvGPUMemoryUtilization, "0.70"))
+		withEnv(EnvVisibleDevices, "all", EnvDriverCapabilities, "compute,utility", workload.EnvGPUMemoryUtilization, "0.70"))
 	holders := []*corev1.Pod{
 		plex,
 		pod("ai", "ollama", "homelabai", 1, memory("2Gi-4Gi")), pod("ai", "tts", "homelabai", 1, memory("512Mi-1Gi")),
@@ -37,13 +37,13 @@ func seedEvidence(t *testing.T) *Evidence {
 	webhook.Handshake = &Handshake{Address: "127.0.0.1:8443", Err: "dial tcp 127.0.0.1:8443: connect: connection refused", Unreachable: true}
 	webhook.DryRun = DryRun{Namespace: "ai-dev", Profile: inject.DefaultConfig("").Profiles[0],
 		Err: `Internal error occurred: failed calling webhook "gpu-directory-injector.gpuslice.io": failed to call webhook: Post "https://127.0.0.1:8443/mutate?timeout=5s": dial tcp 127.0.0.1:8443: connect: connection refused`}
-	vllmWorkload := workload(KindDeployment, nil, vllm)
+	vllmWorkload := workloadEvidence(KindDeployment, nil, vllm)
 	vllmWorkload.Template = &corev1.PodTemplateSpec{}
 	vllmWorkload.Template.Annotations, vllmWorkload.Template.Spec = vllm.Annotations, vllm.Spec
 	vllmWorkload.Desired = ptr.To[int32](1)
 	vllmWorkload.Pods[0].Events = []Event{{Type: "Warning", Reason: "FailedScheduling", Count: 2,
 		Message: "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.shared. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod."}}
-	plexWorkload := workload(KindDeployment, nil, plex)
+	plexWorkload := workloadEvidence(KindDeployment, nil, plex)
 	plexWorkload.Desired = ptr.To[int32](1)
 	plexWorkload.Pods[0].Logs = []ContainerLog{{Container: "plex", Lines: []string{"Starting Plex Media Server."}}}
 	return &Evidence{
@@ -110,7 +110,7 @@ func TestDoctorJudgeTarget(t *testing.T) {
 func TestDoctorJudgeWorkloadWithoutPods(t *testing.T) {
 	// A Deployment whose pods the webhook refused: only what the template
 	// tells can be judged.
-	w := workload(KindDeployment, pod("ai-dev", "vllm-server", "", 2, annotated))
+	w := workloadEvidence(KindDeployment, pod("ai-dev", "vllm-server", "", 2, annotated))
 	w.CreateFailures = []string{`ReplicaSet vllm-server-5d8: Internal error occurred: failed calling webhook "gpu-directory-injector.gpuslice.io"`}
 	ev := &Evidence{Nodes: []corev1.Node{homelabai()}, RuntimeClasses: RuntimeClasses{Handlers: map[string]string{}}, Workloads: []WorkloadEvidence{*w}}
 	ev.Ledger = ledgerOf(t, ev.Nodes)
@@ -128,7 +128,7 @@ func TestDoctorMergePodResults(t *testing.T) {
 	running := corev1.ContainerStatus{Name: "whisper", State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}
 	crashing := corev1.ContainerStatus{Name: "whisper", RestartCount: 4, State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}}}
 	tmpl := pod("ai", "whisper", "", 1)
-	w := workload(KindDeployment, tmpl,
+	w := workloadEvidence(KindDeployment, tmpl,
 		pod("ai", "whisper", "homelabai", 1, status(running)),
 		pod("ai", "whisper", "homelabai", 1, status(crashing)),
 		pod("ai", "whisper", "homelabai", 1, status(running)))

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gpuslice/gpuslice/pkg/inject"
 	"github.com/gpuslice/gpuslice/pkg/ledger"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // Workload kinds doctor names, as the ledger names them.
@@ -186,7 +187,7 @@ func (ev *Evidence) profiles() []inject.Profile {
 
 // annotated says whether the workload's pods ask the webhook for devices.
 func (w *WorkloadEvidence) annotated() bool {
-	return w.PodAnnotations()[inject.AnnotationProfiles] != ""
+	return w.PodAnnotations()[workload.AnnotationProfiles] != ""
 }
 
 // PodAnnotations are the annotations its pods get: the template's, or the

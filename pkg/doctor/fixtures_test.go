@@ -10,11 +10,11 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
-	"github.com/gpuslice/gpuslice/pkg/inject"
 	"github.com/gpuslice/gpuslice/pkg/ledger"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
-const shared = inject.DefaultSharedResource
+const shared = workload.SharedResource
 
 // homelabai is the seed's node: 8 shares, 12 GiB.
 func homelabai() corev1.Node { return gpuNode("homelabai", 8) }
@@ -64,7 +64,7 @@ func pod(ns, name, node string, shares int64, opts ...podOpt) *corev1.Pod {
 	return p
 }
 
-func annotated(p *corev1.Pod) { p.Annotations[inject.AnnotationProfiles] = "nvidia" }
+func annotated(p *corev1.Pod) { p.Annotations[workload.AnnotationProfiles] = "nvidia" }
 
 func withRuntimeClass(p *corev1.Pod) { p.Spec.RuntimeClassName = ptr.To("nvidia") }
 
@@ -101,7 +101,7 @@ func ledgerOf(t *testing.T, nodes []corev1.Node, pods ...*corev1.Pod) *ledger.Re
 
 // workload wraps pods as a bare-pod workload, or a Deployment's when
 // template is set.
-func workload(kind string, template *corev1.Pod, pods ...*corev1.Pod) *WorkloadEvidence {
+func workloadEvidence(kind string, template *corev1.Pod, pods ...*corev1.Pod) *WorkloadEvidence {
 	w := &WorkloadEvidence{Kind: kind}
 	for _, p := range pods {
 		w.Pods = append(w.Pods, PodEvidence{Pod: p})

@@ -75,31 +75,31 @@ func TestDoctorJudgePlacement(t *testing.T) {
 		verdict  Verdict
 		contains []string
 	}{
-		{"bound to the GPU node", workload(KindDeployment, nil, pod("ai", "x", "homelabai", 1)), nodes, OK,
+		{"bound to the GPU node", workloadEvidence(KindDeployment, nil, pod("ai", "x", "homelabai", 1)), nodes, OK,
 			[]string{"runs on GPU node homelabai", "nodeSelector kubernetes.io/hostname=homelabai"}},
-		{"bound to a node without GPU", workload(KindDeployment, nil, pod("media", "plex", "nas", 0, annotated)), nodes, Fail,
+		{"bound to a node without GPU", workloadEvidence(KindDeployment, nil, pod("media", "plex", "nas", 0, annotated)), nodes, Fail,
 			[]string{"runs on node nas, which advertises no GPU resource", "kubernetes.io/hostname: homelabai"}},
-		{"pending, selector matches", workload(KindDeployment, nil, pod("ai", "x", "", 1)), nodes, OK,
+		{"pending, selector matches", workloadEvidence(KindDeployment, nil, pod("ai", "x", "", 1)), nodes, OK,
 			[]string{"matches GPU node(s) homelabai"}},
-		{"seed's node selector mismatch", workload(KindDeployment, nil, pod("ai", "x", "", 1, selector("homelab-ai"))), nodes, Fail,
+		{"seed's node selector mismatch", workloadEvidence(KindDeployment, nil, pod("ai", "x", "", 1, selector("homelab-ai"))), nodes, Fail,
 			[]string{"nodeSelector kubernetes.io/hostname=homelab-ai matches none of the 2 node(s)", `did you mean "homelabai"?`}},
-		{"selector names the NAS", workload(KindDeployment, nil, pod("ai", "x", "", 1, selector("nas"))), nodes, Fail,
+		{"selector names the NAS", workloadEvidence(KindDeployment, nil, pod("ai", "x", "", 1, selector("nas"))), nodes, Fail,
 			[]string{"matches only node(s) without a GPU resource: nas", "GPU nodes have homelabai"}},
-		{"label no GPU node has", workload(KindDeployment, nil, pod("ai", "x", "", 1, func(p *corev1.Pod) {
+		{"label no GPU node has", workloadEvidence(KindDeployment, nil, pod("ai", "x", "", 1, func(p *corev1.Pod) {
 			p.Spec.NodeSelector = map[string]string{"gpu": "3080"}
 		})), nodes, Fail, []string{"no GPU node has label gpu"}},
-		{"template of a workload without pods", workload(KindDeployment, pod("ai", "x", "", 1, selector("homelab-ai"))), nodes, Fail,
+		{"template of a workload without pods", workloadEvidence(KindDeployment, pod("ai", "x", "", 1, selector("homelab-ai"))), nodes, Fail,
 			[]string{"matches none"}},
-		{"webhook-only without constraint", workload(KindDeployment, nil, pod("media", "plex", "", 0, annotated, noSelector)), nodes, Warn,
+		{"webhook-only without constraint", workloadEvidence(KindDeployment, nil, pod("media", "plex", "", 0, annotated, noSelector)), nodes, Warn,
 			[]string{"may land on any of 2 node(s)", "nodeSelector kubernetes.io/hostname: homelabai"}},
-		{"shares without constraint steer it", workload(KindDeployment, nil, pod("ai", "x", "", 1, noSelector)), nodes, OK,
+		{"shares without constraint steer it", workloadEvidence(KindDeployment, nil, pod("ai", "x", "", 1, noSelector)), nodes, OK,
 			[]string{"no node constraint matches GPU node(s) homelabai"}},
-		{"no GPU node at all", workload(KindDeployment, nil, pod("ai", "x", "", 1)), []corev1.Node{plainNode("nas")}, Fail,
+		{"no GPU node at all", workloadEvidence(KindDeployment, nil, pod("ai", "x", "", 1)), []corev1.Node{plainNode("nas")}, Fail,
 			[]string{"no node of 1 advertises a GPU resource", "nvidia-device-plugin"}},
-		{"GPU node without the requested resource", workload(KindDeployment, nil, pod("ai", "x", "", 0, func(p *corev1.Pod) {
+		{"GPU node without the requested resource", workloadEvidence(KindDeployment, nil, pod("ai", "x", "", 0, func(p *corev1.Pod) {
 			p.Spec.Containers[0].Resources.Limits = corev1.ResourceList{"nvidia.com/gpu": resource.MustParse("1")}
 		})), nodes, Fail, []string{"none advertises nvidia.com/gpu"}},
-		{"bad affinity operator", workload(KindDeployment, nil, pod("ai", "x", "", 1, func(p *corev1.Pod) {
+		{"bad affinity operator", workloadEvidence(KindDeployment, nil, pod("ai", "x", "", 1, func(p *corev1.Pod) {
 			p.Spec.Affinity = affinity(corev1.NodeSelectorTerm{MatchExpressions: []corev1.NodeSelectorRequirement{expr("a", "Near", "b")}})
 		})), nodes, Fail, []string{`unknown operator "Near"`}},
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gpuslice/gpuslice/pkg/inject"
 	"github.com/gpuslice/gpuslice/pkg/podenv"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // NVIDIA container runtime variables (seed, "Method 1").
@@ -27,7 +28,7 @@ const (
 func JudgeAnnotation(w *WorkloadEvidence, profiles []inject.Profile) Result {
 	res := Result{Check: CheckAnnotation}
 	ann := w.PodAnnotations()
-	value, has := ann[inject.AnnotationProfiles]
+	value, has := ann[workload.AnnotationProfiles]
 	reqs := shareRequests(w.specPod())
 	where := "the pod"
 	if w.Template != nil {
@@ -36,12 +37,12 @@ func JudgeAnnotation(w *WorkloadEvidence, profiles []inject.Profile) Result {
 	switch {
 	case has && strings.TrimSpace(value) == "":
 		res.Verdict = Fail
-		res.Evidence = inject.AnnotationProfiles + " is empty: the webhook refuses the pod"
-		res.Remedy = "set " + inject.AnnotationProfiles + ": nvidia in " + where + ", or remove it"
+		res.Evidence = workload.AnnotationProfiles + " is empty: the webhook refuses the pod"
+		res.Remedy = "set " + workload.AnnotationProfiles + ": nvidia in " + where + ", or remove it"
 	case has:
 		names, unknown := resolveProfiles(value, profiles)
 		res.Verdict = OK
-		res.Evidence = fmt.Sprintf("%s: %s", inject.AnnotationProfiles, value)
+		res.Evidence = fmt.Sprintf("%s: %s", workload.AnnotationProfiles, value)
 		if len(reqs) > 0 {
 			res.Evidence += " with " + describeRequests(reqs) + " (hybrid method)"
 		} else {
@@ -58,12 +59,12 @@ func JudgeAnnotation(w *WorkloadEvidence, profiles []inject.Profile) Result {
 		res.Remedy = "move it to spec.template.metadata.annotations (kubectl edit " + strings.ToLower(w.Kind) + " -n " + w.Namespace + " " + w.Name + ")"
 	case len(reqs) > 0:
 		res.Verdict = Warn
-		res.Evidence = fmt.Sprintf("requests %s without %s: devices come from the device plugin only (seed Method 2); the seed recommends the hybrid method", describeRequests(reqs), inject.AnnotationProfiles)
-		res.Remedy = fmt.Sprintf("add %s: nvidia to %s, so the webhook mounts the devices and sets runtimeClassName", inject.AnnotationProfiles, where)
+		res.Evidence = fmt.Sprintf("requests %s without %s: devices come from the device plugin only (seed Method 2); the seed recommends the hybrid method", describeRequests(reqs), workload.AnnotationProfiles)
+		res.Remedy = fmt.Sprintf("add %s: nvidia to %s, so the webhook mounts the devices and sets runtimeClassName", workload.AnnotationProfiles, where)
 	default:
 		res.Verdict = Fail
-		res.Evidence = fmt.Sprintf("no %s annotation and no GPU resource request: the pod gets no GPU", inject.AnnotationProfiles)
-		res.Remedy = fmt.Sprintf("add %s: nvidia to %s and request nvidia.com/gpu.shared (seed Method 3)", inject.AnnotationProfiles, where)
+		res.Evidence = fmt.Sprintf("no %s annotation and no GPU resource request: the pod gets no GPU", workload.AnnotationProfiles)
+		res.Remedy = fmt.Sprintf("add %s: nvidia to %s and request nvidia.com/gpu.shared (seed Method 3)", workload.AnnotationProfiles, where)
 	}
 	return res
 }
@@ -74,7 +75,7 @@ func misplacedAnnotation(w *WorkloadEvidence) string {
 	if w.Template == nil {
 		return ""
 	}
-	for _, key := range []string{inject.AnnotationProfiles, inject.AnnotationShares} {
+	for _, key := range []string{workload.AnnotationProfiles, workload.AnnotationShares} {
 		if _, onObject := w.Annotations[key]; onObject {
 			if _, onTemplate := w.Template.Annotations[key]; !onTemplate {
 				return key
@@ -120,7 +121,7 @@ func findProfile(profiles []inject.Profile, name string) *inject.Profile {
 // annotatedProfiles are the known profiles the pod's annotation names.
 func annotatedProfiles(pod *corev1.Pod, profiles []inject.Profile) []inject.Profile {
 	var out []inject.Profile
-	for _, part := range strings.Split(pod.Annotations[inject.AnnotationProfiles], ",") {
+	for _, part := range strings.Split(pod.Annotations[workload.AnnotationProfiles], ",") {
 		if p := findProfile(profiles, part); p != nil && !slices.ContainsFunc(out, func(q inject.Profile) bool { return q.Name == p.Name }) {
 			out = append(out, *p)
 		}
@@ -213,7 +214,7 @@ func devicePaths(profiles []inject.Profile) []string {
 // container.
 func JudgeDevices(pod *corev1.Pod, profiles []inject.Profile) Result {
 	res := Result{Check: CheckDevices, Object: "pod/" + pod.Name}
-	if pod.Annotations[inject.AnnotationProfiles] == "" {
+	if pod.Annotations[workload.AnnotationProfiles] == "" {
 		res.Verdict = OK
 		res.Evidence = "no gpu-directories annotation: device nodes come from the NVIDIA device plugin's allocation"
 		return res

@@ -8,31 +8,32 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/gpuslice/gpuslice/pkg/inject"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 func TestDoctorJudgeAnnotation(t *testing.T) {
 	profiles := inject.DefaultConfig("").Profiles
-	misplaced := workload(KindDeployment, pod("ai-dev", "vllm-server", "", 2))
-	misplaced.Annotations = map[string]string{inject.AnnotationProfiles: "nvidia"}
+	misplaced := workloadEvidence(KindDeployment, pod("ai-dev", "vllm-server", "", 2))
+	misplaced.Annotations = map[string]string{workload.AnnotationProfiles: "nvidia"}
 	tests := []struct {
 		name     string
 		w        *WorkloadEvidence
 		verdict  Verdict
 		contains []string
 	}{
-		{"hybrid", workload(KindDeployment, pod("ai-dev", "vllm-server", "", 2, annotated)), OK,
+		{"hybrid", workloadEvidence(KindDeployment, pod("ai-dev", "vllm-server", "", 2, annotated)), OK,
 			[]string{"gpu-directories: nvidia with 2 nvidia.com/gpu.shared (hybrid method)"}},
-		{"webhook method", workload(KindDeployment, nil, pod("media", "plex", "homelabai", 0, annotated)), OK,
+		{"webhook method", workloadEvidence(KindDeployment, nil, pod("media", "plex", "homelabai", 0, annotated)), OK,
 			[]string{"webhook method, no share request"}},
-		{"shares without annotation: the seed recommends hybrid", workload(KindDeployment, pod("ai", "ollama", "", 1)), Warn,
+		{"shares without annotation: the seed recommends hybrid", workloadEvidence(KindDeployment, pod("ai", "ollama", "", 1)), Warn,
 			[]string{"requests 1 nvidia.com/gpu.shared without gpu-directories", "add gpu-directories: nvidia to spec.template.metadata.annotations"}},
-		{"bare pod", workload(KindPod, nil, pod("ai", "ollama", "", 1)), Warn, []string{"add gpu-directories: nvidia to the pod"}},
+		{"bare pod", workloadEvidence(KindPod, nil, pod("ai", "ollama", "", 1)), Warn, []string{"add gpu-directories: nvidia to the pod"}},
 		{"on the Deployment, not its template", misplaced, Fail,
 			[]string{"annotation gpu-directories is on the Deployment itself", "move it to spec.template.metadata.annotations", "kubectl edit deployment -n ai-dev vllm-server"}},
-		{"nothing GPU at all", workload(KindDeployment, pod("web", "nginx", "", 0)), Fail, []string{"gets no GPU", "seed Method 3"}},
-		{"empty annotation", workload(KindDeployment, pod("media", "plex", "", 0, func(p *corev1.Pod) { p.Annotations[inject.AnnotationProfiles] = " " })), Fail,
+		{"nothing GPU at all", workloadEvidence(KindDeployment, pod("web", "nginx", "", 0)), Fail, []string{"gets no GPU", "seed Method 3"}},
+		{"empty annotation", workloadEvidence(KindDeployment, pod("media", "plex", "", 0, func(p *corev1.Pod) { p.Annotations[workload.AnnotationProfiles] = " " })), Fail,
 			[]string{"is empty: the webhook refuses the pod"}},
-		{"profile doctor does not know", workload(KindDeployment, pod("media", "plex", "", 0, func(p *corev1.Pod) { p.Annotations[inject.AnnotationProfiles] = "nvidia,intel-qsv" })), Warn,
+		{"profile doctor does not know", workloadEvidence(KindDeployment, pod("media", "plex", "", 0, func(p *corev1.Pod) { p.Annotations[workload.AnnotationProfiles] = "nvidia,intel-qsv" })), Warn,
 			[]string{"intel-qsv are not among those doctor knows (nvidia)", "--injector-config"}},
 	}
 	for _, tc := range tests {
@@ -89,7 +90,7 @@ func TestDoctorJudgeDevices(t *testing.T) {
 		{"init container added after injection", pod("ai-dev", "vllm", "homelabai", 2, annotated, withDevices, withInit), Fail,
 			[]string{"container download-model has no mount at /dev/nvidia0, /dev/nvidiactl, /dev/nvidia-uvm"}},
 		{"device plugin method", pod("ai", "ollama", "homelabai", 1), OK, []string{"NVIDIA device plugin"}},
-		{"unknown profile", pod("media", "plex", "homelabai", 0, func(p *corev1.Pod) { p.Annotations[inject.AnnotationProfiles] = "intel-qsv" }), Warn,
+		{"unknown profile", pod("media", "plex", "homelabai", 0, func(p *corev1.Pod) { p.Annotations[workload.AnnotationProfiles] = "intel-qsv" }), Warn,
 			[]string{"--injector-config"}},
 	}
 	for _, tc := range tests {

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/gpuslice/gpuslice/pkg/ledger"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // JudgeNodeVRAM judges the seed's "Memory Over-Subscription Risk" from the
@@ -26,8 +27,8 @@ func JudgeNodeVRAM(n ledger.NodeReport) Result {
 	switch {
 	case n.VRAM.AvailableBytes == 0:
 		res.Verdict = Warn
-		res.Evidence = fmt.Sprintf("GPU memory of %s is unknown: no %s label (GPU Feature Discovery) or %s annotation", n.Name, ledger.LabelGPUMemory, ledger.AnnotationNodeGPUMemory)
-		res.Remedy = fmt.Sprintf("kubectl annotate node %s %s=12Gi (the GPU's memory)", n.Name, ledger.AnnotationNodeGPUMemory)
+		res.Evidence = fmt.Sprintf("GPU memory of %s is unknown: no %s label (GPU Feature Discovery) or %s annotation", n.Name, ledger.LabelGPUMemory, workload.AnnotationNodeGPUMemory)
+		res.Remedy = fmt.Sprintf("kubectl annotate node %s %s=12Gi (the GPU's memory)", n.Name, workload.AnnotationNodeGPUMemory)
 		return res
 	case n.VRAM.Risk != "":
 		res.Verdict = Warn
@@ -51,7 +52,7 @@ func vramMitigation(n ledger.NodeReport) string {
 	lower := "lower vLLM's GPU_MEMORY_UTILIZATION (0.70 → 0.60)"
 	scale := "scale down vLLM during heavy Plex use"
 	for _, w := range n.Workloads {
-		if strings.Contains(w.MemorySource, ledger.EnvGPUMemoryUtilization) {
+		if strings.Contains(w.MemorySource, workload.EnvGPUMemoryUtilization) {
 			lower = fmt.Sprintf("lower GPU_MEMORY_UTILIZATION of %s/%s (%s)", w.Namespace, w.Name, w.MemorySource)
 			scale = fmt.Sprintf("scale %s down when the others are busy (kubectl scale %s -n %s %s --replicas=0)", w.Name, strings.ToLower(w.Kind), w.Namespace, w.Name)
 			break

@@ -6,11 +6,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/gpuslice/gpuslice/pkg/ledger"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 func TestDoctorJudgeNodeVRAM(t *testing.T) {
 	memory := func(m string) podOpt {
-		return func(p *corev1.Pod) { p.Annotations[ledger.AnnotationGPUMemory] = m }
+		return func(p *corev1.Pod) { p.Annotations[workload.AnnotationMemory] = m }
 	}
 	// The seed's "After AI-dev Deployment": 13.9-18.4Gi expected on 12Gi.
 	seed := []*corev1.Pod{
@@ -18,7 +19,7 @@ func TestDoctorJudgeNodeVRAM(t *testing.T) {
 		pod("ai", "ollama", "homelabai", 1, memory("2Gi-4Gi")),
 		pod("ai", "tts", "homelabai", 1, memory("512Mi-1Gi")),
 		pod("ai", "whisper", "homelabai", 2, memory("2Gi-3Gi")),
-		pod("ai-dev", "vllm-server", "homelabai", 2, annotated, withEnv(ledger.EnvGPUMemoryUtilization, "0.70")),
+		pod("ai-dev", "vllm-server", "homelabai", 2, annotated, withEnv(workload.EnvGPUMemoryUtilization, "0.70")),
 	}
 	noGFD := homelabai()
 	delete(noGFD.Labels, ledger.LabelGPUMemory)

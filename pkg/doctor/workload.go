@@ -10,8 +10,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/gpuslice/gpuslice/pkg/inject"
 	"github.com/gpuslice/gpuslice/pkg/ledger"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // shareRequests is a pod's effective request of each GPU resource, as the
@@ -21,8 +21,8 @@ import (
 func shareRequests(pod *corev1.Pod) map[string]int64 {
 	out := ledger.PodRequests(pod, ledger.Options{})
 	if len(out) == 0 {
-		if n, err := strconv.ParseInt(pod.Annotations[inject.AnnotationShares], 10, 64); err == nil && n > 0 {
-			out[inject.DefaultSharedResource] = n
+		if n, err := strconv.ParseInt(pod.Annotations[workload.AnnotationShares], 10, 64); err == nil && n > 0 {
+			out[workload.SharedResource] = n
 		}
 	}
 	return out

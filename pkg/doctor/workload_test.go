@@ -44,17 +44,17 @@ func TestDoctorJudgeShares(t *testing.T) {
 		verdict  Verdict
 		contains []string
 	}{
-		{"webhook-only", workload(KindDeployment, nil, seed[0]), seed, OK, []string{"no GPU share request"}},
-		{"scheduled holds its shares", workload(KindDeployment, nil, vllmBound), append(seed, vllmBound), OK,
+		{"webhook-only", workloadEvidence(KindDeployment, nil, seed[0]), seed, OK, []string{"no GPU share request"}},
+		{"scheduled holds its shares", workloadEvidence(KindDeployment, nil, vllmBound), append(seed, vllmBound), OK,
 			[]string{"holds 2 nvidia.com/gpu.shared on homelabai (2 of 8 free)"}},
-		{"pending, enough free: another reason", workload(KindDeployment, nil, vllmPending), append(seed, vllmPending), OK,
+		{"pending, enough free: another reason", workloadEvidence(KindDeployment, nil, vllmPending), append(seed, vllmPending), OK,
 			[]string{"homelabai has 4 of 8 free", "still pending for another reason"}},
-		{"pending, node full: who holds them", workload(KindDeployment, nil, vllmPending), append(seed, filler, vllmPending), Fail,
+		{"pending, node full: who holds them", workloadEvidence(KindDeployment, nil, vllmPending), append(seed, filler, vllmPending), Fail,
 			[]string{"needs 2 nvidia.com/gpu.shared per pod", "homelabai has 0 of 8 free", "held by ai/filler 4, ai/whisper 2, ai/ollama 1, ai/tts 1",
 				"free 2 more", "kubectl scale deployment -n ai whisper --replicas=0 (frees 2)", "--replicas 10"}},
-		{"no pod yet, would not fit: warn", workload(KindDeployment, vllmPending), append(seed, filler), Warn,
+		{"no pod yet, would not fit: warn", workloadEvidence(KindDeployment, vllmPending), append(seed, filler), Warn,
 			[]string{"0 of 8 free"}},
-		{"more than the node has", workload(KindDeployment, nil, pod("ai", "big", "", 10)), seed, Fail,
+		{"more than the node has", workloadEvidence(KindDeployment, nil, pod("ai", "big", "", 10)), seed, Fail,
 			[]string{"advertises only 8 in all", "can never be scheduled", "at most 8"}},
 	}
 	for _, tc := range tests {
@@ -67,7 +67,7 @@ func TestDoctorJudgeShares(t *testing.T) {
 
 func TestDoctorJudgeSharesNoGPUNode(t *testing.T) {
 	nodes := []corev1.Node{plainNode("pi")}
-	w := workload(KindPod, nil, pod("ai", "x", "", 1))
+	w := workloadEvidence(KindPod, nil, pod("ai", "x", "", 1))
 	expect(t, JudgeShares(w, ledgerOf(t, nodes), nodes), Fail, "no node advertises nvidia.com/gpu.shared")
 }
 
@@ -79,18 +79,18 @@ func TestDoctorJudgeWorkloadPods(t *testing.T) {
 		verdict  Verdict
 		contains []string
 	}{
-		{"all there", workload(KindDeployment, running, running), OK, []string{"1 pod(s): vllm-server-abc12 Running on homelabai"}},
+		{"all there", workloadEvidence(KindDeployment, running, running), OK, []string{"1 pod(s): vllm-server-abc12 Running on homelabai"}},
 		{"scaled to zero", func() *WorkloadEvidence {
-			w := workload(KindDeployment, running)
+			w := workloadEvidence(KindDeployment, running)
 			w.Desired = ptr.To[int32](0)
 			return w
 		}(), Warn, []string{"scaled to 0", "kubectl scale deployment -n ai-dev vllm-server --replicas=1"}},
 		{"webhook refused the pods", func() *WorkloadEvidence {
-			w := workload(KindDeployment, running)
+			w := workloadEvidence(KindDeployment, running)
 			w.CreateFailures = []string{`ReplicaSet vllm-server-5d8: Internal error occurred: failed calling webhook "gpu-directory-injector.gpuslice.io": connection refused`}
 			return w
 		}(), Fail, []string{"0 of 1 pod(s) exist", "failed calling webhook", "webhook-* checks"}},
-		{"missing, nothing said", workload(KindDeployment, running), Warn, []string{"0 of 1 pod(s)", "no FailedCreate"}},
+		{"missing, nothing said", workloadEvidence(KindDeployment, running), Warn, []string{"0 of 1 pod(s)", "no FailedCreate"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { expect(t, JudgeWorkloadPods(tc.w), tc.verdict, tc.contains...) })

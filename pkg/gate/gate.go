@@ -19,8 +19,8 @@ import (
 
 	"github.com/gpuslice/gpuslice/pkg/arbiter"
 	"github.com/gpuslice/gpuslice/pkg/ledger"
-	"github.com/gpuslice/gpuslice/pkg/ops"
 	"github.com/gpuslice/gpuslice/pkg/policy"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // Options are what deciding needs besides the view.
@@ -47,7 +47,7 @@ type Decision struct {
 	BreakGlass string
 	// Workload is the pod's owner (Kind "Pod" for a pod without one);
 	// empty for pods the gate does not look at (not GPU pods).
-	Workload ops.Ref
+	Workload workload.Ref
 }
 
 // KindPod is Decision.Workload's Kind for a pod without a controller.
@@ -89,13 +89,13 @@ func Decide(v *arbiter.View, pod *corev1.Pod, opt Options) Decision {
 		where = "on the pod"
 	}
 	msg := fmt.Sprintf("admission gate: preemptible %s may not start new pods: %s; to admit this pod anyway, set annotation %s=REASON %s",
-		ref.Qualified(), strings.Join(problems, "; "), policy.AnnotationBreakGlass, where)
-	reason, set := pod.Annotations[policy.AnnotationBreakGlass]
+		ref.Qualified(), strings.Join(problems, "; "), workload.AnnotationBreakGlass, where)
+	reason, set := pod.Annotations[workload.AnnotationBreakGlass]
 	if reason = strings.TrimSpace(reason); reason != "" {
 		return Decision{Allowed: true, Message: msg, BreakGlass: reason, Workload: ref}
 	}
 	if set {
-		msg += fmt.Sprintf(" (%s is set but empty: its value must say why)", policy.AnnotationBreakGlass)
+		msg += fmt.Sprintf(" (%s is set but empty: its value must say why)", workload.AnnotationBreakGlass)
 	}
 	return Decision{Message: msg, Workload: ref}
 }
@@ -103,9 +103,9 @@ func Decide(v *arbiter.View, pod *corev1.Pod, opt Options) Decision {
 // policyOf finds the pod's workload and its policy: the view's for a
 // Deployment or StatefulSet, the pod's own annotations for a pod without
 // a controller. ok is false when there is none, or it does not parse.
-func policyOf(v *arbiter.View, pod *corev1.Pod, opt Options) (ops.Ref, policy.Policy, bool) {
+func policyOf(v *arbiter.View, pod *corev1.Pod, opt Options) (workload.Ref, policy.Policy, bool) {
 	kind, name := v.Owners.Of(pod)
-	ref := ops.Ref{Kind: kind, Namespace: pod.Namespace, Name: name}
+	ref := workload.Ref{Kind: kind, Namespace: pod.Namespace, Name: name}
 	if kind == KindPod {
 		if ref.Name == "" {
 			ref.Name = pod.GenerateName + "*"

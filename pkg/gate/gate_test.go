@@ -10,8 +10,7 @@ import (
 
 	"github.com/gpuslice/gpuslice/internal/gatetest"
 	"github.com/gpuslice/gpuslice/pkg/arbiter"
-	"github.com/gpuslice/gpuslice/pkg/ops"
-	"github.com/gpuslice/gpuslice/pkg/policy"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 func decide(t *testing.T, c *gatetest.Cluster, pod *corev1.Pod) Decision {
@@ -24,7 +23,7 @@ func decide(t *testing.T, c *gatetest.Cluster, pod *corev1.Pod) Decision {
 }
 
 func TestDecide(t *testing.T) {
-	vllm := ops.Ref{Kind: ops.KindDeployment, Namespace: "ai-dev", Name: "vllm-server"}
+	vllm := workload.Ref{Kind: workload.KindDeployment, Namespace: "ai-dev", Name: "vllm-server"}
 	tests := []struct {
 		name string
 		// setup changes the cluster; pod returns the pod to admit.
@@ -32,7 +31,7 @@ func TestDecide(t *testing.T) {
 		pod         func(c *gatetest.Cluster) *corev1.Pod
 		wantAllowed bool
 		wantBreak   string
-		wantRef     ops.Ref
+		wantRef     workload.Ref
 		// want are substrings of the message.
 		want []string
 	}{
@@ -63,7 +62,7 @@ func TestDecide(t *testing.T) {
 			setup: (*gatetest.Cluster).PlexNotReady,
 			pod: func(c *gatetest.Cluster) *corev1.Pod {
 				p := c.NewPod("ai-dev", "vllm-server")
-				p.Annotations[policy.AnnotationBreakGlass] = "  demo for the board, Plex is idle  "
+				p.Annotations[workload.AnnotationBreakGlass] = "  demo for the board, Plex is idle  "
 				return p
 			},
 			wantAllowed: true, wantBreak: "demo for the board, Plex is idle", wantRef: vllm,
@@ -74,7 +73,7 @@ func TestDecide(t *testing.T) {
 			setup: (*gatetest.Cluster).PlexNotReady,
 			pod: func(c *gatetest.Cluster) *corev1.Pod {
 				p := c.NewPod("ai-dev", "vllm-server")
-				p.Annotations[policy.AnnotationBreakGlass] = " "
+				p.Annotations[workload.AnnotationBreakGlass] = " "
 				return p
 			},
 			wantRef: vllm,
@@ -158,13 +157,13 @@ func TestDecide(t *testing.T) {
 			name:        "not preemptible",
 			setup:       func(c *gatetest.Cluster) { c.PlexNotReady(); c.Hog("homelabai", 4) },
 			pod:         func(c *gatetest.Cluster) *corev1.Pod { return c.NewPod("ai", "ollama") },
-			wantAllowed: true, wantRef: ops.Ref{Kind: ops.KindDeployment, Namespace: "ai", Name: "ollama"},
+			wantAllowed: true, wantRef: workload.Ref{Kind: workload.KindDeployment, Namespace: "ai", Name: "ollama"},
 		},
 		{
 			name:        "Plex's own new pod",
 			setup:       (*gatetest.Cluster).PlexNotReady,
 			pod:         func(c *gatetest.Cluster) *corev1.Pod { return c.NewPod("media", "plex") },
-			wantAllowed: true, wantRef: ops.Ref{Kind: ops.KindDeployment, Namespace: "media", Name: "plex"},
+			wantAllowed: true, wantRef: workload.Ref{Kind: workload.KindDeployment, Namespace: "media", Name: "plex"},
 		},
 		{
 			name:  "not a GPU pod",
@@ -182,11 +181,11 @@ func TestDecide(t *testing.T) {
 			setup: (*gatetest.Cluster).PlexNotReady,
 			pod: func(c *gatetest.Cluster) *corev1.Pod {
 				return &corev1.Pod{
-					ObjectMeta: metav1.ObjectMeta{Namespace: "ai-dev", Name: "scratch", Annotations: map[string]string{policy.AnnotationPreemptible: "true"}},
+					ObjectMeta: metav1.ObjectMeta{Namespace: "ai-dev", Name: "scratch", Annotations: map[string]string{workload.AnnotationPreemptible: "true"}},
 					Spec:       gatetest.PodSpec("", 1, ""),
 				}
 			},
-			wantRef: ops.Ref{Kind: KindPod, Namespace: "ai-dev", Name: "scratch"},
+			wantRef: workload.Ref{Kind: KindPod, Namespace: "ai-dev", Name: "scratch"},
 			want:    []string{"preemptible pod ai-dev/scratch", "media/plex is unhealthy", "break-glass=REASON on the pod"},
 		},
 		{
@@ -195,13 +194,13 @@ func TestDecide(t *testing.T) {
 			pod: func(c *gatetest.Cluster) *corev1.Pod {
 				return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ai-dev", GenerateName: "scratch-"}, Spec: gatetest.PodSpec("", 1, "")}
 			},
-			wantAllowed: true, wantRef: ops.Ref{Kind: KindPod, Namespace: "ai-dev", Name: "scratch-*"},
+			wantAllowed: true, wantRef: workload.Ref{Kind: KindPod, Namespace: "ai-dev", Name: "scratch-*"},
 		},
 		{
 			name: "preemptible workload with an invalid policy is not gated",
 			setup: func(c *gatetest.Cluster) {
 				c.PlexNotReady()
-				c.Deployments[len(c.Deployments)-1].Annotations[policy.AnnotationHoldDown] = "soon"
+				c.Deployments[len(c.Deployments)-1].Annotations[workload.AnnotationHoldDown] = "soon"
 			},
 			pod:         func(c *gatetest.Cluster) *corev1.Pod { return c.NewPod("ai-dev", "vllm-server") },
 			wantAllowed: true, wantRef: vllm, want: []string{"is not gated: its policy is invalid", "gpuslice.io/hold-down"},
@@ -217,7 +216,7 @@ func TestDecide(t *testing.T) {
 			if d.Allowed != tt.wantAllowed || d.BreakGlass != tt.wantBreak {
 				t.Errorf("allowed %v, break-glass %q, want %v, %q: %s", d.Allowed, d.BreakGlass, tt.wantAllowed, tt.wantBreak, d.Message)
 			}
-			if tt.wantRef != (ops.Ref{}) && d.Workload != tt.wantRef {
+			if tt.wantRef != (workload.Ref{}) && d.Workload != tt.wantRef {
 				t.Errorf("workload %+v, want %+v", d.Workload, tt.wantRef)
 			}
 			for _, w := range tt.want {

@@ -9,27 +9,20 @@ package inject
 import (
 	"errors"
 	"fmt"
-	"github.com/gpuslice/gpuslice/internal/suggest"
 	"os"
 	"path"
 	"slices"
 	"sort"
 	"strings"
 
+	"github.com/gpuslice/gpuslice/internal/suggest"
+	"github.com/gpuslice/gpuslice/pkg/workload"
+
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/validate/content"
 	"k8s.io/apimachinery/pkg/util/validation"
 	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
-)
-
-// Annotation keys and defaults. The keys are unprefixed because that is what
-// manifests written for the existing gpu-directory-injector already use.
-const (
-	AnnotationProfiles        = "gpu-directories"
-	AnnotationShares          = "gpu-shares"
-	AnnotationSharesContainer = "gpu-shares-container"
-	DefaultSharedResource     = "nvidia.com/gpu.shared"
 )
 
 // Identity of the config file format.
@@ -146,7 +139,7 @@ func DefaultConfig(webhookNamespace string) *Config {
 	return &Config{
 		Profiles:           []Profile{builtinProfile()},
 		ExcludedNamespaces: defaultExcluded(webhookNamespace),
-		Hybrid:             Hybrid{ResourceName: DefaultSharedResource, Env: defaultHybridEnv()},
+		Hybrid:             Hybrid{ResourceName: workload.SharedResource, Env: defaultHybridEnv()},
 	}
 }
 
@@ -479,9 +472,9 @@ func validateHybrid(p *problems, h *Hybrid) {
 	if h.ResourceName != "" {
 		if msgs := content.IsLabelKey(h.ResourceName); len(msgs) > 0 {
 			p.addf("hybrid.resourceName", "%q is not a qualified resource name (%s); use e.g. %q",
-				h.ResourceName, strings.Join(msgs, "; "), DefaultSharedResource)
+				h.ResourceName, strings.Join(msgs, "; "), workload.SharedResource)
 		} else if !strings.Contains(h.ResourceName, "/") {
-			p.addf("hybrid.resourceName", "%q has no domain; extended resources look like %q", h.ResourceName, DefaultSharedResource)
+			p.addf("hybrid.resourceName", "%q has no domain; extended resources look like %q", h.ResourceName, workload.SharedResource)
 		}
 	}
 	keys := make([]string, 0, len(h.Env))

@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // fuzzConfig has overlapping profiles, a typed device, a namespace
@@ -65,9 +67,9 @@ func FuzzMutate(f *testing.F) {
 		// never touches metadata, and this keeps raw byte-for-byte the input.
 		annotate := func(p *corev1.Pod) {
 			for bit, kv := range map[uint8][2]string{
-				setProfiles:        {AnnotationProfiles, profiles},
-				setShares:          {AnnotationShares, shares},
-				setSharesContainer: {AnnotationSharesContainer, container},
+				setProfiles:        {workload.AnnotationProfiles, profiles},
+				setShares:          {workload.AnnotationShares, shares},
+				setSharesContainer: {workload.AnnotationSharesContainer, container},
 			} {
 				if set&bit == 0 {
 					continue

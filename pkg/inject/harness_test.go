@@ -14,6 +14,8 @@ import (
 	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	corev1 "k8s.io/api/core/v1"
 	sigsjson "sigs.k8s.io/json"
+
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 const exampleConfigPath = "testdata/config-example.yaml"
@@ -144,7 +146,7 @@ func checkShape(pod *corev1.Pod, d Decision) error {
 		errs = append(errs, fmt.Errorf("denial needs reason and message and no patch: %+v", d))
 	}
 	annotated := false
-	for _, k := range []string{AnnotationProfiles, AnnotationShares, AnnotationSharesContainer} {
+	for _, k := range []string{workload.AnnotationProfiles, workload.AnnotationShares, workload.AnnotationSharesContainer} {
 		_, ok := pod.Annotations[k]
 		annotated = annotated || ok
 	}

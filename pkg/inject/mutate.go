@@ -10,6 +10,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // Denial reasons: short, stable labels for metrics.
@@ -71,12 +73,12 @@ func (c *Config) Mutate(namespace string, pod *corev1.Pod) Decision {
 	if pod == nil {
 		return Decision{Allowed: true}
 	}
-	profilesValue, wantProfiles := pod.Annotations[AnnotationProfiles]
-	sharesValue, wantShares := pod.Annotations[AnnotationShares]
+	profilesValue, wantProfiles := pod.Annotations[workload.AnnotationProfiles]
+	sharesValue, wantShares := pod.Annotations[workload.AnnotationShares]
 	if !wantProfiles && !wantShares {
-		if _, ok := pod.Annotations[AnnotationSharesContainer]; ok {
+		if _, ok := pod.Annotations[workload.AnnotationSharesContainer]; ok {
 			return Decision{Allowed: true, Warnings: []string{
-				warning("%s ignored: set %s to request GPU shares", AnnotationSharesContainer, AnnotationShares),
+				warning("%s ignored: set %s to request GPU shares", workload.AnnotationSharesContainer, workload.AnnotationShares),
 			}}
 		}
 		return Decision{Allowed: true}
@@ -167,12 +169,12 @@ func (c *Config) resolveProfiles(value string) ([]*Profile, *denial) {
 	if len(unknown) > 0 {
 		return nil, deny(ReasonUnknownProfile,
 			"annotation %s names unknown profile(s) %s; known profiles: %s. Use a comma-separated list of known profiles",
-			AnnotationProfiles, strings.Join(unknown, ", "), known)
+			workload.AnnotationProfiles, strings.Join(unknown, ", "), known)
 	}
 	if len(profiles) == 0 {
 		return nil, deny(ReasonEmptyAnnotation,
 			"annotation %s=%q names no profile; set it to a comma-separated list of profiles (known: %s) or remove it",
-			AnnotationProfiles, value, known)
+			workload.AnnotationProfiles, value, known)
 	}
 	return profiles, nil
 }
@@ -181,10 +183,10 @@ func (c *Config) checkNamespace(namespace string, profiles []*Profile, wantShare
 	if slices.Contains(c.ExcludedNamespaces, namespace) {
 		var used []string
 		if len(profiles) > 0 {
-			used = append(used, AnnotationProfiles)
+			used = append(used, workload.AnnotationProfiles)
 		}
 		if wantShares {
-			used = append(used, AnnotationShares)
+			used = append(used, workload.AnnotationShares)
 		}
 		return deny(ReasonNamespaceNotAllowed,
 			"namespace %q is excluded from GPU injection by the injector config (excludedNamespaces); remove the %s annotation(s) or run the pod in another namespace",
@@ -199,7 +201,7 @@ func (c *Config) checkNamespace(namespace string, profiles []*Profile, wantShare
 	if len(blocked) > 0 {
 		return deny(ReasonNamespaceNotAllowed,
 			"profile(s) %s may not be used in namespace %q; remove them from %s or ask an administrator to add the namespace to the profile",
-			strings.Join(blocked, "; "), namespace, AnnotationProfiles)
+			strings.Join(blocked, "; "), namespace, workload.AnnotationProfiles)
 	}
 	return nil
 }
@@ -424,7 +426,7 @@ func parseShares(value string) (int64, *denial) {
 	if !valid || n < 1 {
 		return 0, deny(ReasonInvalidShares,
 			"annotation %s=%q is not a positive whole number of GPU shares; write e.g. %s: \"2\" or remove it",
-			AnnotationShares, value, AnnotationShares)
+			workload.AnnotationShares, value, workload.AnnotationShares)
 	}
 	return n, nil
 }
@@ -434,10 +436,10 @@ func parseShares(value string) (int64, *denial) {
 // for the long-running workload.
 func (m *mutation) shareTarget() (int, *denial) {
 	containers := m.pod.Spec.Containers
-	name := strings.TrimSpace(m.pod.Annotations[AnnotationSharesContainer])
+	name := strings.TrimSpace(m.pod.Annotations[workload.AnnotationSharesContainer])
 	if name == "" {
 		if len(containers) == 0 {
-			return -1, deny(ReasonUnknownContainer, "annotation %s needs a container to request GPU shares, but the pod has none", AnnotationShares)
+			return -1, deny(ReasonUnknownContainer, "annotation %s needs a container to request GPU shares, but the pod has none", workload.AnnotationShares)
 		}
 		return 0, nil
 	}
@@ -450,7 +452,7 @@ func (m *mutation) shareTarget() (int, *denial) {
 	}
 	return -1, deny(ReasonUnknownContainer,
 		"annotation %s=%q names no container of this pod; the containers are: %s. Set it to one of them or remove it to use the first",
-		AnnotationSharesContainer, name, strings.Join(displayAll(names), ", "))
+		workload.AnnotationSharesContainer, name, strings.Join(displayAll(names), ", "))
 }
 
 // addShares requests the shares and limits them to the same amount, as
@@ -461,7 +463,7 @@ func (m *mutation) addShares(index int, shares int64) {
 	base := fmt.Sprintf("/spec/containers/%d/resources", index)
 	resourceName := m.cfg.Hybrid.ResourceName
 	if resourceName == "" {
-		resourceName = DefaultSharedResource
+		resourceName = workload.SharedResource
 	}
 	want := resource.NewQuantity(shares, resource.DecimalSI)
 	r := &c.Resources
@@ -479,7 +481,7 @@ func (m *mutation) addShares(index int, shares int64) {
 		case have.Cmp(*want) != 0:
 			conflict = true
 			m.warn("kept %s %s=%s on %s; %s asks for %s",
-				s.field, resourceName, have.String(), display(c.Name), AnnotationShares, want)
+				s.field, resourceName, have.String(), display(c.Name), workload.AnnotationShares, want)
 		}
 	}
 	if conflict || len(missing) == 0 {
@@ -529,9 +531,9 @@ func (m *mutation) addEnv(index int) {
 		}
 		switch have := c.Env[i]; {
 		case have.ValueFrom != nil:
-			m.warn("kept %s (valueFrom) in %s; %s would set %q", name, display(c.Name), AnnotationShares, want)
+			m.warn("kept %s (valueFrom) in %s; %s would set %q", name, display(c.Name), workload.AnnotationShares, want)
 		case have.Value != want:
-			m.warn("kept %s=%q in %s; %s would set %q", name, have.Value, display(c.Name), AnnotationShares, want)
+			m.warn("kept %s=%q in %s; %s would set %q", name, have.Value, display(c.Name), workload.AnnotationShares, want)
 		}
 	}
 	m.ops = addToList(m.ops, fmt.Sprintf("/spec/containers/%d/env", index), len(c.Env) > 0, add)

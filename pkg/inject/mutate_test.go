@@ -8,6 +8,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // TestMutateGolden applies the patch to the raw JSON the API server would
@@ -212,11 +214,11 @@ func wantShares(containerName, limit, request string) func(*testing.T, *corev1.P
 					list = c.Resources.Requests
 				}
 				got := ""
-				if q, ok := list[DefaultSharedResource]; ok {
+				if q, ok := list[workload.SharedResource]; ok {
 					got = q.String()
 				}
 				if got != want {
-					t.Errorf("container %s %s[%s] = %q, want %q", containerName, side, DefaultSharedResource, got, want)
+					t.Errorf("container %s %s[%s] = %q, want %q", containerName, side, workload.SharedResource, got, want)
 				}
 			}
 		}
@@ -294,13 +296,13 @@ func TestMutate(t *testing.T) {
 		},
 		{
 			name:     "gpu-shares-container alone only warns",
-			pod:      newPod(annotated(AnnotationSharesContainer, "app")),
+			pod:      newPod(annotated(workload.AnnotationSharesContainer, "app")),
 			warnings: []string{"gpu-shares-container ignored"},
 			checks:   []check{wantPatchPaths()},
 		},
 		{
 			name: "explicit runtime class is kept and reported",
-			pod:  newPod(annotated(AnnotationProfiles, "nvidia"), runtimeClass("runc")),
+			pod:  newPod(annotated(workload.AnnotationProfiles, "nvidia"), runtimeClass("runc")),
 			warnings: []string{
 				"kept runtimeClassName runc; profile nvidia would set nvidia",
 				"mounted /dev/nvidia0, /dev/nvidiactl, /dev/nvidia-uvm into app",
@@ -309,12 +311,12 @@ func TestMutate(t *testing.T) {
 		},
 		{
 			name:   "empty runtime class counts as unset",
-			pod:    newPod(annotated(AnnotationProfiles, "nvidia"), runtimeClass("")),
+			pod:    newPod(annotated(workload.AnnotationProfiles, "nvidia"), runtimeClass("")),
 			checks: []check{wantRuntimeClass("nvidia")},
 		},
 		{
 			name: "init containers get mounts, ephemeral containers do not",
-			pod: newPod(annotated(AnnotationProfiles, "nvidia"), initContainers(container("setup")), func(p *corev1.Pod) {
+			pod: newPod(annotated(workload.AnnotationProfiles, "nvidia"), initContainers(container("setup")), func(p *corev1.Pod) {
 				p.Spec.EphemeralContainers = []corev1.EphemeralContainer{{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debug"}}}
 			}),
 			warnings: []string{"into app, setup"},
@@ -325,7 +327,7 @@ func TestMutate(t *testing.T) {
 		},
 		{
 			name:     "existing hostPath volume for a device is reused under its name",
-			pod:      newPod(annotated(AnnotationProfiles, "nvidia"), volumes(emptyDirVolume("data"), hostPathVolume("gpu", "/dev/nvidia0/"))),
+			pod:      newPod(annotated(workload.AnnotationProfiles, "nvidia"), volumes(emptyDirVolume("data"), hostPathVolume("gpu", "/dev/nvidia0/"))),
 			warnings: []string{`reused pod volume gpu for /dev/nvidia0`},
 			checks: []check{
 				wantVolumes("data", "gpu", "nvidiactl", "nvidia-uvm"),
@@ -335,7 +337,7 @@ func TestMutate(t *testing.T) {
 		},
 		{
 			name: "existing mount at a device path is kept, volume only added where needed",
-			pod: newPod(annotated(AnnotationProfiles, "nvidia"), volumes(emptyDirVolume("fake")), containers(
+			pod: newPod(annotated(workload.AnnotationProfiles, "nvidia"), volumes(emptyDirVolume("fake")), containers(
 				container("a", mount("fake", "/dev/nvidia0")),
 				container("b", mount("fake", "/dev/nvidia0"), mount("fake", "/data")),
 			)),
@@ -348,20 +350,20 @@ func TestMutate(t *testing.T) {
 		},
 		{
 			name:    "volume name collision is denied naming both sides",
-			pod:     newPod(annotated(AnnotationProfiles, "nvidia"), volumes(emptyDirVolume("nvidia0"))),
+			pod:     newPod(annotated(workload.AnnotationProfiles, "nvidia"), volumes(emptyDirVolume("nvidia0"))),
 			reason:  ReasonVolumeConflict,
 			message: []string{`volume "nvidia0" is emptyDir`, "profile nvidia", "hostPath /dev/nvidia0", "rename the pod's volume"},
 		},
 		{
 			name:    "collision between two profiles of a hand-built config is denied",
 			cfg:     conflictingConfig,
-			pod:     newPod(annotated(AnnotationProfiles, "a,b")),
+			pod:     newPod(annotated(workload.AnnotationProfiles, "a,b")),
 			reason:  ReasonVolumeConflict,
 			message: []string{`"dev"`, "hostPath /dev/a, device of profile a", "/dev/b of profile b", "injector config"},
 		},
 		{
 			name: "several profiles, case and spaces tolerated, shared devices once",
-			pod:  newPod(annotated(AnnotationProfiles, " NVIDIA , nvidia1,nvidia,, ")),
+			pod:  newPod(annotated(workload.AnnotationProfiles, " NVIDIA , nvidia1,nvidia,, ")),
 			checks: []check{
 				wantProfiles("nvidia", "nvidia1"),
 				wantVolumes("nvidia0", "nvidiactl", "nvidia-uvm", "nvidia1"),
@@ -371,7 +373,7 @@ func TestMutate(t *testing.T) {
 		},
 		{
 			name: "intel-qsv mounts /dev/dri as a Directory and sets no runtime class",
-			pod:  newPod(annotated(AnnotationProfiles, "intel-qsv")),
+			pod:  newPod(annotated(workload.AnnotationProfiles, "intel-qsv")),
 			checks: []check{
 				wantVolumes("dri"), wantRuntimeClass(""),
 				func(t *testing.T, p *corev1.Pod, _ Decision) {
@@ -384,50 +386,50 @@ func TestMutate(t *testing.T) {
 		{
 			name:   "runtime class comes from the first profile, in annotation order, that has one",
 			cfg:    runtimeConfig,
-			pod:    newPod(annotated(AnnotationProfiles, "none, second, first")),
+			pod:    newPod(annotated(workload.AnnotationProfiles, "none, second, first")),
 			checks: []check{wantRuntimeClass("second"), wantVolumes("x", "z", "y")},
 		},
 		{
 			name:    "unknown profile lists the known ones",
-			pod:     newPod(annotated(AnnotationProfiles, "nvidia, AMD")),
+			pod:     newPod(annotated(workload.AnnotationProfiles, "nvidia, AMD")),
 			reason:  ReasonUnknownProfile,
 			message: []string{`"AMD"`, "known profiles: intel-qsv, nvidia, nvidia-tools, nvidia1"},
 		},
 		{
 			name:    "empty annotation is denied with the fix",
-			pod:     newPod(annotated(AnnotationProfiles, "")),
+			pod:     newPod(annotated(workload.AnnotationProfiles, "")),
 			reason:  ReasonEmptyAnnotation,
 			message: []string{"names no profile", "comma-separated list", "known: intel-qsv, nvidia"},
 		},
 		{
 			name:   "only commas is empty too",
-			pod:    newPod(annotated(AnnotationProfiles, " , ,")),
+			pod:    newPod(annotated(workload.AnnotationProfiles, " , ,")),
 			reason: ReasonEmptyAnnotation,
 		},
 		{
 			name:      "excluded namespace denies profiles",
 			namespace: "kube-system",
-			pod:       newPod(annotated(AnnotationProfiles, "nvidia")),
+			pod:       newPod(annotated(workload.AnnotationProfiles, "nvidia")),
 			reason:    ReasonNamespaceNotAllowed,
 			message:   []string{`namespace "kube-system" is excluded`, "excludedNamespaces"},
 		},
 		{
 			name:      "webhook namespace denies gpu-shares",
 			namespace: "gpu-system",
-			pod:       newPod(annotated(AnnotationShares, "1")),
+			pod:       newPod(annotated(workload.AnnotationShares, "1")),
 			reason:    ReasonNamespaceNotAllowed,
 			message:   []string{`"gpu-system"`, "gpu-shares annotation"},
 		},
 		{
 			name:      "profile namespace allow-list",
 			namespace: "default",
-			pod:       newPod(annotated(AnnotationProfiles, "nvidia,intel-qsv")),
+			pod:       newPod(annotated(workload.AnnotationProfiles, "nvidia,intel-qsv")),
 			reason:    ReasonNamespaceNotAllowed,
 			message:   []string{"intel-qsv (allowed in: media)", `namespace "default"`},
 		},
 		{
 			name:     "shares go to the first container with env",
-			pod:      newPod(annotated(AnnotationShares, " 2 "), twoContainers),
+			pod:      newPod(annotated(workload.AnnotationShares, " 2 "), twoContainers),
 			warnings: []string{"added 2 nvidia.com/gpu.shared (limits+requests) to vllm", "set env NVIDIA_DRIVER_CAPABILITIES, NVIDIA_VISIBLE_DEVICES in vllm"},
 			checks: []check{
 				wantShares("vllm", "2", "2"), wantShares("sidecar", "", ""),
@@ -438,7 +440,7 @@ func TestMutate(t *testing.T) {
 		},
 		{
 			name: "shares go to the named container, next to other resources",
-			pod: newPod(annotated(AnnotationShares, "3", AnnotationSharesContainer, "sidecar"), containers(
+			pod: newPod(annotated(workload.AnnotationShares, "3", workload.AnnotationSharesContainer, "sidecar"), containers(
 				container("vllm"), container("sidecar", quantity("limits", "cpu", "1"), env("OTHER", "x")),
 			)),
 			checks: []check{
@@ -450,8 +452,8 @@ func TestMutate(t *testing.T) {
 		},
 		{
 			name: "conflicting values are kept and reported",
-			pod: newPod(annotated(AnnotationShares, "2"), containers(container("vllm",
-				quantity("limits", DefaultSharedResource, "1"), env("NVIDIA_DRIVER_CAPABILITIES", "compute,video,utility"),
+			pod: newPod(annotated(workload.AnnotationShares, "2"), containers(container("vllm",
+				quantity("limits", workload.SharedResource, "1"), env("NVIDIA_DRIVER_CAPABILITIES", "compute,video,utility"),
 			))),
 			warnings: []string{
 				"kept limits nvidia.com/gpu.shared=1 on vllm; gpu-shares asks for 2",
@@ -464,37 +466,37 @@ func TestMutate(t *testing.T) {
 		},
 		{
 			name:   "the missing one of request and limit is added when the other matches",
-			pod:    newPod(annotated(AnnotationShares, "2"), containers(container("vllm", quantity("requests", DefaultSharedResource, "2000m")))),
+			pod:    newPod(annotated(workload.AnnotationShares, "2"), containers(container("vllm", quantity("requests", workload.SharedResource, "2000m")))),
 			checks: []check{wantShares("vllm", "2", "2"), wantPatchPaths("/spec/containers/0/resources/limits", "/spec/containers/0/env")},
 		},
 		{
 			name:    "invalid shares",
-			pod:     newPod(annotated(AnnotationShares, "1.5")),
+			pod:     newPod(annotated(workload.AnnotationShares, "1.5")),
 			reason:  ReasonInvalidShares,
 			message: []string{`gpu-shares="1.5" is not a positive whole number`, `"2"`},
 		},
 		{
 			name:    "unknown shares container lists the containers",
-			pod:     newPod(annotated(AnnotationShares, "1", AnnotationSharesContainer, "setup"), twoContainers, initContainers(container("setup"))),
+			pod:     newPod(annotated(workload.AnnotationShares, "1", workload.AnnotationSharesContainer, "setup"), twoContainers, initContainers(container("setup"))),
 			reason:  ReasonUnknownContainer,
 			message: []string{`"setup"`, "containers are: vllm, sidecar"},
 		},
 		{
 			name:    "shares need a container",
-			pod:     newPod(annotated(AnnotationShares, "1"), containers()),
+			pod:     newPod(annotated(workload.AnnotationShares, "1"), containers()),
 			reason:  ReasonUnknownContainer,
 			message: []string{"has none"},
 		},
 		{
 			name: "hybrid with devices, like the seed's vLLM",
-			pod:  newPod(annotated(AnnotationProfiles, "nvidia", AnnotationShares, "2"), containers(container("vllm"))),
+			pod:  newPod(annotated(workload.AnnotationProfiles, "nvidia", workload.AnnotationShares, "2"), containers(container("vllm"))),
 			checks: []check{
 				wantShares("vllm", "2", "2"), wantMounts("vllm", nvidiaMounts), wantRuntimeClass("nvidia"), wantProfiles("nvidia"),
 			},
 		},
 		{
 			name:   "hostile container names stay out of warnings verbatim",
-			pod:    newPod(annotated(AnnotationProfiles, "nvidia"), containers(container("a\nb\u00e9"+strings.Repeat("x", 200)))),
+			pod:    newPod(annotated(workload.AnnotationProfiles, "nvidia"), containers(container("a\nb\u00e9"+strings.Repeat("x", 200)))),
 			checks: []check{wantVolumes("nvidia0", "nvidiactl", "nvidia-uvm")},
 		},
 	}
@@ -546,7 +548,7 @@ func TestMutate(t *testing.T) {
 func TestMutateInvalidShares(t *testing.T) {
 	cfg := DefaultConfig("gpu-system")
 	for _, v := range []string{"", " ", "0", "-1", "+2", "two", "1.5", "2e3", "1Gi", "9999999999"} {
-		d := cfg.Mutate("ai", newPod(annotated(AnnotationShares, v)))
+		d := cfg.Mutate("ai", newPod(annotated(workload.AnnotationShares, v)))
 		if d.Allowed || d.Reason != ReasonInvalidShares {
 			t.Errorf("gpu-shares=%q: allowed=%v reason=%q, want denied %s", v, d.Allowed, d.Reason, ReasonInvalidShares)
 		}
@@ -570,7 +572,7 @@ func TestWarningIsShortAndPrintable(t *testing.T) {
 
 func TestNilInputs(t *testing.T) {
 	var cfg *Config
-	if d := cfg.Mutate("media", newPod(annotated(AnnotationProfiles, "nvidia"))); !d.Allowed || len(d.Patch) == 0 {
+	if d := cfg.Mutate("media", newPod(annotated(workload.AnnotationProfiles, "nvidia"))); !d.Allowed || len(d.Patch) == 0 {
 		t.Errorf("nil config should act as the default: %+v", d)
 	}
 	if d := DefaultConfig("x").Mutate("media", nil); !d.Allowed || len(d.Patch) > 0 {

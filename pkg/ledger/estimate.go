@@ -19,8 +19,8 @@ func NewEstimator(in Input, opt Options) *Estimator {
 // default for its workload. A nil range comes with the reason it is
 // unknown.
 func (e *Estimator) PodMemory(pod *corev1.Pod, gpuMemoryBytes int64) (*MemoryRange, string) {
-	_, workload := e.b.owner(pod)
-	return e.b.podMemory(pod, workload, gpuMemoryBytes)
+	_, owner := e.b.owner(pod)
+	return e.b.podMemory(pod, owner, gpuMemoryBytes)
 }
 
 // FormatBytes writes memory as the ledger's tables do: "8.4Gi", "512Mi".

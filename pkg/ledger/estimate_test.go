@@ -5,6 +5,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // TestEstimatorPodMemory: one pod's budget is what Build counts for it.
@@ -15,11 +17,11 @@ func TestEstimatorPodMemory(t *testing.T) {
 			{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "vllm-config"}}},
 		}}}},
 	}
-	tts := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ai", Name: "tts-abc", Annotations: map[string]string{AnnotationGPUMemory: "512Mi-1Gi"}}}
+	tts := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ai", Name: "tts-abc", Annotations: map[string]string{workload.AnnotationMemory: "512Mi-1Gi"}}}
 	bare := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ai", Name: "bare"}}
 	e := NewEstimator(Input{ConfigMaps: []corev1.ConfigMap{{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "ai-dev", Name: "vllm-config"},
-		Data:       map[string]string{EnvGPUMemoryUtilization: "0.70"},
+		Data:       map[string]string{workload.EnvGPUMemoryUtilization: "0.70"},
 	}}}, Options{})
 
 	gpu := 12288 * mebi

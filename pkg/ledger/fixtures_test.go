@@ -6,6 +6,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // Builders for the seed cluster and its variations. Pods are built the way
@@ -48,9 +50,9 @@ func annotate(key, value string) podOpt {
 	}
 }
 
-func webhook() podOpt { return annotate(AnnotationGPUDirectories, "nvidia") }
+func webhook() podOpt { return annotate(workload.AnnotationProfiles, "nvidia") }
 
-func gpuMemory(v string) podOpt { return annotate(AnnotationGPUMemory, v) }
+func gpuMemory(v string) podOpt { return annotate(workload.AnnotationMemory, v) }
 
 func phase(ph corev1.PodPhase) podOpt { return func(p *corev1.Pod) { p.Status.Phase = ph } }
 
@@ -177,7 +179,7 @@ func (c *cluster) job(j batchv1.Job) *cluster {
 
 const (
 	homelab = "homelabai"
-	shared  = DefaultSharedResource
+	shared  = workload.SharedResource
 )
 
 // seedCluster is the reference cluster of the seed document: one RTX 3080
@@ -199,7 +201,7 @@ func seedCluster(withVLLM bool) *cluster {
 	c.deploy("web", "nginx", "worker1", 2)
 	if withVLLM {
 		c.configMap(configMap("ai-dev", "vllm-config", map[string]string{
-			EnvGPUMemoryUtilization: "0.70", "MAX_MODEL_LEN": "8192",
+			workload.EnvGPUMemoryUtilization: "0.70", "MAX_MODEL_LEN": "8192",
 		}))
 		c.deploy("ai-dev", "vllm-server", homelab, 1, webhook(), shares(shared, 2),
 			func(p *corev1.Pod) {

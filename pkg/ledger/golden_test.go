@@ -3,9 +3,11 @@ package ledger
 import (
 	"bytes"
 	"encoding/json"
-	"github.com/gpuslice/gpuslice/internal/golden"
 	"path/filepath"
 	"testing"
+
+	"github.com/gpuslice/gpuslice/internal/golden"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -52,7 +54,7 @@ func mixedCluster() *cluster {
 
 	c.node(newNode("edge",
 		gpuResource("nvidia.com/gpu", 1),
-		nodeAnnotation(AnnotationNodeGPUMemory, "8Gi"),
+		nodeAnnotation(workload.AnnotationNodeGPUMemory, "8Gi"),
 		nodeLabel(LabelGPUCount, "one"),
 	))
 	c.pods(newPod("default", "cuda-test", "edge", shares("nvidia.com/gpu", 1)))

@@ -17,31 +17,18 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
-// Names the ledger reads from the cluster.
+// Names the ledger reads from the cluster besides the workload
+// vocabulary (pkg/workload).
 const (
-	// DefaultSharedResource is what the NVIDIA device plugin advertises when
-	// time-slicing renames nvidia.com/gpu (renameByDefault: true).
-	DefaultSharedResource = "nvidia.com/gpu.shared"
-
-	// AnnotationGPUDirectories marks pods the gpu-directory-injector webhook
-	// gives device access to.
-	AnnotationGPUDirectories = "gpu-directories"
-	// AnnotationGPUMemory is the expected VRAM of one pod: "2Gi" or "2Gi-3Gi".
-	AnnotationGPUMemory = "gpu-memory"
-	// AnnotationNodeGPUMemory (annotation or label) gives the per-GPU memory
-	// of nodes without GPU Feature Discovery; it wins over the GFD label.
-	AnnotationNodeGPUMemory = "gpuslice.io/gpu-memory"
-
 	// GPU Feature Discovery labels (NVIDIA/k8s-device-plugin internal/lm).
 	LabelGPUProduct  = "nvidia.com/gpu.product"
 	LabelGPUCount    = "nvidia.com/gpu.count"
 	LabelGPUMemory   = "nvidia.com/gpu.memory" // MiB per GPU
 	LabelGPUReplicas = "nvidia.com/gpu.replicas"
-
-	// EnvGPUMemoryUtilization is vLLM's fraction of one GPU's memory.
-	EnvGPUMemoryUtilization = "GPU_MEMORY_UTILIZATION"
 
 	nvidiaPrefix = "nvidia.com/"
 )
@@ -165,7 +152,7 @@ func Build(in Input, opt Options) (*Report, error) {
 			continue // terminal pods release their devices
 		}
 		reqs := podRequests(pod, b.isGPUResource)
-		annotated := pod.Annotations[AnnotationGPUDirectories] != ""
+		annotated := pod.Annotations[workload.AnnotationProfiles] != ""
 		if len(reqs) == 0 && !annotated {
 			continue
 		}
@@ -212,7 +199,7 @@ type builder struct {
 func newBuilder(in Input, opt Options) *builder {
 	shared := opt.SharedResources
 	if shared == nil {
-		shared = []string{DefaultSharedResource}
+		shared = []string{workload.SharedResource}
 	}
 	b := &builder{
 		opt:        opt,
@@ -304,10 +291,10 @@ func (b *builder) nodeState(node *corev1.Node, warnings *[]string) *nodeState {
 		nr.GPUMemoryBytes = int64(mib) * mebi
 	}
 	for _, meta := range []map[string]string{node.Labels, node.Annotations} {
-		if v, ok := meta[AnnotationNodeGPUMemory]; ok {
+		if v, ok := meta[workload.AnnotationNodeGPUMemory]; ok {
 			q, err := resource.ParseQuantity(v)
 			if err != nil || q.Sign() <= 0 {
-				warn("ignoring %s=%q: not a positive quantity", AnnotationNodeGPUMemory, v)
+				warn("ignoring %s=%q: not a positive quantity", workload.AnnotationNodeGPUMemory, v)
 				continue
 			}
 			nr.GPUMemoryBytes = q.Value() // annotations are read last and win
@@ -477,5 +464,5 @@ func sortedKeys[V any](m map[string]V) []string {
 // carries the gpu-directories annotation. Callers use it to fetch only what
 // GPU pods need, such as the ConfigMaps they read.
 func IsGPUPod(pod *corev1.Pod, opt Options) bool {
-	return pod.Annotations[AnnotationGPUDirectories] != "" || len(PodRequests(pod, opt)) > 0
+	return pod.Annotations[workload.AnnotationProfiles] != "" || len(PodRequests(pod, opt)) > 0
 }

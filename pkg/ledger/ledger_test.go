@@ -9,6 +9,8 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 const gpubox = "gpubox"
@@ -241,9 +243,9 @@ func TestBuildNodeInfo(t *testing.T) {
 	}{
 		{"GFD labels", newNode("n", gpuResource("nvidia.com/gpu", 8), gfd("NVIDIA-A10-SHARED", "2", "24576", "4")), "NVIDIA-A10-SHARED", 2, 24 * gibi, 0},
 		{"no GFD: count from nvidia.com/gpu", newNode("n", gpuResource("nvidia.com/gpu", 2)), "", 2, 0, 0},
-		{"override annotation wins over GFD", newNode("n", gpuResource("nvidia.com/gpu", 1), gfd("X", "1", "12288", "1"), nodeAnnotation(AnnotationNodeGPUMemory, "11Gi")), "X", 1, 11 * gibi, 0},
-		{"override label", newNode("n", gpuResource("nvidia.com/gpu", 1), nodeLabel(AnnotationNodeGPUMemory, "6Gi")), "", 1, 6 * gibi, 0},
-		{"bad labels warn", newNode("n", gpuResource("nvidia.com/gpu", 1), nodeLabel(LabelGPUMemory, "lots"), nodeAnnotation(AnnotationNodeGPUMemory, "-1Gi")), "", 1, 0, 2},
+		{"override annotation wins over GFD", newNode("n", gpuResource("nvidia.com/gpu", 1), gfd("X", "1", "12288", "1"), nodeAnnotation(workload.AnnotationNodeGPUMemory, "11Gi")), "X", 1, 11 * gibi, 0},
+		{"override label", newNode("n", gpuResource("nvidia.com/gpu", 1), nodeLabel(workload.AnnotationNodeGPUMemory, "6Gi")), "", 1, 6 * gibi, 0},
+		{"bad labels warn", newNode("n", gpuResource("nvidia.com/gpu", 1), nodeLabel(LabelGPUMemory, "lots"), nodeAnnotation(workload.AnnotationNodeGPUMemory, "-1Gi")), "", 1, 0, 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/gpuslice/gpuslice/pkg/podenv"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 const (
@@ -107,33 +108,33 @@ func (b *builder) workloadMemory(g *group, gpuMemory int64) (*MemoryRange, strin
 // against the single GPU it runs on), else Options.DefaultMemory for the
 // workload's name. A nil
 // range comes with the reason it is unknown.
-func (b *builder) podMemory(pod *corev1.Pod, workload string, gpuMemory int64) (*MemoryRange, string) {
-	if v, ok := pod.Annotations[AnnotationGPUMemory]; ok {
+func (b *builder) podMemory(pod *corev1.Pod, owner string, gpuMemory int64) (*MemoryRange, string) {
+	if v, ok := pod.Annotations[workload.AnnotationMemory]; ok {
 		m, err := ParseMemoryRange(v)
 		if err != nil {
 			// A typo must be fixed, not silently replaced by a default.
-			return nil, fmt.Sprintf("invalid %s annotation: %v", AnnotationGPUMemory, err)
+			return nil, fmt.Sprintf("invalid %s annotation: %v", workload.AnnotationMemory, err)
 		}
-		return &m, "annotation " + AnnotationGPUMemory
+		return &m, "annotation " + workload.AnnotationMemory
 	}
 
-	reason := "unknown: no " + AnnotationGPUMemory + " annotation"
+	reason := "unknown: no " + workload.AnnotationMemory + " annotation"
 	if v, from, ok := b.gpuMemoryUtilization(pod); ok {
 		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 		switch {
 		case err != nil || f <= 0 || f > 1:
-			return nil, fmt.Sprintf("invalid %s=%q (%s): want a fraction in (0, 1]", EnvGPUMemoryUtilization, v, from)
+			return nil, fmt.Sprintf("invalid %s=%q (%s): want a fraction in (0, 1]", workload.EnvGPUMemoryUtilization, v, from)
 		case gpuMemory == 0:
-			reason = fmt.Sprintf("unknown: %s=%s but the node's GPU memory is unknown", EnvGPUMemoryUtilization, v)
+			reason = fmt.Sprintf("unknown: %s=%s but the node's GPU memory is unknown", workload.EnvGPUMemoryUtilization, v)
 		default:
 			// Whole MiB keeps the quantity readable ("8602Mi").
 			q := *resource.NewQuantity(int64(math.Round(f*float64(gpuMemory)/float64(mebi)))*mebi, resource.BinarySI)
 			return &MemoryRange{Min: q, Max: q.DeepCopy()},
-				fmt.Sprintf("%s=%s of %s, %s", EnvGPUMemoryUtilization, v, formatBytes(gpuMemory), from)
+				fmt.Sprintf("%s=%s of %s, %s", workload.EnvGPUMemoryUtilization, v, formatBytes(gpuMemory), from)
 		}
 	}
 
-	for _, key := range []string{nsName(pod.Namespace, workload), workload} {
+	for _, key := range []string{nsName(pod.Namespace, owner), owner} {
 		if m, ok := b.opt.DefaultMemory[key]; ok {
 			return &m, "default for " + key
 		}
@@ -147,7 +148,7 @@ func (b *builder) podMemory(pod *corev1.Pod, workload string, gpuMemory int64) (
 func (b *builder) gpuMemoryUtilization(pod *corev1.Pod) (value, from string, found bool) {
 	configMaps := func(name string) *corev1.ConfigMap { return b.configMaps[nsName(pod.Namespace, name)] }
 	for i := range pod.Spec.Containers {
-		if s, ok := podenv.Lookup(pod.Namespace, &pod.Spec.Containers[i], configMaps, EnvGPUMemoryUtilization); ok {
+		if s, ok := podenv.Lookup(pod.Namespace, &pod.Spec.Containers[i], configMaps, workload.EnvGPUMemoryUtilization); ok {
 			return s.Value, s.From, true
 		}
 	}

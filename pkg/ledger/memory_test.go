@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 func TestParseMemoryRange(t *testing.T) {
@@ -79,11 +81,11 @@ func envFrom(cm, prefix string) podOpt {
 }
 
 func utilization(v string) corev1.EnvVar {
-	return corev1.EnvVar{Name: EnvGPUMemoryUtilization, Value: v}
+	return corev1.EnvVar{Name: workload.EnvGPUMemoryUtilization, Value: v}
 }
 
 func utilizationFrom(cm, key string) corev1.EnvVar {
-	return corev1.EnvVar{Name: EnvGPUMemoryUtilization, ValueFrom: &corev1.EnvVarSource{
+	return corev1.EnvVar{Name: workload.EnvGPUMemoryUtilization, ValueFrom: &corev1.EnvVarSource{
 		ConfigMapKeyRef: &corev1.ConfigMapKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: cm}, Key: key},
 	}}
 }
@@ -92,7 +94,7 @@ func TestWorkloadMemory(t *testing.T) {
 	const gpu = "nvidia.com/gpu"
 	// Every case runs on a 24Gi GPU with these ConfigMaps in "ml".
 	configMaps := []corev1.ConfigMap{
-		configMap("ml", "vllm", map[string]string{EnvGPUMemoryUtilization: "0.5", "UTIL": "0.25"}),
+		configMap("ml", "vllm", map[string]string{workload.EnvGPUMemoryUtilization: "0.5", "UTIL": "0.25"}),
 		configMap("ml", "prefixed", map[string]string{"MEMORY_UTILIZATION": "0.75"}),
 	}
 	defaults := map[string]MemoryRange{"serve": mustRange("1Gi-2Gi"), "ml/serve": mustRange("3Gi")}
@@ -210,7 +212,7 @@ func TestVRAMRisk(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c := (&cluster{}).node(newNode("n", gpuResource(shared, 8), gfd("GPU", "1", "12288", "8")))
 			if tt.nodeMem != "" {
-				c.in.Nodes[0].Annotations[AnnotationNodeGPUMemory] = tt.nodeMem
+				c.in.Nodes[0].Annotations[workload.AnnotationNodeGPUMemory] = tt.nodeMem
 			}
 			for i, m := range tt.memory {
 				opts := []podOpt{shares(shared, 1)}

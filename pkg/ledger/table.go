@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // sharesNA is what webhook-only workloads show instead of a share count;
@@ -159,7 +161,7 @@ func writeVRAM(w io.Writer, n *NodeReport) {
 	if v.AvailableBytes > 0 {
 		line += ", available " + formatBytes(v.AvailableBytes)
 	} else {
-		line += ", available unknown (set the " + AnnotationNodeGPUMemory + " annotation)"
+		line += ", available unknown (set the " + workload.AnnotationNodeGPUMemory + " annotation)"
 	}
 	if len(v.Unknown) > 0 {
 		line += fmt.Sprintf(", %d workload(s) without an estimate: %s", len(v.Unknown), strings.Join(v.Unknown, ", "))

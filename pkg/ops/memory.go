@@ -18,6 +18,7 @@ import (
 	"github.com/gpuslice/gpuslice/pkg/ledger"
 	"github.com/gpuslice/gpuslice/pkg/podenv"
 	"github.com/gpuslice/gpuslice/pkg/snapshot"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // MemoryOptions configure TuneMemory.
@@ -36,7 +37,7 @@ type MemoryOptions struct {
 
 // MemoryResult is what TuneMemory changed, or would change with DryRun.
 type MemoryResult struct {
-	Workload Ref             `json:"workload"`
+	Workload workload.Ref    `json:"workload"`
 	Variable string          `json:"variable"`
 	Fraction string          `json:"fraction"`
 	Settings []MemorySetting `json:"settings"`
@@ -80,26 +81,16 @@ func (s MemorySetting) Where() string {
 
 // Restart is a workload rolled out as kubectl rollout restart does.
 type Restart struct {
-	Workload    Ref    `json:"workload"`
-	Why         string `json:"why"`
-	RestartedAt string `json:"restartedAt,omitempty"`
+	Workload    workload.Ref `json:"workload"`
+	Why         string       `json:"why"`
+	RestartedAt string       `json:"restartedAt,omitempty"`
 }
 
 // Affected is a workload that reads a changed ConfigMap but is not
 // restarted.
 type Affected struct {
-	Workload Ref    `json:"workload"`
-	Why      string `json:"why"`
-}
-
-// ParseFraction checks a GPU_MEMORY_UTILIZATION value: vLLM's share of
-// one GPU's memory, in (0, 1].
-func ParseFraction(s string) (float64, error) {
-	f, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
-	if err != nil || math.IsNaN(f) || f <= 0 || f > 1 {
-		return 0, fmt.Errorf("fraction %q: want a number in (0, 1], the share of one GPU's memory the workload may take, e.g. 0.6", s)
-	}
-	return f, nil
+	Workload workload.Ref `json:"workload"`
+	Why      string       `json:"why"`
 }
 
 // TuneMemory sets GPU_MEMORY_UTILIZATION where the workload reads it (the
@@ -107,9 +98,9 @@ func ParseFraction(s string) (float64, error) {
 // every Deployment and StatefulSet that reads the changed value, the
 // workload first. Everything is checked before the first write; writes
 // are one patch per object. A value already equal changes nothing.
-func TuneMemory(ctx context.Context, cs kubernetes.Interface, ref Ref, opts MemoryOptions) (MemoryResult, error) {
-	res := MemoryResult{Workload: ref, Variable: ledger.EnvGPUMemoryUtilization, Fraction: opts.Fraction, DryRun: opts.DryRun}
-	if _, err := ParseFraction(opts.Fraction); err != nil {
+func TuneMemory(ctx context.Context, cs kubernetes.Interface, ref workload.Ref, opts MemoryOptions) (MemoryResult, error) {
+	res := MemoryResult{Workload: ref, Variable: workload.EnvGPUMemoryUtilization, Fraction: opts.Fraction, DryRun: opts.DryRun}
+	if _, err := workload.ParseFraction(opts.Fraction); err != nil {
 		return res, err
 	}
 	if opts.Now.IsZero() {
@@ -140,14 +131,14 @@ func TuneMemory(ctx context.Context, cs kubernetes.Interface, ref Ref, opts Memo
 	if !res.Changed {
 		return res, nil
 	}
-	targets := []*workload{w}
-	res.Restarts = []Restart{{Workload: ref, Why: "its " + ledger.EnvGPUMemoryUtilization + " changed"}}
+	targets := []*appsWorkload{w}
+	res.Restarts = []Restart{{Workload: ref, Why: "its " + workload.EnvGPUMemoryUtilization + " changed"}}
 	if keys := changedConfigMapKeys(res.Settings); len(keys) > 0 {
 		all, err := listWorkloads(ctx, cs, ref.Namespace)
 		if err != nil {
 			return res, err
 		}
-		var others []*workload
+		var others []*appsWorkload
 		others, res.Restarts, res.Affected = readers(all, ref, keys, res.Restarts)
 		targets = append(targets, others...)
 	}
@@ -168,7 +159,7 @@ func TuneMemory(ctx context.Context, cs kubernetes.Interface, ref Ref, opts Memo
 // applyMemory writes the ConfigMaps, then the workload (env and restart in
 // one patch), then restarts the other readers. A failure says what was
 // done and how to finish by hand.
-func applyMemory(ctx context.Context, cs kubernetes.Interface, w *workload, cms map[string]*corev1.ConfigMap, targets []*workload, res *MemoryResult, opts MemoryOptions) error {
+func applyMemory(ctx context.Context, cs kubernetes.Interface, w *appsWorkload, cms map[string]*corev1.ConfigMap, targets []*appsWorkload, res *MemoryResult, opts MemoryOptions) error {
 	var done []string
 	restarted := 0
 	fail := func(err error) error {
@@ -177,7 +168,7 @@ func applyMemory(ctx context.Context, cs kubernetes.Interface, w *workload, cms 
 		}
 		var todo []string
 		for _, r := range res.Restarts[restarted:] {
-			todo = append(todo, "kubectl rollout restart "+r.Workload.kubectlArgs())
+			todo = append(todo, "kubectl rollout restart "+r.Workload.KubectlArgs())
 		}
 		return fmt.Errorf("%w; already done: %s; finish with: %s", err, strings.Join(done, ", "), strings.Join(todo, "; "))
 	}
@@ -198,7 +189,7 @@ func applyMemory(ctx context.Context, cs kubernetes.Interface, w *workload, cms 
 		done = append(done, fmt.Sprintf("ConfigMap %s/%s %s=%s", w.Namespace, s.ConfigMap, s.Key, opts.Fraction))
 	}
 	for i, t := range targets {
-		err := modifyWorkload(ctx, cs, t.Ref, false, func(cur *workload) (bool, error) {
+		err := modifyWorkload(ctx, cs, t.Ref, false, func(cur *appsWorkload) (bool, error) {
 			if i == 0 {
 				// Re-resolve on what is stored: a conflict retry may see a
 				// changed template.
@@ -225,7 +216,7 @@ func applyMemory(ctx context.Context, cs kubernetes.Interface, w *workload, cms 
 }
 
 // addBytes fills in what the settings mean in bytes of the node's GPU.
-func (res *MemoryResult) addBytes(report *ledger.Report, w *workload) {
+func (res *MemoryResult) addBytes(report *ledger.Report, w *appsWorkload) {
 	if report == nil {
 		return
 	}
@@ -237,7 +228,7 @@ func (res *MemoryResult) addBytes(report *ledger.Report, w *workload) {
 		case len(p.nodes) > 1:
 			res.Notes = append(res.Notes, "bytes unknown: "+w.Qualified()+" may run on any of "+strings.Join(p.names(), ", "))
 		default:
-			res.Notes = append(res.Notes, "bytes unknown: node "+p.nodes[0].Name+" does not say its GPU memory (label "+ledger.LabelGPUMemory+" or annotation "+ledger.AnnotationNodeGPUMemory+")")
+			res.Notes = append(res.Notes, "bytes unknown: node "+p.nodes[0].Name+" does not say its GPU memory (label "+ledger.LabelGPUMemory+" or annotation "+workload.AnnotationNodeGPUMemory+")")
 		}
 		return
 	}
@@ -251,7 +242,7 @@ func (res *MemoryResult) addBytes(report *ledger.Report, w *workload) {
 // fractionBytes is f of the GPU's memory in whole MiB, as the ledger
 // counts it; 0 for an invalid fraction.
 func fractionBytes(fraction string, gpuMemory int64) int64 {
-	f, err := ParseFraction(fraction)
+	f, err := workload.ParseFraction(fraction)
 	if err != nil {
 		return 0
 	}
@@ -273,7 +264,7 @@ type source struct {
 // it refers to. looked lists where it searched, for the message when it
 // finds nothing.
 func findSources(tmpl *corev1.PodTemplateSpec, cms map[string]*corev1.ConfigMap) (sources []source, looked []string) {
-	const name = ledger.EnvGPUMemoryUtilization
+	const name = workload.EnvGPUMemoryUtilization
 	configMaps := func(cmName string) *corev1.ConfigMap { return cms[cmName] }
 	for ci := range tmpl.Spec.Containers {
 		c := &tmpl.Spec.Containers[ci]
@@ -318,12 +309,12 @@ func findSources(tmpl *corev1.PodTemplateSpec, cms map[string]*corev1.ConfigMap)
 
 // planMemory decides the settings to change: one per container reading
 // the variable, a ConfigMap key read by several containers once.
-func planMemory(w *workload, cms map[string]*corev1.ConfigMap, fraction string) ([]MemorySetting, error) {
-	const name = ledger.EnvGPUMemoryUtilization
+func planMemory(w *appsWorkload, cms map[string]*corev1.ConfigMap, fraction string) ([]MemorySetting, error) {
+	const name = workload.EnvGPUMemoryUtilization
 	sources, looked := findSources(w.template, cms)
 	if len(sources) == 0 {
 		return nil, fmt.Errorf("%s does not read %s: looked at %s. Add it to the pod template (kubectl set env %s %s=%s) or to the ConfigMap it reads, and pass it to vLLM as --gpu-memory-utilization=$(%s)",
-			w.Qualified(), name, strings.Join(looked, ", "), w.kubectlArgs(), name, fraction, name)
+			w.Qualified(), name, strings.Join(looked, ", "), w.KubectlArgs(), name, fraction, name)
 	}
 	var out []MemorySetting
 	for _, s := range sources {
@@ -350,7 +341,7 @@ func sameFraction(a, b string) bool {
 
 // setEnv sets the last env entry called name in the container: the one the
 // kubelet uses.
-func setEnv(w *workload, container, name, value string) {
+func setEnv(w *appsWorkload, container, name, value string) {
 	for ci := range w.template.Spec.Containers {
 		c := &w.template.Spec.Containers[ci]
 		if c.Name != container {
@@ -382,7 +373,7 @@ func changedConfigMapKeys(settings []MemorySetting) []cmKey {
 // or an env entry naming the key) only see the new value in new pods, so
 // they are restarted; those mounting it as a volume get the file updated
 // in place by the kubelet and are only listed.
-func readers(all []*workload, target Ref, keys []cmKey, restarts []Restart) (others []*workload, _ []Restart, affected []Affected) {
+func readers(all []*appsWorkload, target workload.Ref, keys []cmKey, restarts []Restart) (others []*appsWorkload, _ []Restart, affected []Affected) {
 	for _, o := range all {
 		if o.Ref == target {
 			continue
@@ -478,7 +469,7 @@ func readConfigMaps(ctx context.Context, cs kubernetes.Interface, namespace stri
 }
 
 // copy is a deep copy, for trying a change without keeping it.
-func (w *workload) copy() *workload {
+func (w *appsWorkload) copy() *appsWorkload {
 	switch o := w.obj.(type) {
 	case *appsv1.Deployment:
 		return wrapDeployment(o.DeepCopy())

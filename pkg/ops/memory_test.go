@@ -8,23 +8,24 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/gpuslice/gpuslice/internal/demo"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 const gmu = "GPU_MEMORY_UTILIZATION"
 
 func TestParseFraction(t *testing.T) {
 	for in, ok := range map[string]bool{"0.6": true, "1": true, "0.05": true, " 0.7 ": true, "0": false, "1.01": false, "-0.5": false, "NaN": false, "60%": false, "": false} {
-		if _, err := ParseFraction(in); (err == nil) != ok {
+		if _, err := workload.ParseFraction(in); (err == nil) != ok {
 			t.Errorf("ParseFraction(%q): %v", in, err)
 		}
 	}
-	if _, err := ParseFraction("1.5"); err == nil || !strings.Contains(err.Error(), "want a number in (0, 1]") {
+	if _, err := workload.ParseFraction("1.5"); err == nil || !strings.Contains(err.Error(), "want a number in (0, 1]") {
 		t.Errorf("message: %v", err)
 	}
 }
 
 // vllm is the seed's vLLM Deployment with its container edited.
-func vllm(edit func(c *corev1.Container)) *workload {
+func vllm(edit func(c *corev1.Container)) *appsWorkload {
 	w := demo.VLLMWorkload()
 	if edit != nil {
 		edit(&w.Deployment.Spec.Template.Spec.Containers[0])
@@ -53,7 +54,7 @@ func TestPlanMemory(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name string
-		w    *workload
+		w    *appsWorkload
 		cms  map[string]*corev1.ConfigMap
 		want []MemorySetting
 		err  string
@@ -100,7 +101,7 @@ func TestPlanMemory(t *testing.T) {
 		},
 		{
 			name: "two containers reading one ConfigMap key: one setting",
-			w: func() *workload {
+			w: func() *appsWorkload {
 				w := vllm(nil)
 				c := w.template.Spec.Containers[0]
 				c.Name = "vllm-embed"
@@ -183,7 +184,7 @@ func TestSetEnvChangesTheValueTheKubeletUses(t *testing.T) {
 
 func TestReaders(t *testing.T) {
 	target := vllm(nil)
-	reader := func(name string, edit func(*corev1.PodSpec)) *workload {
+	reader := func(name string, edit func(*corev1.PodSpec)) *appsWorkload {
 		w := vllm(nil)
 		w.Ref.Name = name
 		w.meta.Name = name
@@ -210,7 +211,7 @@ func TestReaders(t *testing.T) {
 		s.Volumes = []corev1.Volume{{Name: "cfg", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 			LocalObjectReference: corev1.LocalObjectReference{Name: "vllm-config"}, Items: []corev1.KeyToPath{{Key: "MODEL", Path: "model"}}}}}}
 	})
-	all := []*workload{target, envFrom, keyRef, otherKey, volume, volumeOtherItems}
+	all := []*appsWorkload{target, envFrom, keyRef, otherKey, volume, volumeOtherItems}
 	others, restarts, affected := readers(all, target.Ref, []cmKey{{"vllm-config", gmu}}, []Restart{{Workload: target.Ref}})
 	if len(others) != 2 || others[0] != envFrom || others[1] != keyRef {
 		t.Errorf("restarted others: %v", others)

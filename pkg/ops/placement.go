@@ -4,6 +4,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/gpuslice/gpuslice/pkg/ledger"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // placement is the GPU nodes a workload's shares and memory are counted on.
@@ -25,7 +26,7 @@ func (p placement) names() []string {
 
 // place finds where ref runs in the ledger, among the nodes offering
 // resource ("" for any GPU node).
-func place(report *ledger.Report, ref Ref, tmpl *corev1.PodTemplateSpec, resource string) placement {
+func place(report *ledger.Report, ref workload.Ref, tmpl *corev1.PodTemplateSpec, resource string) placement {
 	var p placement
 	if report == nil {
 		return p

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/gpuslice/gpuslice/pkg/ledger"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 const dryRunFooter = "dry run: nothing was changed"
@@ -42,7 +43,7 @@ func WriteMemory(w io.Writer, r MemoryResult) error {
 	for _, rs := range r.Restarts {
 		line := fmt.Sprintf("%s %s: %s", restarted, rs.Workload.Qualified(), rs.Why)
 		if rs.RestartedAt != "" && !r.DryRun {
-			line += " (" + AnnotationRestartedAt + "=" + rs.RestartedAt + ")"
+			line += " (" + workload.AnnotationRestartedAt + "=" + rs.RestartedAt + ")"
 		}
 		lines = append(lines, line)
 	}

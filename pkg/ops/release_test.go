@@ -17,53 +17,25 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/gpuslice/gpuslice/internal/demo"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 var releaseTime = time.Date(2026, 5, 1, 20, 30, 0, 0, time.UTC)
 
 // withReplicas is a Deployment of n replicas carrying annotations.
-func withReplicas(n int32, annotations map[string]string) *workload {
+func withReplicas(n int32, annotations map[string]string) *appsWorkload {
 	d := demo.SharesDeployment("ai-dev", "vllm-server", 2)
 	d.Spec.Replicas = ptr.To(n)
 	d.Annotations = annotations
 	return wrapDeployment(d)
 }
 
-func TestParseRef(t *testing.T) {
-	for _, tc := range []struct {
-		in, ns string
-		want   Ref
-		err    string
-	}{
-		{in: "vllm-server", ns: "ai-dev", want: Ref{KindDeployment, "ai-dev", "vllm-server"}},
-		{in: "deploy/vllm-server", ns: "ai-dev", want: Ref{KindDeployment, "ai-dev", "vllm-server"}},
-		{in: "deployments.apps/vllm-server", ns: "ai-dev", want: Ref{KindDeployment, "ai-dev", "vllm-server"}},
-		{in: "sts/ollama", ns: "ai", want: Ref{KindStatefulSet, "ai", "ollama"}},
-		{in: "StatefulSet/ollama", ns: "ai", want: Ref{KindStatefulSet, "ai", "ollama"}},
-		{in: "ds/nvidia-device-plugin", ns: "kube-system", err: "Deployments and StatefulSets"},
-		{in: "deploy/", ns: "ai", err: "want KIND/NAME"},
-		{in: "deploy/a/b", ns: "ai", err: "want KIND/NAME"},
-		{in: "vllm-server", ns: "", err: "pass -n"},
-	} {
-		got, err := ParseRef(tc.in, tc.ns)
-		if tc.err != "" {
-			if err == nil || !strings.Contains(err.Error(), tc.err) {
-				t.Errorf("ParseRef(%q): %v, want error with %q", tc.in, err, tc.err)
-			}
-			continue
-		}
-		if err != nil || got != tc.want {
-			t.Errorf("ParseRef(%q) = %+v, %v; want %+v", tc.in, got, err, tc.want)
-		}
-	}
-}
-
 func TestDecideRelease(t *testing.T) {
 	opts := ReleaseOptions{By: "jane", Reason: "Plex stutters", Now: releaseTime}
-	released := map[string]string{AnnotationReleasedReplicas: "3", AnnotationReleasedAt: "2026-05-01T19:00:00Z", AnnotationReleasedBy: "arbiter"}
+	released := map[string]string{workload.AnnotationReleasedReplicas: "3", workload.AnnotationReleasedAt: "2026-05-01T19:00:00Z", workload.AnnotationReleasedBy: "arbiter"}
 	for _, tc := range []struct {
 		name        string
-		w           *workload
+		w           *appsWorkload
 		action      string
 		replicas    int32
 		annotations map[string]string // expected afterwards, nil = unchanged
@@ -74,8 +46,8 @@ func TestDecideRelease(t *testing.T) {
 		{
 			name: "scales to zero and remembers, all in one change", w: withReplicas(3, map[string]string{"team": "ai"}),
 			action: ActionReleased, replicas: 0,
-			annotations: map[string]string{"team": "ai", AnnotationReleasedReplicas: "3", AnnotationReleasedAt: "2026-05-01T20:30:00Z",
-				AnnotationReleasedBy: "jane", AnnotationReleasedReason: "Plex stutters"},
+			annotations: map[string]string{"team": "ai", workload.AnnotationReleasedReplicas: "3", workload.AnnotationReleasedAt: "2026-05-01T20:30:00Z",
+				workload.AnnotationReleasedBy: "jane", workload.AnnotationReleasedReason: "Plex stutters"},
 			message: "deployment ai-dev/vllm-server released: 3 → 0 replicas",
 		},
 		{
@@ -83,15 +55,15 @@ func TestDecideRelease(t *testing.T) {
 			action: ActionUnchanged, replicas: 0, message: "is already released (at 2026-05-01T19:00:00Z by arbiter); gpuslice restore deployment/vllm-server -n ai-dev brings back its 3 replica(s)",
 		},
 		{
-			name: "protected", w: withReplicas(1, map[string]string{AnnotationProtected: "true"}),
+			name: "protected", w: withReplicas(1, map[string]string{workload.AnnotationProtected: "true"}),
 			replicas: 1, err: ErrProtected, errText: "refusing to release deployment ai-dev/vllm-server",
 		},
 		{
-			name: "protected with an unclear value stays protected", w: withReplicas(1, map[string]string{AnnotationProtected: "yes"}),
+			name: "protected with an unclear value stays protected", w: withReplicas(1, map[string]string{workload.AnnotationProtected: "yes"}),
 			replicas: 1, err: ErrProtected,
 		},
 		{
-			name: "protection lifted by false", w: withReplicas(1, map[string]string{AnnotationProtected: "false"}),
+			name: "protection lifted by false", w: withReplicas(1, map[string]string{workload.AnnotationProtected: "false"}),
 			action: ActionReleased, replicas: 0,
 		},
 		{
@@ -99,7 +71,7 @@ func TestDecideRelease(t *testing.T) {
 			action: ActionUnchanged, replicas: 0, message: "already has 0 replicas",
 		},
 		{
-			name: "broken record", w: withReplicas(0, map[string]string{AnnotationReleasedReplicas: "three"}),
+			name: "broken record", w: withReplicas(0, map[string]string{workload.AnnotationReleasedReplicas: "three"}),
 			replicas: 0, errText: `annotation gpuslice.io/released-replicas="three", not a replica count`,
 		},
 	} {
@@ -129,12 +101,12 @@ func TestDecideRelease(t *testing.T) {
 
 func TestDecideRestore(t *testing.T) {
 	released := func() map[string]string {
-		return map[string]string{"team": "ai", AnnotationReleasedReplicas: "3", AnnotationReleasedAt: "2026-05-01T20:30:00Z",
-			AnnotationReleasedBy: "jane", AnnotationReleasedReason: "Plex stutters"}
+		return map[string]string{"team": "ai", workload.AnnotationReleasedReplicas: "3", workload.AnnotationReleasedAt: "2026-05-01T20:30:00Z",
+			workload.AnnotationReleasedBy: "jane", workload.AnnotationReleasedReason: "Plex stutters"}
 	}
 	for _, tc := range []struct {
 		name     string
-		w        *workload
+		w        *appsWorkload
 		action   string
 		replicas int32
 		message  string
@@ -146,8 +118,8 @@ func TestDecideRestore(t *testing.T) {
 			message: "it had been scaled to 1 by hand since, and is set to the 3 the release remembered"},
 		{name: "not released: no-op that says so", w: withReplicas(2, map[string]string{"team": "ai"}), action: ActionUnchanged, replicas: 2,
 			message: "was not released by gpuslice"},
-		{name: "released from zero is impossible but harmless", w: withReplicas(0, map[string]string{AnnotationReleasedReplicas: "0"}), action: ActionRestored},
-		{name: "broken record", w: withReplicas(0, map[string]string{AnnotationReleasedReplicas: "-1"}), errText: "not a replica count"},
+		{name: "released from zero is impossible but harmless", w: withReplicas(0, map[string]string{workload.AnnotationReleasedReplicas: "0"}), action: ActionRestored},
+		{name: "broken record", w: withReplicas(0, map[string]string{workload.AnnotationReleasedReplicas: "-1"}), errText: "not a replica count"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res, err := decideRestore(tc.w, "")
@@ -175,7 +147,7 @@ func TestDecideRestore(t *testing.T) {
 func TestRestartAsKubectl(t *testing.T) {
 	w := withReplicas(1, nil)
 	ts, err := w.restart(releaseTime)
-	if err != nil || ts != "2026-05-01T20:30:00Z" || w.template.Annotations[AnnotationRestartedAt] != ts {
+	if err != nil || ts != "2026-05-01T20:30:00Z" || w.template.Annotations[workload.AnnotationRestartedAt] != ts {
 		t.Fatalf("restart: %q %v %v", ts, err, w.template.Annotations)
 	}
 	if _, err := w.restart(releaseTime.Add(500 * time.Millisecond)); err == nil || !strings.Contains(err.Error(), "this second") {
@@ -250,7 +222,7 @@ func TestReleaseRetriesOnConflict(t *testing.T) {
 		}
 		return true, nil, apierrors.NewConflict(gvr.GroupResource(), "batch", errors.New("the object has been modified"))
 	})
-	res, err := Release(context.Background(), cs, Ref{KindDeployment, "lab", "batch"}, ReleaseOptions{By: "jane", Now: releaseTime})
+	res, err := Release(context.Background(), cs, workload.Ref{Kind: workload.KindDeployment, Namespace: "lab", Name: "batch"}, ReleaseOptions{By: "jane", Now: releaseTime})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,7 +233,7 @@ func TestReleaseRetriesOnConflict(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.ReplicasBefore != 5 || *got.Spec.Replicas != 0 || got.Annotations[AnnotationReleasedReplicas] != "5" {
+	if res.ReplicasBefore != 5 || *got.Spec.Replicas != 0 || got.Annotations[workload.AnnotationReleasedReplicas] != "5" {
 		t.Errorf("result %+v; stored %d replicas, annotations %v", res, *got.Spec.Replicas, got.Annotations)
 	}
 }

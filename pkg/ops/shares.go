@@ -12,6 +12,7 @@ import (
 
 	"github.com/gpuslice/gpuslice/pkg/ledger"
 	"github.com/gpuslice/gpuslice/pkg/snapshot"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // SharesOptions configure TuneShares.
@@ -30,11 +31,11 @@ type SharesOptions struct {
 // SharesResult is what TuneShares changed, or would change with DryRun,
 // and the numbers it checked.
 type SharesResult struct {
-	Workload  Ref    `json:"workload"`
-	Container string `json:"container"`
-	Resource  string `json:"resource"`
-	Old       int64  `json:"old"`
-	New       int64  `json:"new"`
+	Workload  workload.Ref `json:"workload"`
+	Container string       `json:"container"`
+	Resource  string       `json:"resource"`
+	Old       int64        `json:"old"`
+	New       int64        `json:"new"`
 	// Replicas the check counts: spec.replicas, or for a released
 	// workload the replicas restore brings back.
 	Replicas    int32    `json:"replicas"`
@@ -55,7 +56,7 @@ type SharesResult struct {
 // in one patch, after checking against the live ledger that its node(s)
 // can give it that many shares; a refusal gives the numbers and who holds
 // the rest.
-func TuneShares(ctx context.Context, cs kubernetes.Interface, ref Ref, opts SharesOptions) (SharesResult, error) {
+func TuneShares(ctx context.Context, cs kubernetes.Interface, ref workload.Ref, opts SharesOptions) (SharesResult, error) {
 	res := SharesResult{Workload: ref, New: opts.Shares, DryRun: opts.DryRun}
 	if opts.Shares < 1 {
 		return res, fmt.Errorf("%d shares: ask for at least 1 (gpuslice release frees them all)", opts.Shares)
@@ -64,7 +65,7 @@ func TuneShares(ctx context.Context, cs kubernetes.Interface, ref Ref, opts Shar
 	if err != nil {
 		return res, fmt.Errorf("checking that %d shares fit: %w", opts.Shares, err)
 	}
-	err = modifyWorkload(ctx, cs, ref, opts.DryRun, func(w *workload) (bool, error) {
+	err = modifyWorkload(ctx, cs, ref, opts.DryRun, func(w *appsWorkload) (bool, error) {
 		var err error
 		res, err = decideShares(w, report, opts)
 		return res.Changed, err
@@ -80,7 +81,7 @@ func TuneShares(ctx context.Context, cs kubernetes.Interface, ref Ref, opts Shar
 // and the peak is new-per-pod x replicas. A RollingUpdate with
 // maxUnavailable 0 starts each new pod before stopping an old one, so at
 // step k it runs k+1 new pods beside the old ones not yet replaced.
-func decideShares(w *workload, report *ledger.Report, opts SharesOptions) (SharesResult, error) {
+func decideShares(w *appsWorkload, report *ledger.Report, opts SharesOptions) (SharesResult, error) {
 	res := SharesResult{Workload: w.Ref, New: opts.Shares, Replicas: w.Replicas()}
 	c, err := pickContainer(w, opts.Container)
 	if err != nil {
@@ -171,7 +172,7 @@ func decideShares(w *workload, report *ledger.Report, opts SharesOptions) (Share
 
 // pickContainer is the named container, else the one requesting a GPU
 // resource, else the only one.
-func pickContainer(w *workload, name string) (*corev1.Container, error) {
+func pickContainer(w *appsWorkload, name string) (*corev1.Container, error) {
 	cs := w.template.Spec.Containers
 	var names, gpu []string
 	for _, c := range cs {
@@ -207,7 +208,7 @@ func pickResource(c *corev1.Container, given string) (string, error) {
 	}
 	switch have := gpuResources(*c); len(have) {
 	case 0:
-		return ledger.DefaultSharedResource, nil
+		return workload.SharedResource, nil
 	case 1:
 		return have[0], nil
 	default:

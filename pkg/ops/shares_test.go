@@ -11,6 +11,7 @@ import (
 
 	"github.com/gpuslice/gpuslice/internal/demo"
 	"github.com/gpuslice/gpuslice/pkg/ledger"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 const shared = "nvidia.com/gpu.shared"
@@ -19,7 +20,7 @@ const shared = "nvidia.com/gpu.shared"
 // with vllm-server running pods pods of perPod shares.
 func seedLedger(pods int, perPod int64) *ledger.Report {
 	wl := func(ns, name string, shares int64, pods int) ledger.Workload {
-		w := ledger.Workload{Namespace: ns, Kind: KindDeployment, Name: name, Shares: shares, Pods: pods, Method: ledger.MethodShares, Resource: shared}
+		w := ledger.Workload{Namespace: ns, Kind: workload.KindDeployment, Name: name, Shares: shares, Pods: pods, Method: ledger.MethodShares, Resource: shared}
 		if shares == 0 {
 			w.Method, w.Resource = ledger.MethodWebhook, ""
 		}
@@ -37,12 +38,12 @@ func seedLedger(pods int, perPod int64) *ledger.Report {
 }
 
 func TestDecideShares(t *testing.T) {
-	recreate := func(w *workload) {
+	recreate := func(w *appsWorkload) {
 		w.obj.(*appsv1.Deployment).Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType}
 	}
 	for _, tc := range []struct {
 		name   string
-		edit   func(*workload)
+		edit   func(*appsWorkload)
 		report *ledger.Report
 		opts   SharesOptions
 		want   SharesResult // checked: Container, Resource, Old, New, Replicas, Free, Held, Needed, Rolling, Changed
@@ -69,20 +70,20 @@ func TestDecideShares(t *testing.T) {
 		},
 		{
 			name:   "three replicas of 1 asking 2: at the last step all new pods run beside one old",
-			edit:   func(w *workload) { w.setReplicas(3); setRequest(&w.template.Spec.Containers[0], shared, 1) },
+			edit:   func(w *appsWorkload) { w.setReplicas(3); setRequest(&w.template.Spec.Containers[0], shared, 1) },
 			report: seedLedger(3, 1), opts: SharesOptions{Shares: 2},
 			err: "homelabai has 1 free of 8 nvidia.com/gpu.shared; vllm-server holds 3; asking 2 × 3 replicas needs 3 more: free them first (ollama 1, tts 1, whisper 2 hold the rest); " +
 				"its rolling update starts each new pod before stopping an old one, with strategy Recreate it would need 6",
 		},
 		{
 			name:   "three replicas of 1 asking 2 with room: peak 7",
-			edit:   func(w *workload) { w.setReplicas(3); setRequest(&w.template.Spec.Containers[0], shared, 1) },
+			edit:   func(w *appsWorkload) { w.setReplicas(3); setRequest(&w.template.Spec.Containers[0], shared, 1) },
 			report: func() *ledger.Report { r := seedLedger(3, 1); r.Nodes[0].Resources[0].Free += 3; return r }(), opts: SharesOptions{Shares: 2},
 			want: SharesResult{Container: "vllm", Resource: shared, Old: 1, New: 2, Replicas: 3, Free: 4, Held: 3, Needed: 7, Rolling: true, Changed: true},
 		},
 		{
 			name: "released: counts the replicas restore brings back", report: seedLedger(0, 0), opts: SharesOptions{Shares: 3},
-			edit: func(w *workload) { w.setReplicas(0); w.annotate(AnnotationReleasedReplicas, "2") },
+			edit: func(w *appsWorkload) { w.setReplicas(0); w.annotate(workload.AnnotationReleasedReplicas, "2") },
 			err:  "homelabai has 4 free of 8 nvidia.com/gpu.shared; vllm-server holds 0; asking 3 × 2 replicas needs 2 more: free them first (ollama 1, tts 1, whisper 2 hold the rest) (released; counting the 2 replica(s) restore brings back)",
 		},
 		{
@@ -92,14 +93,14 @@ func TestDecideShares(t *testing.T) {
 		},
 		{
 			name: "no GPU request yet: the only container gets nvidia.com/gpu.shared", report: seedLedger(1, 2), opts: SharesOptions{Shares: 1},
-			edit: func(w *workload) { w.template.Spec.Containers[0].Resources = corev1.ResourceRequirements{} },
+			edit: func(w *appsWorkload) { w.template.Spec.Containers[0].Resources = corev1.ResourceRequirements{} },
 			want: SharesResult{Container: "vllm", Resource: shared, Old: 0, New: 1, Replicas: 1, Free: 2, Held: 2, Needed: 3, Rolling: true, Changed: true},
 		},
 		{
 			name: "the GPU resource the container already has", report: &ledger.Report{Nodes: []ledger.NodeReport{{Name: "gpubox",
 				Resources: []ledger.ResourceUsage{{Name: "nvidia.com/gpu", Allocatable: 2, Free: 2}}}}},
 			opts: SharesOptions{Shares: 2},
-			edit: func(w *workload) {
+			edit: func(w *appsWorkload) {
 				w.template.Spec.NodeSelector = nil
 				w.template.Spec.Containers[0].Resources = corev1.ResourceRequirements{Limits: corev1.ResourceList{"nvidia.com/gpu": resource.MustParse("1")}}
 			},
@@ -107,7 +108,7 @@ func TestDecideShares(t *testing.T) {
 		},
 		{
 			name: "two GPU containers: ask which", report: seedLedger(1, 2), opts: SharesOptions{Shares: 1},
-			edit: func(w *workload) {
+			edit: func(w *appsWorkload) {
 				c := w.template.Spec.Containers[0]
 				c.Name = "sidecar"
 				w.template.Spec.Containers = append(w.template.Spec.Containers, c)

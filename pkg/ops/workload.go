@@ -16,50 +16,48 @@ import (
 	"k8s.io/apimachinery/pkg/util/strategicpatch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
+
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // FieldManager is the manager name gpuslice's writes carry in managedFields.
 const FieldManager = "gpuslice"
 
-// AnnotationRestartedAt is the pod template annotation kubectl rollout
-// restart sets; changing it makes the controller roll out new pods.
-const AnnotationRestartedAt = "kubectl.kubernetes.io/restartedAt"
-
-// workload is a Deployment or StatefulSet seen through the fields ops reads
+// appsWorkload is a Deployment or StatefulSet seen through the fields ops reads
 // and changes. It points into obj, so changes through it change obj.
-type workload struct {
-	Ref
+type appsWorkload struct {
+	workload.Ref
 	obj      runtime.Object // *appsv1.Deployment or *appsv1.StatefulSet
 	meta     *metav1.ObjectMeta
 	template *corev1.PodTemplateSpec
 	replicas **int32
 }
 
-func wrapDeployment(d *appsv1.Deployment) *workload {
-	return &workload{
-		Ref: Ref{Kind: KindDeployment, Namespace: d.Namespace, Name: d.Name},
+func wrapDeployment(d *appsv1.Deployment) *appsWorkload {
+	return &appsWorkload{
+		Ref: workload.Ref{Kind: workload.KindDeployment, Namespace: d.Namespace, Name: d.Name},
 		obj: d, meta: &d.ObjectMeta, template: &d.Spec.Template, replicas: &d.Spec.Replicas,
 	}
 }
 
-func wrapStatefulSet(s *appsv1.StatefulSet) *workload {
-	return &workload{
-		Ref: Ref{Kind: KindStatefulSet, Namespace: s.Namespace, Name: s.Name},
+func wrapStatefulSet(s *appsv1.StatefulSet) *appsWorkload {
+	return &appsWorkload{
+		Ref: workload.Ref{Kind: workload.KindStatefulSet, Namespace: s.Namespace, Name: s.Name},
 		obj: s, meta: &s.ObjectMeta, template: &s.Spec.Template, replicas: &s.Spec.Replicas,
 	}
 }
 
 // Replicas is spec.replicas, with the API server's default of 1.
-func (w *workload) Replicas() int32 {
+func (w *appsWorkload) Replicas() int32 {
 	if *w.replicas == nil {
 		return 1
 	}
 	return **w.replicas
 }
 
-func (w *workload) setReplicas(n int32) { *w.replicas = &n }
+func (w *appsWorkload) setReplicas(n int32) { *w.replicas = &n }
 
-func (w *workload) annotate(key, value string) {
+func (w *appsWorkload) annotate(key, value string) {
 	if w.meta.Annotations == nil {
 		w.meta.Annotations = map[string]string{}
 	}
@@ -71,7 +69,7 @@ func (w *workload) annotate(key, value string) {
 // RollingUpdate whose maxUnavailable comes to 0 for these replicas (the
 // default 25% does below 4). Recreate, and StatefulSets, which delete a pod
 // before creating its replacement, do not.
-func (w *workload) rollingKeepsOld(replicas int32) bool {
+func (w *appsWorkload) rollingKeepsOld(replicas int32) bool {
 	d, ok := w.obj.(*appsv1.Deployment)
 	if !ok || d.Spec.Strategy.Type == appsv1.RecreateDeploymentStrategyType {
 		return false
@@ -88,18 +86,18 @@ func (w *workload) rollingKeepsOld(replicas int32) bool {
 // template's restartedAt to now in RFC 3339. Like kubectl it refuses a
 // paused Deployment, and a second restart within the same second, which
 // would change nothing.
-func (w *workload) restart(now time.Time) (string, error) {
+func (w *appsWorkload) restart(now time.Time) (string, error) {
 	if d, ok := w.obj.(*appsv1.Deployment); ok && d.Spec.Paused {
-		return "", fmt.Errorf("%s is paused, so a restart would not roll out: run kubectl rollout resume %s first", w.Qualified(), w.kubectlArgs())
+		return "", fmt.Errorf("%s is paused, so a restart would not roll out: run kubectl rollout resume %s first", w.Qualified(), w.KubectlArgs())
 	}
 	ts := now.Format(time.RFC3339)
-	if w.template.Annotations[AnnotationRestartedAt] == ts {
+	if w.template.Annotations[workload.AnnotationRestartedAt] == ts {
 		return "", fmt.Errorf("%s was already restarted at %s, this second: run the command again", w.Qualified(), ts)
 	}
 	if w.template.Annotations == nil {
 		w.template.Annotations = map[string]string{}
 	}
-	w.template.Annotations[AnnotationRestartedAt] = ts
+	w.template.Annotations[workload.AnnotationRestartedAt] = ts
 	return ts, nil
 }
 
@@ -188,12 +186,12 @@ func modify[T object](ctx context.Context, c client[T], what, name string, dryRu
 }
 
 // modifyWorkload is modify for a Deployment or StatefulSet.
-func modifyWorkload(ctx context.Context, cs kubernetes.Interface, ref Ref, dryRun bool, change func(*workload) (bool, error)) error {
+func modifyWorkload(ctx context.Context, cs kubernetes.Interface, ref workload.Ref, dryRun bool, change func(*appsWorkload) (bool, error)) error {
 	switch ref.Kind {
-	case KindDeployment:
+	case workload.KindDeployment:
 		return modify(ctx, cs.AppsV1().Deployments(ref.Namespace), ref.Qualified(), ref.Name, dryRun,
 			func(d *appsv1.Deployment) (bool, error) { return change(wrapDeployment(d)) })
-	case KindStatefulSet:
+	case workload.KindStatefulSet:
 		return modify(ctx, cs.AppsV1().StatefulSets(ref.Namespace), ref.Qualified(), ref.Name, dryRun,
 			func(s *appsv1.StatefulSet) (bool, error) { return change(wrapStatefulSet(s)) })
 	}
@@ -206,9 +204,9 @@ func modifyConfigMap(ctx context.Context, cs kubernetes.Interface, namespace, na
 }
 
 // getWorkload reads a Deployment or StatefulSet.
-func getWorkload(ctx context.Context, cs kubernetes.Interface, ref Ref) (*workload, error) {
-	var w *workload
-	err := modifyWorkload(ctx, cs, ref, true, func(cur *workload) (bool, error) {
+func getWorkload(ctx context.Context, cs kubernetes.Interface, ref workload.Ref) (*appsWorkload, error) {
+	var w *appsWorkload
+	err := modifyWorkload(ctx, cs, ref, true, func(cur *appsWorkload) (bool, error) {
 		w = cur
 		return false, nil
 	})
@@ -216,7 +214,7 @@ func getWorkload(ctx context.Context, cs kubernetes.Interface, ref Ref) (*worklo
 }
 
 // listWorkloads lists a namespace's Deployments and StatefulSets.
-func listWorkloads(ctx context.Context, cs kubernetes.Interface, namespace string) ([]*workload, error) {
+func listWorkloads(ctx context.Context, cs kubernetes.Interface, namespace string) ([]*appsWorkload, error) {
 	deps, err := cs.AppsV1().Deployments(namespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, apiErr("Deployments in namespace "+namespace, err)
@@ -225,7 +223,7 @@ func listWorkloads(ctx context.Context, cs kubernetes.Interface, namespace strin
 	if err != nil {
 		return nil, apiErr("StatefulSets in namespace "+namespace, err)
 	}
-	var out []*workload
+	var out []*appsWorkload
 	for i := range deps.Items {
 		out = append(out, wrapDeployment(&deps.Items[i]))
 	}

@@ -11,6 +11,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/gpuslice/gpuslice/pkg/podstatus"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // LogReader reads the end of a container's log. KubeLogs reads it through
@@ -62,7 +63,7 @@ func podChecks(pod *corev1.Pod) []Finding {
 	switch {
 	case len(devices) > 0:
 		out = append(out, Finding{Check: CheckDevices, Status: OK, Message: name + ": " + strings.Join(devices, "; ")})
-	case pod.Annotations["gpu-directories"] != "":
+	case pod.Annotations[workload.AnnotationProfiles] != "":
 		out = append(out, Finding{Check: CheckDevices, Status: Warn, Message: name + " is annotated gpu-directories but has no /dev/nvidia* mount: " +
 			"the gpu-directory-injector webhook did not mutate it (was it down when the pod was created?); delete the pod to have it recreated"})
 	default:

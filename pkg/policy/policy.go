@@ -22,37 +22,7 @@ import (
 
 	schedulingv1 "k8s.io/api/scheduling/v1"
 
-	"github.com/gpuslice/gpuslice/pkg/ops"
-)
-
-// Annotations on a Deployment or StatefulSet.
-const (
-	// AnnotationProtected "true": the workload is never preempted, and
-	// its activity and health are signals (Plex).
-	AnnotationProtected = ops.AnnotationProtected
-	// AnnotationPreemptible "true": the arbiter may preempt the workload.
-	AnnotationPreemptible = "gpuslice.io/preemptible"
-	// AnnotationPriority overrides the priority taken from the pod
-	// template's PriorityClass: an integer, higher wins.
-	AnnotationPriority = "gpuslice.io/priority"
-	// AnnotationActiveHours is when a preemptible workload may hold the
-	// GPU: "07:00-19:00", several as "07:00-12:00,13:00-19:00", a window
-	// may cross midnight ("22:00-06:00"). Outside them it stays released.
-	AnnotationActiveHours = "gpuslice.io/active-hours"
-	// AnnotationTimeZone is the IANA zone of the active hours
-	// ("Europe/Berlin"); without it the arbiter's --time-zone.
-	AnnotationTimeZone = "gpuslice.io/time-zone"
-	// AnnotationPreemptAction is what preempting means: "scale-to-zero"
-	// (the default) or "lower-memory=0.30", which sets the workload's
-	// GPU_MEMORY_UTILIZATION to 0.30 and restarts it.
-	AnnotationPreemptAction = "gpuslice.io/preempt-action"
-	// AnnotationHoldDown is how long the pressure must stay away before
-	// the workload is restored ("10m"); without it the arbiter's
-	// --hold-down.
-	AnnotationHoldDown = "gpuslice.io/hold-down"
-	// AnnotationBreakGlass on a pod lets it past the admission gate; its
-	// value says why, and is logged and evented.
-	AnnotationBreakGlass = "gpuslice.io/break-glass"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // Action is what preempting a workload does.
@@ -107,7 +77,7 @@ func (pcs PriorityClasses) Priority(name string) (int32, string, error) {
 	}
 	pc, ok := pcs[name]
 	if !ok {
-		return 0, "", fmt.Errorf("its pods name PriorityClass %q, which does not exist: create it, or set %s", name, AnnotationPriority)
+		return 0, "", fmt.Errorf("its pods name PriorityClass %q, which does not exist: create it, or set %s", name, workload.AnnotationPriority)
 	}
 	return pc.Value, "PriorityClass " + name, nil
 }
@@ -130,18 +100,18 @@ func Parse(annotations map[string]string, priorityClassName string, classes Prio
 		}
 		return b
 	}
-	p.Protected = flag(AnnotationProtected)
-	p.Preemptible = flag(AnnotationPreemptible)
+	p.Protected = flag(workload.AnnotationProtected)
+	p.Preemptible = flag(workload.AnnotationPreemptible)
 	if p.Protected && p.Preemptible {
-		errs = append(errs, fmt.Errorf("%s and %s are both true: a workload is one or the other", AnnotationProtected, AnnotationPreemptible))
+		errs = append(errs, fmt.Errorf("%s and %s are both true: a workload is one or the other", workload.AnnotationProtected, workload.AnnotationPreemptible))
 	}
 
-	if v, ok := annotations[AnnotationPriority]; ok {
+	if v, ok := annotations[workload.AnnotationPriority]; ok {
 		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 32)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s=%q: want an integer, higher wins (PriorityClass values work the same)", AnnotationPriority, v))
+			errs = append(errs, fmt.Errorf("%s=%q: want an integer, higher wins (PriorityClass values work the same)", workload.AnnotationPriority, v))
 		}
-		p.Priority, p.PriorityFrom = int32(n), "annotation "+AnnotationPriority
+		p.Priority, p.PriorityFrom = int32(n), "annotation "+workload.AnnotationPriority
 	} else {
 		var err error
 		if p.Priority, p.PriorityFrom, err = classes.Priority(priorityClassName); err != nil {
@@ -149,34 +119,34 @@ func Parse(annotations map[string]string, priorityClassName string, classes Prio
 		}
 	}
 
-	if v, ok := annotations[AnnotationActiveHours]; ok {
+	if v, ok := annotations[workload.AnnotationActiveHours]; ok {
 		zone := defaultZone
-		if z, ok := annotations[AnnotationTimeZone]; ok {
+		if z, ok := annotations[workload.AnnotationTimeZone]; ok {
 			loc, err := time.LoadLocation(z)
 			if err != nil {
-				errs = append(errs, fmt.Errorf("%s=%q: not an IANA time zone, e.g. Europe/Berlin or America/New_York", AnnotationTimeZone, z))
+				errs = append(errs, fmt.Errorf("%s=%q: not an IANA time zone, e.g. Europe/Berlin or America/New_York", workload.AnnotationTimeZone, z))
 			} else {
 				zone = loc
 			}
 		}
 		h, err := ParseHours(v, zone)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s=%q: %w", AnnotationActiveHours, v, err))
+			errs = append(errs, fmt.Errorf("%s=%q: %w", workload.AnnotationActiveHours, v, err))
 		}
 		p.Hours = h
 	}
 
 	p.Action = ActionScaleToZero
-	if v, ok := annotations[AnnotationPreemptAction]; ok {
+	if v, ok := annotations[workload.AnnotationPreemptAction]; ok {
 		if err := p.parseAction(v); err != nil {
 			errs = append(errs, err)
 		}
 	}
 
-	if v, ok := annotations[AnnotationHoldDown]; ok {
+	if v, ok := annotations[workload.AnnotationHoldDown]; ok {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 {
-			errs = append(errs, fmt.Errorf("%s=%q: want a duration such as 10m or 90s", AnnotationHoldDown, v))
+			errs = append(errs, fmt.Errorf("%s=%q: want a duration such as 10m or 90s", workload.AnnotationHoldDown, v))
 		}
 		p.HoldDown = d
 	}
@@ -194,10 +164,10 @@ func (p *Policy) parseAction(v string) error {
 			return nil
 		}
 	case ActionLowerMemory:
-		if _, err := ops.ParseFraction(arg); err == nil {
+		if _, err := workload.ParseFraction(arg); err == nil {
 			p.Action, p.Fraction = ActionLowerMemory, arg
 			return nil
 		}
 	}
-	return fmt.Errorf("%s=%q: want %s, or %s=FRACTION such as %s=0.30", AnnotationPreemptAction, v, ActionScaleToZero, ActionLowerMemory, ActionLowerMemory)
+	return fmt.Errorf("%s=%q: want %s, or %s=FRACTION such as %s=0.30", workload.AnnotationPreemptAction, v, ActionScaleToZero, ActionLowerMemory, ActionLowerMemory)
 }

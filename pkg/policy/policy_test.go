@@ -7,6 +7,8 @@ import (
 
 	schedulingv1 "k8s.io/api/scheduling/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 func classes() PriorityClasses {
@@ -33,24 +35,24 @@ func TestParse(t *testing.T) {
 		wantHours string
 	}{
 		{name: "unannotated", want: Policy{PriorityFrom: "no PriorityClass", Action: ActionScaleToZero}},
-		{name: "plex protected by its class", class: "plex-media-critical", ann: map[string]string{AnnotationProtected: "true"},
+		{name: "plex protected by its class", class: "plex-media-critical", ann: map[string]string{workload.AnnotationProtected: "true"},
 			want: Policy{Protected: true, Priority: 1000000, PriorityFrom: "PriorityClass plex-media-critical", Action: ActionScaleToZero}},
 		{name: "vllm preemptible in the day", class: "ai-dev-gpu",
-			ann:       map[string]string{AnnotationPreemptible: "true", AnnotationActiveHours: "07:00-19:00", AnnotationHoldDown: "10m"},
+			ann:       map[string]string{workload.AnnotationPreemptible: "true", workload.AnnotationActiveHours: "07:00-19:00", workload.AnnotationHoldDown: "10m"},
 			want:      Policy{Preemptible: true, Priority: 1000, PriorityFrom: "PriorityClass ai-dev-gpu", Action: ActionScaleToZero, HoldDown: 10 * time.Minute},
 			wantHours: "07:00-19:00 UTC"},
-		{name: "annotation overrides the class", class: "ai-dev-gpu", ann: map[string]string{AnnotationPreemptible: "true", AnnotationPriority: "5"},
-			want: Policy{Preemptible: true, Priority: 5, PriorityFrom: "annotation " + AnnotationPriority, Action: ActionScaleToZero}},
-		{name: "lower memory", ann: map[string]string{AnnotationPreemptible: "true", AnnotationPreemptAction: "lower-memory=0.30", AnnotationTimeZone: "Europe/Berlin", AnnotationActiveHours: "22:00-06:00"},
+		{name: "annotation overrides the class", class: "ai-dev-gpu", ann: map[string]string{workload.AnnotationPreemptible: "true", workload.AnnotationPriority: "5"},
+			want: Policy{Preemptible: true, Priority: 5, PriorityFrom: "annotation " + workload.AnnotationPriority, Action: ActionScaleToZero}},
+		{name: "lower memory", ann: map[string]string{workload.AnnotationPreemptible: "true", workload.AnnotationPreemptAction: "lower-memory=0.30", workload.AnnotationTimeZone: "Europe/Berlin", workload.AnnotationActiveHours: "22:00-06:00"},
 			want:      Policy{Preemptible: true, PriorityFrom: "no PriorityClass", Action: ActionLowerMemory, Fraction: "0.30"},
 			wantHours: "22:00-06:00 Europe/Berlin"},
 		{name: "every mistake at once", class: "missing",
-			ann: map[string]string{AnnotationProtected: "yes", AnnotationPreemptible: "true", AnnotationPreemptAction: "lower-memory=2",
-				AnnotationHoldDown: "soon", AnnotationActiveHours: "7-19", AnnotationTimeZone: "Mars/Olympus"},
+			ann: map[string]string{workload.AnnotationProtected: "yes", workload.AnnotationPreemptible: "true", workload.AnnotationPreemptAction: "lower-memory=2",
+				workload.AnnotationHoldDown: "soon", workload.AnnotationActiveHours: "7-19", workload.AnnotationTimeZone: "Mars/Olympus"},
 			wantErr: []string{`gpuslice.io/protected="yes": want true or false`, `PriorityClass "missing", which does not exist`,
 				`lower-memory=FRACTION`, `hold-down="soon"`, `"7" is not a time of day`, `"Mars/Olympus": not an IANA time zone`}},
-		{name: "both roles", ann: map[string]string{AnnotationProtected: "true", AnnotationPreemptible: "true"}, wantErr: []string{"one or the other"}},
-		{name: "scale-to-zero takes no argument", ann: map[string]string{AnnotationPreemptAction: "scale-to-zero=1"}, wantErr: []string{"want scale-to-zero"}},
+		{name: "both roles", ann: map[string]string{workload.AnnotationProtected: "true", workload.AnnotationPreemptible: "true"}, wantErr: []string{"one or the other"}},
+		{name: "scale-to-zero takes no argument", ann: map[string]string{workload.AnnotationPreemptAction: "scale-to-zero=1"}, wantErr: []string{"want scale-to-zero"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

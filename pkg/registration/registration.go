@@ -17,7 +17,7 @@ import (
 	"k8s.io/client-go/util/retry"
 
 	"github.com/gpuslice/gpuslice/pkg/certs"
-	"github.com/gpuslice/gpuslice/pkg/inject"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // Defaults of the seed's cluster.
@@ -123,7 +123,7 @@ func Build(o Options) *admissionregistrationv1.MutatingWebhookConfiguration {
 
 // MatchExpression is the CEL condition that selects annotated pods.
 func MatchExpression() string {
-	keys := []string{inject.AnnotationProfiles, inject.AnnotationShares}
+	keys := []string{workload.AnnotationProfiles, workload.AnnotationShares}
 	terms := make([]string, len(keys))
 	for i, k := range keys {
 		terms[i] = fmt.Sprintf("%q in object.metadata.annotations", k)

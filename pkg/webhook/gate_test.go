@@ -18,6 +18,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/gpuslice/gpuslice/pkg/inject"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // fakeGate answers with result and remembers what it was asked.
@@ -41,7 +42,7 @@ func (g *fakeGate) Admit(_ context.Context, pod *corev1.Pod, dryRun bool) GateRe
 // the request. Its namespace is left to the request, as on a create.
 func hybridPod() *corev1.Pod {
 	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{GenerateName: "vllm-server-5d9c-", Annotations: map[string]string{inject.AnnotationProfiles: "nvidia", inject.AnnotationShares: "2"}},
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "vllm-server-5d9c-", Annotations: map[string]string{workload.AnnotationProfiles: "nvidia", workload.AnnotationShares: "2"}},
 		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "vllm", Image: "vllm/vllm-openai"}}},
 	}
 }
@@ -104,7 +105,7 @@ func TestHandlerGate(t *testing.T) {
 				t.Errorf("denial %+v, want 403 gpuslice: %s", resp.Result, refusal)
 			}
 			// The gate sees the pod as it will be stored.
-			q := g.pod.Spec.Containers[0].Resources.Requests[inject.DefaultSharedResource]
+			q := g.pod.Spec.Containers[0].Resources.Requests[workload.SharedResource]
 			if q.Value() != 2 || g.pod.Namespace != "ai-dev" || len(g.pod.Spec.Volumes) != 3 || g.dryRun != tt.dryRun {
 				t.Errorf("gate saw requests %v, namespace %q, %d volumes, dry run %v", g.pod.Spec.Containers[0].Resources.Requests, g.pod.Namespace, len(g.pod.Spec.Volumes), g.dryRun)
 			}
@@ -128,7 +129,7 @@ func TestHandlerGateAfterMutation(t *testing.T) {
 	g := &fakeGate{result: GateResult{Allowed: true}, ready: true}
 	h.SetGate(g)
 	p := hybridPod()
-	p.Annotations[inject.AnnotationProfiles] = "amd"
+	p.Annotations[workload.AnnotationProfiles] = "amd"
 	if resp := postReview(t, h, p, false); resp.Allowed || !strings.Contains(resp.Result.Message, "amd") {
 		t.Errorf("response %+v, want the mutation's denial", resp.Result)
 	}

@@ -12,8 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gpuslice/gpuslice/pkg/arbiter"
-	"github.com/gpuslice/gpuslice/pkg/ops"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // arbiterProcess is `gpuslice arbiter` run as its own process, so that it
@@ -139,27 +138,27 @@ func killEverywhere(t *testing.T, a *arbiterEnv, sc faultScenario) {
 // waitSettled waits until every Deployment has the pods its spec asks for.
 func (a *arbiterEnv) waitSettled(t *testing.T, ctx context.Context) {
 	t.Helper()
-	for _, ref := range []ops.Ref{vllm, ollama} {
+	for _, ref := range []workload.Ref{vllm, ollama} {
 		a.waitReplicas(t, ctx, ref, replicas(ctx, t, a.cs, ref))
 	}
 }
 
 // releasedOrNot is the scale-to-zero invariant: a workload either runs its
 // replicas with no record, or runs none with a record of them.
-func releasedOrNot(ctx context.Context, t *testing.T, a *arbiterEnv, ref ops.Ref, want int32) error {
+func releasedOrNot(ctx context.Context, t *testing.T, a *arbiterEnv, ref workload.Ref, want int32) error {
 	d := deployment(ctx, t, a.cs, ref)
-	if rec := d.Annotations[ops.AnnotationReleasedReplicas]; !(rec == fmt.Sprint(want) && *d.Spec.Replicas == 0 || rec == "" && *d.Spec.Replicas == want) {
+	if rec := d.Annotations[workload.AnnotationReleasedReplicas]; !(rec == fmt.Sprint(want) && *d.Spec.Replicas == 0 || rec == "" && *d.Spec.Replicas == want) {
 		return fmt.Errorf("%s has replicas %d and record %q: a replica count is lost", ref.Qualified(), *d.Spec.Replicas, rec)
 	}
 	return nil
 }
 
-func released(ctx context.Context, t *testing.T, a *arbiterEnv, ref ops.Ref, was int32) bool {
+func released(ctx context.Context, t *testing.T, a *arbiterEnv, ref workload.Ref, was int32) bool {
 	d := deployment(ctx, t, a.cs, ref)
-	return *d.Spec.Replicas == 0 && d.Annotations[ops.AnnotationReleasedReplicas] == fmt.Sprint(was)
+	return *d.Spec.Replicas == 0 && d.Annotations[workload.AnnotationReleasedReplicas] == fmt.Sprint(was)
 }
 
-func restored(ctx context.Context, t *testing.T, a *arbiterEnv, ref ops.Ref, want int32) bool {
+func restored(ctx context.Context, t *testing.T, a *arbiterEnv, ref workload.Ref, want int32) bool {
 	d := deployment(ctx, t, a.cs, ref)
 	return *d.Spec.Replicas == want && !hasReleaseAnnotations(d.Annotations)
 }
@@ -190,11 +189,11 @@ func TestArbiterLowerMemorySurvivesKill(t *testing.T) {
 	a.annotate(t, testContext(t), vllm, map[string]string{"gpuslice.io/preempt-action": "lower-memory=0.30"})
 	lowered := func(ctx context.Context) bool {
 		d := deployment(ctx, t, a.cs, vllm)
-		return configValue(ctx, t, a.cs) == "0.30" && d.Annotations[arbiter.AnnotationLoweredFrom] == "0.70" &&
-			d.Spec.Template.Annotations[ops.AnnotationRestartedAt] == d.Annotations[arbiter.AnnotationLoweredAt]
+		return configValue(ctx, t, a.cs) == "0.30" && d.Annotations[workload.AnnotationLoweredFrom] == "0.70" &&
+			d.Spec.Template.Annotations[workload.AnnotationRestartedAt] == d.Annotations[workload.AnnotationLoweredAt]
 	}
 	raised := func(ctx context.Context) bool {
-		_, lowered := deployment(ctx, t, a.cs, vllm).Annotations[arbiter.AnnotationLoweredFrom]
+		_, lowered := deployment(ctx, t, a.cs, vllm).Annotations[workload.AnnotationLoweredFrom]
 		return configValue(ctx, t, a.cs) == "0.70" && !lowered
 	}
 	killEverywhere(t, a, faultScenario{
@@ -204,7 +203,7 @@ func TestArbiterLowerMemorySurvivesKill(t *testing.T) {
 			// The original fraction is never lost: in the ConfigMap, or in
 			// the record.
 			d := deployment(ctx, t, a.cs, vllm)
-			if v := configValue(ctx, t, a.cs); v != "0.70" && d.Annotations[arbiter.AnnotationLoweredFrom] != "0.70" {
+			if v := configValue(ctx, t, a.cs); v != "0.70" && d.Annotations[workload.AnnotationLoweredFrom] != "0.70" {
 				return fmt.Errorf("GPU_MEMORY_UTILIZATION is %s and no record says it was 0.70", v)
 			}
 			return errors.Join(releasedOrNot(ctx, t, a, vllm, 2), releasedOrNot(ctx, t, a, ollama, 1))

@@ -25,12 +25,13 @@ import (
 	"github.com/gpuslice/gpuslice/pkg/plexhealth"
 	"github.com/gpuslice/gpuslice/pkg/plexhealth/plextest"
 	"github.com/gpuslice/gpuslice/pkg/signals"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 var (
-	vllm   = ops.Ref{Kind: ops.KindDeployment, Namespace: "ai-dev", Name: "vllm-server"}
-	ollama = ops.Ref{Kind: ops.KindDeployment, Namespace: "ai", Name: "ollama"}
-	plex   = ops.Ref{Kind: ops.KindDeployment, Namespace: "media", Name: "plex"}
+	vllm   = workload.Ref{Kind: workload.KindDeployment, Namespace: "ai-dev", Name: "vllm-server"}
+	ollama = workload.Ref{Kind: workload.KindDeployment, Namespace: "ai", Name: "ollama"}
+	plex   = workload.Ref{Kind: workload.KindDeployment, Namespace: "media", Name: "plex"}
 )
 
 // arbiterEnv is the reference cluster with the arbiter's policy, a
@@ -80,7 +81,7 @@ func (a *arbiterEnv) runStoppable(t *testing.T, change func(*arbiter.Options)) (
 		Log:      testLog(),
 		Now:      a.clock.Now,
 		Zone:     time.UTC,
-		Sources: arbiter.Sources{Activity: map[ops.Ref]signals.ActivitySource{
+		Sources: arbiter.Sources{Activity: map[workload.Ref]signals.ActivitySource{
 			plex: &signals.Plex{Client: &plexhealth.Client{URL: a.plex.URL, Token: "plex-token"}},
 		}},
 	}
@@ -123,13 +124,13 @@ func poll(t *testing.T, ctx context.Context, what string, cond func(context.Cont
 
 // waitReplicas waits for spec.replicas and, with pods >= 0, that many
 // pods of the workload (the kubelet plays along).
-func (a *arbiterEnv) waitReplicas(t *testing.T, ctx context.Context, ref ops.Ref, want int32) {
+func (a *arbiterEnv) waitReplicas(t *testing.T, ctx context.Context, ref workload.Ref, want int32) {
 	t.Helper()
 	a.waitReplicasEach(t, ctx, ref, want, func() {})
 }
 
 // waitReplicasEach is waitReplicas calling each before every look.
-func (a *arbiterEnv) waitReplicasEach(t *testing.T, ctx context.Context, ref ops.Ref, want int32, each func()) {
+func (a *arbiterEnv) waitReplicasEach(t *testing.T, ctx context.Context, ref workload.Ref, want int32, each func()) {
 	t.Helper()
 	poll(t, ctx, ref.Qualified()+" at "+strconv.Itoa(int(want))+" replicas", func(ctx context.Context) (bool, error) {
 		each()
@@ -145,12 +146,12 @@ func (a *arbiterEnv) waitReplicasEach(t *testing.T, ctx context.Context, ref ops
 // look: the arbiter starts a node's hold-down when it first sees the node
 // clear, which on a busy machine can come after the test's last Advance,
 // and a frozen clock would never end it.
-func (a *arbiterEnv) waitAdvancing(t *testing.T, ctx context.Context, ref ops.Ref, want int32) {
+func (a *arbiterEnv) waitAdvancing(t *testing.T, ctx context.Context, ref workload.Ref, want int32) {
 	t.Helper()
 	a.waitReplicasEach(t, ctx, ref, want, func() { a.clock.Advance(10 * time.Second) })
 }
 
-func (a *arbiterEnv) events(t *testing.T, ctx context.Context, ref ops.Ref, reason string) []corev1.Event {
+func (a *arbiterEnv) events(t *testing.T, ctx context.Context, ref workload.Ref, reason string) []corev1.Event {
 	t.Helper()
 	list, err := a.cs.CoreV1().Events(ref.Namespace).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + ref.Name + ",reason=" + reason})
 	if err != nil {
@@ -188,7 +189,7 @@ func TestArbiterPlexTranscode(t *testing.T) {
 	a.transcode(true)
 	a.waitReplicas(t, ctx, vllm, 0)
 	d := deployment(ctx, t, a.cs, vllm)
-	if d.Annotations[ops.AnnotationReleasedReplicas] != "2" || d.Annotations[ops.AnnotationReleasedBy] != arbiter.Identity || d.Annotations[ops.AnnotationReleasedNode] != "homelabai" {
+	if d.Annotations[workload.AnnotationReleasedReplicas] != "2" || d.Annotations[workload.AnnotationReleasedBy] != arbiter.Identity || d.Annotations[workload.AnnotationReleasedNode] != "homelabai" {
 		t.Errorf("release record = %v", d.Annotations)
 	}
 	if ev := a.events(t, ctx, vllm, arbiter.ReasonPreempted); len(ev) == 0 {
@@ -216,7 +217,7 @@ func TestArbiterPlexTranscode(t *testing.T) {
 	}
 }
 
-func (a *arbiterEnv) annotate(t *testing.T, ctx context.Context, ref ops.Ref, set map[string]string) {
+func (a *arbiterEnv) annotate(t *testing.T, ctx context.Context, ref workload.Ref, set map[string]string) {
 	t.Helper()
 	if _, err := ops.Annotate(ctx, a.cs, ref, set, nil, nil); err != nil {
 		t.Fatal(err)
@@ -233,7 +234,7 @@ func (a *arbiterEnv) freeMiB(t *testing.T, free int64) {
 }
 
 // stays checks that ref keeps its replicas while the arbiter runs rounds.
-func stays(t *testing.T, ctx context.Context, a *arbiterEnv, c *arbiter.Controller, ref ops.Ref, want int32, why string) {
+func stays(t *testing.T, ctx context.Context, a *arbiterEnv, c *arbiter.Controller, ref workload.Ref, want int32, why string) {
 	t.Helper()
 	settle(t, ctx, c, 5)
 	if got := replicas(ctx, t, a.cs, ref); got != want {
@@ -244,7 +245,7 @@ func stays(t *testing.T, ctx context.Context, a *arbiterEnv, c *arbiter.Controll
 func TestArbiterMemoryPressure(t *testing.T) {
 	a := startArbiterEnv(t)
 	ctx := testContext(t)
-	tts := ops.Ref{Kind: ops.KindDeployment, Namespace: "ai", Name: "tts"}
+	tts := workload.Ref{Kind: workload.KindDeployment, Namespace: "ai", Name: "tts"}
 	// An operator's own release of a preemptible workload stays theirs.
 	a.annotate(t, ctx, tts, map[string]string{"gpuslice.io/preemptible": "true"})
 	if _, err := ops.Release(ctx, a.cs, tts, ops.ReleaseOptions{By: "alice", Reason: "testing a model"}); err != nil {
@@ -292,7 +293,7 @@ func TestArbiterMemoryPressure(t *testing.T) {
 		return v == 2 && o == 1, nil
 	})
 	stays(t, ctx, a, c, tts, 0, "released by alice")
-	if rec := deployment(ctx, t, a.cs, tts).Annotations[ops.AnnotationReleasedBy]; rec != "alice" {
+	if rec := deployment(ctx, t, a.cs, tts).Annotations[workload.AnnotationReleasedBy]; rec != "alice" {
 		t.Errorf("tts released-by = %q, want alice", rec)
 	}
 }
@@ -304,7 +305,7 @@ func TestArbiterActiveHours(t *testing.T) {
 	// 21:00 UTC is 22:00 in Berlin: outside vLLM's hours.
 	c := a.run(t, nil)
 	a.waitReplicas(t, ctx, vllm, 0)
-	if r := deployment(ctx, t, a.cs, vllm).Annotations[ops.AnnotationReleasedReason]; r != "outside its active hours 07:00-19:00 Europe/Berlin" {
+	if r := deployment(ctx, t, a.cs, vllm).Annotations[workload.AnnotationReleasedReason]; r != "outside its active hours 07:00-19:00 Europe/Berlin" {
 		t.Errorf("reason %q", r)
 	}
 	stays(t, ctx, a, c, ollama, 1, "Ollama has no active hours")
@@ -320,8 +321,8 @@ func TestArbiterLowerMemory(t *testing.T) {
 	a.transcode(true)
 	poll(t, ctx, "vLLM lowered and restarted", func(ctx context.Context) (bool, error) {
 		d := deployment(ctx, t, a.cs, vllm)
-		return configValue(ctx, t, a.cs) == "0.30" && d.Annotations[arbiter.AnnotationLoweredFrom] == "0.70" &&
-			d.Spec.Template.Annotations[ops.AnnotationRestartedAt] == d.Annotations[arbiter.AnnotationLoweredAt], nil
+		return configValue(ctx, t, a.cs) == "0.30" && d.Annotations[workload.AnnotationLoweredFrom] == "0.70" &&
+			d.Spec.Template.Annotations[workload.AnnotationRestartedAt] == d.Annotations[workload.AnnotationLoweredAt], nil
 	})
 	stays(t, ctx, a, c, vllm, 2, "lowering keeps the replicas")
 
@@ -330,7 +331,7 @@ func TestArbiterLowerMemory(t *testing.T) {
 		// Time passes: the rollout settles, then the hold-down runs out.
 		a.clock.Advance(time.Minute)
 		d := deployment(ctx, t, a.cs, vllm)
-		_, lowered := d.Annotations[arbiter.AnnotationLoweredFrom]
+		_, lowered := d.Annotations[workload.AnnotationLoweredFrom]
 		return configValue(ctx, t, a.cs) == "0.70" && !lowered, nil
 	})
 }

@@ -21,7 +21,7 @@ import (
 	"github.com/gpuslice/gpuslice/internal/chart"
 	"github.com/gpuslice/gpuslice/internal/demo"
 	"github.com/gpuslice/gpuslice/pkg/arbiter"
-	"github.com/gpuslice/gpuslice/pkg/ops"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // TestDeployArbiter runs `gpuslice arbiter` exactly as the chart's arbiter
@@ -118,15 +118,15 @@ arbiter:
 		t.Fatal(err)
 	}
 	a.waitReplicas(t, ctx, ollama, 0)
-	if d := deployment(ctx, t, a.cs, ollama); d.Annotations[ops.AnnotationReleasedBy] != arbiter.Identity || d.Annotations[ops.AnnotationReleasedReplicas] != "1" {
+	if d := deployment(ctx, t, a.cs, ollama); d.Annotations[workload.AnnotationReleasedBy] != arbiter.Identity || d.Annotations[workload.AnnotationReleasedReplicas] != "1" {
 		t.Errorf("Ollama's release record %v", d.Annotations)
 	}
 	until(ctx, t, "vLLM lowered to 0.30 in its ConfigMap and restarted", func(ctx context.Context) (bool, error) {
 		d := deployment(ctx, t, a.cs, vllm)
-		return configValue(ctx, t, a.cs) == "0.30" && d.Annotations[arbiter.AnnotationLoweredFrom] == "0.70" &&
-			d.Spec.Template.Annotations[ops.AnnotationRestartedAt] == d.Annotations[arbiter.AnnotationLoweredAt], nil
+		return configValue(ctx, t, a.cs) == "0.30" && d.Annotations[workload.AnnotationLoweredFrom] == "0.70" &&
+			d.Spec.Template.Annotations[workload.AnnotationRestartedAt] == d.Annotations[workload.AnnotationLoweredAt], nil
 	})
-	for _, ref := range []ops.Ref{ollama, vllm} {
+	for _, ref := range []workload.Ref{ollama, vllm} {
 		until(ctx, t, "a Preempted Event on "+ref.Qualified(), func(ctx context.Context) (bool, error) {
 			return len(a.events(t, ctx, ref, arbiter.ReasonPreempted)) > 0, nil
 		})
@@ -137,7 +137,7 @@ arbiter:
 	}
 	until(ctx, t, "vLLM back at 0.70 and Ollama at 1 replica", func(ctx context.Context) (bool, error) {
 		d := deployment(ctx, t, a.cs, vllm)
-		_, lowered := d.Annotations[arbiter.AnnotationLoweredFrom]
+		_, lowered := d.Annotations[workload.AnnotationLoweredFrom]
 		return configValue(ctx, t, a.cs) == "0.70" && !lowered && replicas(ctx, t, a.cs, ollama) == 1, nil
 	})
 	until(ctx, t, "a Restored Event on "+ollama.Qualified(), func(ctx context.Context) (bool, error) {

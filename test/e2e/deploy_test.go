@@ -41,8 +41,8 @@ import (
 	"github.com/gpuslice/gpuslice/internal/chart"
 	"github.com/gpuslice/gpuslice/internal/demo"
 	"github.com/gpuslice/gpuslice/internal/harness/localcluster"
-	"github.com/gpuslice/gpuslice/pkg/inject"
 	"github.com/gpuslice/gpuslice/pkg/registration"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // fieldManager owns what the tests apply.
@@ -307,7 +307,7 @@ func TestExamplesMatchDemo(t *testing.T) {
 		t.Errorf("vllm-config %v, want %v", cm.Data, vllm.ConfigMap.Data)
 	}
 	got := deploymentOf("ai-dev", "vllm-server")
-	if a := got.Spec.Template.Annotations; a[inject.AnnotationProfiles] != "nvidia" || a[inject.AnnotationShares] != "2" {
+	if a := got.Spec.Template.Annotations; a[workload.AnnotationProfiles] != "nvidia" || a[workload.AnnotationShares] != "2" {
 		t.Errorf("vLLM annotations %v, want the hybrid method: gpu-directories nvidia, gpu-shares 2", a)
 	}
 	if !equalMaps(got.Spec.Selector.MatchLabels, vllm.Deployment.Spec.Selector.MatchLabels) {
@@ -426,7 +426,7 @@ func TestDeployInstall(t *testing.T) {
 	v := waitForPod(ctx, t, c, "ai-dev", "app=vllm")
 	checkDevices(t, v)
 	res := v.Spec.Containers[0].Resources
-	shares := corev1.ResourceName(inject.DefaultSharedResource)
+	shares := corev1.ResourceName(workload.SharedResource)
 	if q := res.Requests[shares]; q.Value() != 2 {
 		t.Errorf("vLLM requests %v, want 2 %s from gpu-shares", res.Requests, shares)
 	}

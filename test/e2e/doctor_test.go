@@ -27,8 +27,8 @@ import (
 	"github.com/gpuslice/gpuslice/pkg/certs"
 	"github.com/gpuslice/gpuslice/pkg/doctor"
 	"github.com/gpuslice/gpuslice/pkg/doctor/gather"
-	"github.com/gpuslice/gpuslice/pkg/inject"
 	"github.com/gpuslice/gpuslice/pkg/registration"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // fakeLogs stands in for the kubelet. The local control plane runs none, so
@@ -314,7 +314,7 @@ func TestDoctorNodeSelectorMismatch(t *testing.T) {
 	ctx := testContext(t)
 	cs := env.Cluster.Client
 	d := demo.SharesDeployment("lab", "trainer", 1)
-	d.Spec.Template.Annotations[inject.AnnotationProfiles] = "nvidia"
+	d.Spec.Template.Annotations[workload.AnnotationProfiles] = "nvidia"
 	d.Spec.Template.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": "homelab-ai"}
 	createDeployment(ctx, t, cs, demo.Workload{Deployment: d})
 	waitForEvent(ctx, t, cs, "lab", "FailedScheduling", "didn't match Pod's node affinity/selector")
@@ -340,7 +340,7 @@ func TestDoctorMissingAnnotation(t *testing.T) {
 	ctx := testContext(t)
 	cs := env.Cluster.Client
 	misplaced := demo.SharesDeployment("ai", "sdxl", 1)
-	misplaced.Annotations = map[string]string{inject.AnnotationProfiles: "nvidia"}
+	misplaced.Annotations = map[string]string{workload.AnnotationProfiles: "nvidia"}
 	if err := demo.Deploy(ctx, env.Cluster, demo.Workload{Deployment: demo.SharesDeployment("ai", "comfyui", 1)}, demo.Workload{Deployment: misplaced}); err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,7 @@ import (
 	"github.com/gpuslice/gpuslice/internal/demo"
 	"github.com/gpuslice/gpuslice/internal/harness/localcluster"
 	"github.com/gpuslice/gpuslice/pkg/gate/live"
-	"github.com/gpuslice/gpuslice/pkg/policy"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // TestGate installs the chart with webhook.admissionGate and runs the
@@ -102,7 +102,7 @@ func TestGate(t *testing.T) {
 
 	t.Run("an unannotated pod requesting shares is sent to the gate", func(t *testing.T) {
 		d := demo.SharesDeployment("ai-dev", "trainer", 1)
-		d.Annotations = map[string]string{policy.AnnotationPreemptible: "true"}
+		d.Annotations = map[string]string{workload.AnnotationPreemptible: "true"}
 		d.Spec.Template.Spec.PriorityClassName = demo.ClassAI
 		if _, err := cs.AppsV1().Deployments("ai-dev").Create(ctx, d, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
@@ -112,14 +112,14 @@ func TestGate(t *testing.T) {
 
 	t.Run("break-glass lets vLLM in, logged as an Event", func(t *testing.T) {
 		reason := "e2e: demo while Plex is repaired"
-		patch := fmt.Sprintf(`{"spec":{"template":{"metadata":{"annotations":{%q:%q}}}}}`, policy.AnnotationBreakGlass, reason)
+		patch := fmt.Sprintf(`{"spec":{"template":{"metadata":{"annotations":{%q:%q}}}}}`, workload.AnnotationBreakGlass, reason)
 		if _, err := cs.AppsV1().Deployments("ai-dev").Patch(ctx, "vllm-server", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		until(ctx, t, "vLLM pods with break-glass", func(ctx context.Context) (bool, error) {
 			pods, err := cs.CoreV1().Pods("ai-dev").List(ctx, metav1.ListOptions{LabelSelector: "app=vllm"})
 			for _, p := range pods.Items {
-				if p.Annotations[policy.AnnotationBreakGlass] == reason && len(p.Spec.Volumes) == 3 {
+				if p.Annotations[workload.AnnotationBreakGlass] == reason && len(p.Spec.Volumes) == 3 {
 					return true, nil
 				}
 			}
@@ -170,7 +170,7 @@ func wantRefused(ctx context.Context, t *testing.T, cs kubernetes.Interface, sel
 		rs = list.Items[0]
 		for _, cond := range rs.Status.Conditions {
 			if cond.Type == appsv1.ReplicaSetReplicaFailure {
-				if !strings.Contains(cond.Message, want) || !strings.Contains(cond.Message, policy.AnnotationBreakGlass+"=REASON") {
+				if !strings.Contains(cond.Message, want) || !strings.Contains(cond.Message, workload.AnnotationBreakGlass+"=REASON") {
 					return false, fmt.Errorf("ReplicaFailure %q lacks %q", cond.Message, want)
 				}
 				return true, nil

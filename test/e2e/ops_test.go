@@ -23,9 +23,10 @@ import (
 
 	"github.com/gpuslice/gpuslice/internal/demo"
 	"github.com/gpuslice/gpuslice/pkg/ops"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
-var vllmRef = ops.Ref{Kind: ops.KindDeployment, Namespace: "ai-dev", Name: "vllm-server"}
+var vllmRef = workload.Ref{Kind: workload.KindDeployment, Namespace: "ai-dev", Name: "vllm-server"}
 
 // TestTuneMemory: the seed's "Reducing vLLM GPU Memory" round trip. The
 // ConfigMap changes, every Deployment reading it gets restartedAt, and
@@ -85,7 +86,7 @@ func TestTuneMemory(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ts := d.Spec.Template.Annotations[ops.AnnotationRestartedAt]; ts != res.Restarts[0].RestartedAt {
+		if ts := d.Spec.Template.Annotations[workload.AnnotationRestartedAt]; ts != res.Restarts[0].RestartedAt {
 			t.Errorf("%s restartedAt %q, want %q", name, ts, res.Restarts[0].RestartedAt)
 		}
 		if hs := templateHashes(ctx, t, cs, "ai-dev", name, 2); !slices.Contains(hs, hashes[name]) {
@@ -120,7 +121,7 @@ func TestTuneMemory(t *testing.T) {
 
 	// The env value in the pod template: changed there, in the same patch
 	// as the restart.
-	res, err = ops.TuneMemory(ctx, cs, ops.Ref{Kind: ops.KindDeployment, Namespace: "ai-dev", Name: "llm-env"}, ops.MemoryOptions{Fraction: "0.5"})
+	res, err = ops.TuneMemory(ctx, cs, workload.Ref{Kind: workload.KindDeployment, Namespace: "ai-dev", Name: "llm-env"}, ops.MemoryOptions{Fraction: "0.5"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,14 +129,14 @@ func TestTuneMemory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if env := d.Spec.Template.Spec.Containers[0].Env; len(env) != 1 || env[0].Value != "0.5" || d.Spec.Template.Annotations[ops.AnnotationRestartedAt] == "" ||
+	if env := d.Spec.Template.Spec.Containers[0].Env; len(env) != 1 || env[0].Value != "0.5" || d.Spec.Template.Annotations[workload.AnnotationRestartedAt] == "" ||
 		res.Settings[0].ConfigMap != "" || res.Settings[0].Old != "0.9" || len(res.Restarts) != 1 {
 		t.Errorf("env in template: %+v; result %+v", d.Spec.Template, res)
 	}
 	templateHashes(ctx, t, cs, "ai-dev", "llm-env", 2)
 
 	// Refusals, before any write.
-	if _, err := ops.TuneMemory(ctx, cs, ops.Ref{Kind: ops.KindDeployment, Namespace: "ai", Name: "ollama"}, ops.MemoryOptions{Fraction: "0.5"}); err == nil ||
+	if _, err := ops.TuneMemory(ctx, cs, workload.Ref{Kind: workload.KindDeployment, Namespace: "ai", Name: "ollama"}, ops.MemoryOptions{Fraction: "0.5"}); err == nil ||
 		!strings.Contains(err.Error(), "deployment ai/ollama does not read GPU_MEMORY_UTILIZATION: looked at env of container ollama") {
 		t.Errorf("workload without the variable: %v", err)
 	}
@@ -168,7 +169,7 @@ func TestTuneShares(t *testing.T) {
 		t.Errorf("a refusal wrote the Deployment: %v", err)
 	}
 
-	whisper := ops.Ref{Kind: ops.KindDeployment, Namespace: "ai", Name: "whisper"}
+	whisper := workload.Ref{Kind: workload.KindDeployment, Namespace: "ai", Name: "whisper"}
 	if _, err := ops.Release(ctx, cs, whisper, ops.ReleaseOptions{Reason: "room for vLLM"}); err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +220,7 @@ func TestReleaseRestore(t *testing.T) {
 	if err := demo.Deploy(ctx, env.Cluster, append(demo.SeedWorkloads(), demo.Workload{Deployment: batch})...); err != nil {
 		t.Fatal(err)
 	}
-	ref := ops.Ref{Kind: ops.KindDeployment, Namespace: "lab", Name: "batch"}
+	ref := workload.Ref{Kind: workload.KindDeployment, Namespace: "lab", Name: "batch"}
 	at := time.Date(2026, 5, 1, 21, 0, 0, 0, time.UTC)
 
 	dry, err := ops.Release(ctx, cs, ref, ops.ReleaseOptions{DryRun: true})
@@ -233,12 +234,12 @@ func TestReleaseRestore(t *testing.T) {
 	}
 	d := deployment(ctx, t, cs, ref)
 	if res.Action != ops.ActionReleased || res.ReplicasBefore != 3 || *d.Spec.Replicas != 0 ||
-		d.Annotations[ops.AnnotationReleasedReplicas] != "3" || d.Annotations[ops.AnnotationReleasedAt] != "2026-05-01T21:00:00Z" ||
-		d.Annotations[ops.AnnotationReleasedReason] != "Plex movie night" || d.Annotations[ops.AnnotationReleasedBy] == "" {
+		d.Annotations[workload.AnnotationReleasedReplicas] != "3" || d.Annotations[workload.AnnotationReleasedAt] != "2026-05-01T21:00:00Z" ||
+		d.Annotations[workload.AnnotationReleasedReason] != "Plex movie night" || d.Annotations[workload.AnnotationReleasedBy] == "" {
 		t.Errorf("released: %+v; %d replicas, annotations %v", res, *d.Spec.Replicas, d.Annotations)
 	}
 	// By defaults to who the API server says we are: the admin's certificate.
-	if by := d.Annotations[ops.AnnotationReleasedBy]; by == "unknown" {
+	if by := d.Annotations[workload.AnnotationReleasedBy]; by == "unknown" {
 		t.Errorf("released-by %q", by)
 	}
 	if !managedBy(d.ManagedFields, ops.FieldManager) {
@@ -278,7 +279,7 @@ func TestReleaseRestore(t *testing.T) {
 	}
 
 	// Plex is protected in the demo.
-	plex := ops.Ref{Kind: ops.KindDeployment, Namespace: "media", Name: "plex"}
+	plex := workload.Ref{Kind: workload.KindDeployment, Namespace: "media", Name: "plex"}
 	if _, err := ops.Release(ctx, cs, plex, ops.ReleaseOptions{}); !errors.Is(err, ops.ErrProtected) || replicas(ctx, t, cs, plex) != 1 {
 		t.Errorf("releasing Plex: %v", err)
 	}
@@ -332,7 +333,7 @@ func TestOpsPatchIsPinnedToResourceVersion(t *testing.T) {
 	if !apierrors.IsConflict(err) {
 		t.Fatalf("stale patch: %v, want a Conflict", err)
 	}
-	if got := deployment(ctx, t, cs, ops.Ref{Namespace: "lab", Name: "batch"}); *got.Spec.Replicas != 1 || hasReleaseAnnotations(got.Annotations) {
+	if got := deployment(ctx, t, cs, workload.Ref{Namespace: "lab", Name: "batch"}); *got.Spec.Replicas != 1 || hasReleaseAnnotations(got.Annotations) {
 		t.Errorf("a rejected patch half-applied: %+v", got)
 	}
 }
@@ -397,7 +398,7 @@ func configValue(ctx context.Context, t *testing.T, cs kubernetes.Interface) str
 	return cm.Data["GPU_MEMORY_UTILIZATION"]
 }
 
-func deployment(ctx context.Context, t *testing.T, cs kubernetes.Interface, ref ops.Ref) *appsv1.Deployment {
+func deployment(ctx context.Context, t *testing.T, cs kubernetes.Interface, ref workload.Ref) *appsv1.Deployment {
 	t.Helper()
 	d, err := cs.AppsV1().Deployments(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
 	if err != nil {
@@ -406,7 +407,7 @@ func deployment(ctx context.Context, t *testing.T, cs kubernetes.Interface, ref 
 	return d
 }
 
-func replicas(ctx context.Context, t *testing.T, cs kubernetes.Interface, ref ops.Ref) int32 {
+func replicas(ctx context.Context, t *testing.T, cs kubernetes.Interface, ref workload.Ref) int32 {
 	t.Helper()
 	return *deployment(ctx, t, cs, ref).Spec.Replicas
 }

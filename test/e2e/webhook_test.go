@@ -17,7 +17,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/gpuslice/gpuslice/internal/demo"
-	"github.com/gpuslice/gpuslice/pkg/inject"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // The seed's "What the Webhook Injects", verbatim; the API server defaults
@@ -109,7 +109,7 @@ func TestWebhookOnAPIServer(t *testing.T) {
 
 	t.Run("hybrid vLLM pod gets its shares and is scheduled by them", func(t *testing.T) {
 		in := plainPod("ai-dev", "vllm")
-		in.Annotations = map[string]string{inject.AnnotationProfiles: "nvidia", inject.AnnotationShares: "2"}
+		in.Annotations = map[string]string{workload.AnnotationProfiles: "nvidia", workload.AnnotationShares: "2"}
 		in.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": "homelabai"}
 		got, err := cs.CoreV1().Pods("ai-dev").Create(ctx, in, metav1.CreateOptions{})
 		if err != nil {
@@ -117,10 +117,10 @@ func TestWebhookOnAPIServer(t *testing.T) {
 		}
 		two := resource.MustParse("2")
 		c := got.Spec.Containers[0]
-		if q := c.Resources.Limits[inject.DefaultSharedResource]; q.Cmp(two) != 0 {
+		if q := c.Resources.Limits[workload.SharedResource]; q.Cmp(two) != 0 {
 			t.Errorf("limit = %v, want 2", c.Resources.Limits)
 		}
-		if q := c.Resources.Requests[inject.DefaultSharedResource]; q.Cmp(two) != 0 {
+		if q := c.Resources.Requests[workload.SharedResource]; q.Cmp(two) != 0 {
 			t.Errorf("request = %v, want 2", c.Resources.Requests)
 		}
 		bound, err := demo.WaitBound(ctx, cs, "ai-dev", "vllm")
@@ -134,7 +134,7 @@ func TestWebhookOnAPIServer(t *testing.T) {
 
 	t.Run("unknown profile is denied listing the known ones", func(t *testing.T) {
 		in := plainPod("media", "typo")
-		in.Annotations = map[string]string{inject.AnnotationProfiles: "nvidai"}
+		in.Annotations = map[string]string{workload.AnnotationProfiles: "nvidai"}
 		_, err := cs.CoreV1().Pods("media").Create(ctx, in, metav1.CreateOptions{})
 		if err == nil || !strings.Contains(err.Error(), "nvidai") || !strings.Contains(err.Error(), "nvidia") {
 			t.Fatalf("err = %v, want a denial naming nvidai and the known profile nvidia", err)

@@ -11,6 +11,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
+
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // GPUNode describes a simulated node as the NVIDIA device plugin and GPU
@@ -40,7 +42,7 @@ func HomelabAI() GPUNode {
 		},
 		Resources: corev1.ResourceList{
 			"nvidia.com/gpu":        resource.MustParse("0"),
-			"nvidia.com/gpu.shared": resource.MustParse("8"),
+			workload.SharedResource: resource.MustParse("8"),
 		},
 	}
 }

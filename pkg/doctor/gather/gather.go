@@ -27,6 +27,7 @@ import (
 	"github.com/gpuslice/gpuslice/pkg/ledger"
 	"github.com/gpuslice/gpuslice/pkg/registration"
 	"github.com/gpuslice/gpuslice/pkg/snapshot"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // Defaults of Options.
@@ -139,8 +140,8 @@ func Collect(ctx context.Context, cs kubernetes.Interface, o Options) (*doctor.E
 // usesWebhook says whether a workload's pods go through the webhook.
 func usesWebhook(w *doctor.WorkloadEvidence) bool {
 	ann := w.PodAnnotations()
-	_, profiles := ann[inject.AnnotationProfiles]
-	_, shares := ann[inject.AnnotationShares]
+	_, profiles := ann[workload.AnnotationProfiles]
+	_, shares := ann[workload.AnnotationShares]
 	return profiles || shares
 }
 
@@ -322,7 +323,7 @@ func listErr(resource, ns string, err error) error {
 // decides for pods, or ask the webhook for shares.
 func gpuTemplate(t *corev1.PodTemplateSpec) bool {
 	pod := &corev1.Pod{ObjectMeta: t.ObjectMeta, Spec: t.Spec}
-	_, shares := t.Annotations[inject.AnnotationShares]
+	_, shares := t.Annotations[workload.AnnotationShares]
 	return shares || ledger.IsGPUPod(pod, ledger.Options{})
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/gpuslice/gpuslice/pkg/doctor"
 	"github.com/gpuslice/gpuslice/pkg/inject"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // ProbeImage is the dry-run pod's image; it is never pulled.
@@ -198,7 +199,7 @@ func dryRun(ctx context.Context, cs kubernetes.Interface, namespace string, prof
 			GenerateName: "gpuslice-doctor-probe-",
 			Namespace:    namespace,
 			Labels:       map[string]string{"app.kubernetes.io/name": "gpuslice-doctor"},
-			Annotations:  map[string]string{inject.AnnotationProfiles: profile.Name},
+			Annotations:  map[string]string{workload.AnnotationProfiles: profile.Name},
 		},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "probe", Image: ProbeImage}}},
 	}

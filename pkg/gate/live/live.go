@@ -21,9 +21,8 @@ import (
 	"github.com/gpuslice/gpuslice/pkg/arbiter"
 	"github.com/gpuslice/gpuslice/pkg/gate"
 	"github.com/gpuslice/gpuslice/pkg/ledger"
-	"github.com/gpuslice/gpuslice/pkg/ops"
-	"github.com/gpuslice/gpuslice/pkg/policy"
 	"github.com/gpuslice/gpuslice/pkg/webhook"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // ReasonBreakGlass is the Event recorded on a workload whose pod the
@@ -99,7 +98,7 @@ func (g *Gate) Ready() (bool, string) {
 func (g *Gate) Admit(ctx context.Context, pod *corev1.Pod, dryRun bool) webhook.GateResult {
 	d, c := g.decide(ctx, pod)
 	r := webhook.GateResult{Allowed: d.Allowed, Message: d.Message, BreakGlass: d.BreakGlass}
-	if d.Workload != (ops.Ref{}) {
+	if d.Workload != (workload.Ref{}) {
 		r.Workload = d.Workload.Qualified()
 	}
 	// A pod being created has no UID to hang an Event on; its workload
@@ -107,7 +106,7 @@ func (g *Gate) Admit(ctx context.Context, pod *corev1.Pod, dryRun bool) webhook.
 	if d.BreakGlass != "" && !dryRun {
 		if obj := workloadObject(c, d.Workload); obj != nil {
 			g.recorder.Eventf(obj, corev1.EventTypeWarning, ReasonBreakGlass, "pod %s admitted past the admission gate with %s=%q: %s",
-				podName(pod), policy.AnnotationBreakGlass, d.BreakGlass, d.Message)
+				podName(pod), workload.AnnotationBreakGlass, d.BreakGlass, d.Message)
 		}
 	}
 	return r
@@ -162,16 +161,16 @@ func missingOwner(c *arbiter.Cluster, pod *corev1.Pod) string {
 			if rs.Namespace != pod.Namespace || rs.Name != ref.Name {
 				continue
 			}
-			if up := metav1.GetControllerOfNoCopy(rs); up != nil && up.Kind == ops.KindDeployment &&
-				workloadObject(c, ops.Ref{Kind: ops.KindDeployment, Namespace: pod.Namespace, Name: up.Name}) == nil {
-				return name(ops.KindDeployment, up.Name)
+			if up := metav1.GetControllerOfNoCopy(rs); up != nil && up.Kind == workload.KindDeployment &&
+				workloadObject(c, workload.Ref{Kind: workload.KindDeployment, Namespace: pod.Namespace, Name: up.Name}) == nil {
+				return name(workload.KindDeployment, up.Name)
 			}
 			return ""
 		}
 		return name("ReplicaSet", ref.Name)
-	case ops.KindStatefulSet:
-		if workloadObject(c, ops.Ref{Kind: ops.KindStatefulSet, Namespace: pod.Namespace, Name: ref.Name}) == nil {
-			return name(ops.KindStatefulSet, ref.Name)
+	case workload.KindStatefulSet:
+		if workloadObject(c, workload.Ref{Kind: workload.KindStatefulSet, Namespace: pod.Namespace, Name: ref.Name}) == nil {
+			return name(workload.KindStatefulSet, ref.Name)
 		}
 	}
 	return ""
@@ -179,7 +178,7 @@ func missingOwner(c *arbiter.Cluster, pod *corev1.Pod) string {
 
 // workloadObject is the Deployment or StatefulSet ref names, nil when c
 // (which may be nil) has none.
-func workloadObject(c *arbiter.Cluster, ref ops.Ref) runtime.Object {
+func workloadObject(c *arbiter.Cluster, ref workload.Ref) runtime.Object {
 	if c == nil {
 		return nil
 	}

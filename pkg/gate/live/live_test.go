@@ -12,7 +12,7 @@ import (
 
 	"github.com/gpuslice/gpuslice/internal/gatetest"
 	"github.com/gpuslice/gpuslice/pkg/arbiter"
-	"github.com/gpuslice/gpuslice/pkg/policy"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // fixed is a cluster the informers would have listed.
@@ -34,7 +34,7 @@ func (f fixed) Cluster() (*arbiter.Cluster, error) {
 }
 
 func withBreakGlass(p *corev1.Pod) *corev1.Pod {
-	p.Annotations[policy.AnnotationBreakGlass] = "board demo"
+	p.Annotations[workload.AnnotationBreakGlass] = "board demo"
 	return p
 }
 
@@ -70,7 +70,7 @@ func TestAdmit(t *testing.T) {
 			name: "break-glass on a pod without a controller: no Event", synced: true,
 			pod: func(c *gatetest.Cluster) *corev1.Pod {
 				return withBreakGlass(&corev1.Pod{
-					ObjectMeta: metav1.ObjectMeta{Namespace: "ai-dev", Name: "scratch", Annotations: map[string]string{policy.AnnotationPreemptible: "true"}},
+					ObjectMeta: metav1.ObjectMeta{Namespace: "ai-dev", Name: "scratch", Annotations: map[string]string{workload.AnnotationPreemptible: "true"}},
 					Spec:       gatetest.PodSpec("", 1, "homelabai"),
 				})
 			},

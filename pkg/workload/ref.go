@@ -1,26 +1,18 @@
-// Package ops runs the seed's GPU runbooks against a cluster: tune a
-// workload's GPU memory fraction or share count, release a workload's GPU
-// (scale to zero, remembering the replicas) and restore it.
-//
-// Each operation is a pure decision on the objects as read (plan*
-// functions, table-tested) and a thin I/O layer that reads them, applies
-// the decision in one patch per object guarded by the resourceVersion it
-// read, and retries on conflict. Operations work on Deployments and
-// StatefulSets.
-package ops
+package workload
 
 import (
 	"fmt"
 	"strings"
 )
 
-// Workload kinds ops acts on.
+// Kinds of workload gpuslice acts on.
 const (
 	KindDeployment  = "Deployment"
 	KindStatefulSet = "StatefulSet"
 )
 
-// Ref names a Deployment or StatefulSet.
+// Ref names a workload: a Deployment or StatefulSet (and, where a pod has
+// no such owner, its own kind: DaemonSet, Job, Pod).
 type Ref struct {
 	Kind      string `json:"kind"`
 	Namespace string `json:"namespace"`
@@ -53,6 +45,16 @@ func ParseRef(s, namespace string) (Ref, error) {
 	return r, nil
 }
 
+// ParseQualifiedRef reads "NAMESPACE/NAME" (a Deployment) or
+// "NAMESPACE/KIND/NAME", as a flag names a workload in any namespace.
+func ParseQualifiedRef(s string) (Ref, error) {
+	ns, rest, ok := strings.Cut(s, "/")
+	if !ok || ns == "" {
+		return Ref{}, fmt.Errorf("%q: want NAMESPACE/NAME or NAMESPACE/KIND/NAME, e.g. media/plex", s)
+	}
+	return ParseRef(rest, ns)
+}
+
 // String is the kubectl spelling: "deployment/vllm-server".
 func (r Ref) String() string { return strings.ToLower(r.Kind) + "/" + r.Name }
 
@@ -61,5 +63,6 @@ func (r Ref) Qualified() string {
 	return strings.ToLower(r.Kind) + " " + r.Namespace + "/" + r.Name
 }
 
-// kubectlArgs is how the fixes in messages name the workload.
-func (r Ref) kubectlArgs() string { return r.String() + " -n " + r.Namespace }
+// KubectlArgs is how fixes in messages name the workload on a kubectl
+// command line: "deployment/vllm-server -n ai-dev".
+func (r Ref) KubectlArgs() string { return r.String() + " -n " + r.Namespace }

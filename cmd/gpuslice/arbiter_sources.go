@@ -1,4 +1,4 @@
-package arbiter
+package main
 
 import (
 	"fmt"
@@ -9,13 +9,14 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/gpuslice/gpuslice/pkg/ops"
+	"github.com/gpuslice/gpuslice/pkg/arbiter"
 	"github.com/gpuslice/gpuslice/pkg/plexhealth"
 	"github.com/gpuslice/gpuslice/pkg/signals"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
-// SourceOptions say where the signals are, as the command's flags do.
-type SourceOptions struct {
+// sourceFlags say where the arbiter's signals are.
+type sourceFlags struct {
 	// DCGMExporters are "URL" or "NODE=URL" of dcgm-exporter /metrics.
 	DCGMExporters []string
 	// PrometheusURL is a Prometheus server that scrapes dcgm-exporter.
@@ -35,9 +36,9 @@ type SourceOptions struct {
 	Timeout                                         time.Duration
 }
 
-// Build makes the sources, refusing bad flags before anything runs.
-func (o SourceOptions) Build(cs kubernetes.Interface) (Sources, error) {
-	var s Sources
+// build makes the sources, refusing bad flags before anything runs.
+func (o sourceFlags) build(cs kubernetes.Interface) (arbiter.Sources, error) {
+	var s arbiter.Sources
 	client := &http.Client{Timeout: o.Timeout}
 	if len(o.DCGMExporters) > 0 {
 		d := &signals.DCGMExporter{HTTP: client, NodeLabel: o.NodeLabel}
@@ -72,7 +73,7 @@ func (o SourceOptions) Build(cs kubernetes.Interface) (Sources, error) {
 		if err != nil {
 			return s, fmt.Errorf("--plex-workload: %w", err)
 		}
-		s.Activity = map[ops.Ref]signals.ActivitySource{
+		s.Activity = map[workload.Ref]signals.ActivitySource{
 			ref: &signals.Plex{Client: &plexhealth.Client{URL: strings.TrimRight(o.PlexURL, "/"), Token: token, HTTP: client}},
 		}
 	}
@@ -80,10 +81,10 @@ func (o SourceOptions) Build(cs kubernetes.Interface) (Sources, error) {
 }
 
 // parseWorkloadRef reads "NAMESPACE/NAME" or "NAMESPACE/KIND/NAME".
-func parseWorkloadRef(s string) (ops.Ref, error) {
+func parseWorkloadRef(s string) (workload.Ref, error) {
 	ns, rest, ok := strings.Cut(s, "/")
 	if !ok || ns == "" {
-		return ops.Ref{}, fmt.Errorf("%q: want NAMESPACE/NAME or NAMESPACE/KIND/NAME, e.g. media/plex", s)
+		return workload.Ref{}, fmt.Errorf("%q: want NAMESPACE/NAME or NAMESPACE/KIND/NAME, e.g. media/plex", s)
 	}
-	return ops.ParseRef(rest, ns)
+	return workload.ParseRef(rest, ns)
 }
