@@ -1,5 +1,5 @@
 // Package gatetest builds the reference homelab as the admission gate
-// reads it (an arbiter.Cluster), for the tests of package gate and of the
+// reads it (an clusterview.Cluster), for the tests of package gate and of the
 // webhook's gate.
 package gatetest
 
@@ -13,7 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
-	"github.com/gpuslice/gpuslice/pkg/arbiter"
+	"github.com/gpuslice/gpuslice/pkg/clusterview"
 	"github.com/gpuslice/gpuslice/pkg/policy"
 	"github.com/gpuslice/gpuslice/pkg/workload"
 )
@@ -25,12 +25,12 @@ const shared = workload.SharedResource
 // gpu2 (4 shares, empty), and node nas without a GPU. vLLM (preemptible,
 // 2 shares, pinned to homelabai) has no pod yet.
 type Cluster struct {
-	arbiter.Cluster
+	clusterview.Cluster
 }
 
 // Homelab returns the reference cluster.
 func Homelab() *Cluster {
-	c := &Cluster{arbiter.Cluster{Classes: policy.PriorityClasses{
+	c := &Cluster{clusterview.Cluster{Classes: policy.PriorityClasses{
 		"plex-media-critical": {ObjectMeta: metav1.ObjectMeta{Name: "plex-media-critical"}, Value: 1000000},
 		"ai-dev-gpu":          {ObjectMeta: metav1.ObjectMeta{Name: "ai-dev-gpu"}, Value: 1000},
 	}}}

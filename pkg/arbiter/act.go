@@ -3,14 +3,13 @@ package arbiter
 import (
 	"context"
 	"fmt"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
+	"github.com/gpuslice/gpuslice/pkg/clusterview"
 	"github.com/gpuslice/gpuslice/pkg/ops"
 	"github.com/gpuslice/gpuslice/pkg/policy"
-	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // Event reasons on the workloads the arbiter acts on.
@@ -32,7 +31,7 @@ func (c *Controller) checkpoint(name string) {
 // apply takes one step. Each step's write carries its own record (the
 // replicas to restore, or the lower-memory intent) so that a crash after
 // any write leaves the cluster in a state Plan reads correctly.
-func (c *Controller) apply(ctx context.Context, st Step, cluster *Cluster) error {
+func (c *Controller) apply(ctx context.Context, st Step, cluster *clusterview.Cluster) error {
 	w := st.Workload
 	obj := cluster.Object(w.Ref)
 	log := c.opts.Log.With("node", st.Node, "workload", w.Ref.Qualified(), "step", st.Kind)
@@ -90,116 +89,21 @@ func (c *Controller) write(ctx context.Context, st Step) (string, bool, error) {
 	w := st.Workload
 	switch {
 	case st.Kind == StepPreempt && w.Policy.Action == policy.ActionLowerMemory:
-		return c.lower(ctx, st)
+		res, err := ops.Lower(ctx, c.opts.Client, w.Ref, c.lowerOptions(st, w.Policy.Fraction))
+		return res.Message, err == nil, err
 	case st.Kind == StepPreempt:
 		res, err := ops.Release(ctx, c.opts.Client, w.Ref, ops.ReleaseOptions{By: c.opts.Config.Identity, Reason: st.Reason, Node: st.Node, Now: c.opts.Now()})
 		return res.Message, res.Changed(), err
 	case w.Lowered != nil:
-		return c.raise(ctx, st)
+		res, err := ops.Raise(ctx, c.opts.Client, w.Ref, *w.Lowered, c.lowerOptions(st, ""))
+		return res.Message, err == nil, err
 	default:
 		res, err := ops.Restore(ctx, c.opts.Client, w.Ref, ops.RestoreOptions{OnlyBy: c.opts.Config.Identity})
 		return res.Message, res.Changed(), err
 	}
 }
 
-// lower preempts by GPU_MEMORY_UTILIZATION: first the intent (from, to,
-// when), then the change, which convergeLowered finishes after a crash.
-func (c *Controller) lower(ctx context.Context, st Step) (string, bool, error) {
-	w := st.Workload
-	plan, err := ops.TuneMemory(ctx, c.opts.Client, w.Ref, ops.MemoryOptions{Fraction: w.Policy.Fraction, DryRun: true, NoBytes: true})
-	if err != nil {
-		return "", false, err
-	}
-	if len(plan.Settings) == 0 {
-		return "", false, fmt.Errorf("%s sets no GPU_MEMORY_UTILIZATION to lower: use %s=%s", w.Ref.Qualified(), workload.AnnotationPreemptAction, policy.ActionScaleToZero)
-	}
-	from := plan.Settings[0].Old
-	at, err := c.restartStamp(ctx, w.Ref)
-	if err != nil {
-		return "", false, err
-	}
-	l := &workload.LowerRecord{From: from, To: w.Policy.Fraction, At: at, Node: st.Node, Reason: st.Reason}
-	_, err = ops.Annotate(ctx, c.opts.Client, w.Ref, map[string]string{
-		workload.AnnotationLoweredFrom: l.From, workload.AnnotationLoweredTo: l.To, workload.AnnotationLoweredAt: l.At,
-		workload.AnnotationLoweredNode: l.Node, workload.AnnotationLoweredReason: l.Reason,
-	}, nil, func(a map[string]string) error {
-		if _, ok := a[workload.AnnotationLoweredFrom]; ok {
-			return fmt.Errorf("%s is already lowered", w.Ref.Qualified())
-		}
-		return nil
-	})
-	if err != nil {
-		return "", false, err
-	}
-	c.checkpoint("intent-lower")
-	lw := *w
-	lw.Lowered = l
-	if err := c.convergeLowered(ctx, &lw); err != nil {
-		return "", false, err
-	}
-	return fmt.Sprintf("%s lowered: GPU_MEMORY_UTILIZATION %s → %s, restarted; remembered in %s", w.Ref.Qualified(), l.From, l.To, workload.AnnotationLoweredFrom), true, nil
-}
-
-// raise restores a lowered workload: mark the restore, set the fraction
-// back, then drop the record.
-func (c *Controller) raise(ctx context.Context, st Step) (string, bool, error) {
-	w := st.Workload
-	at, err := c.restartStamp(ctx, w.Ref)
-	if err != nil {
-		return "", false, err
-	}
-	if _, err := ops.Annotate(ctx, c.opts.Client, w.Ref, map[string]string{workload.AnnotationLoweredRestoringAt: at}, nil, nil); err != nil {
-		return "", false, err
-	}
-	c.checkpoint("intent-raise")
-	lw := *w
-	l := *w.Lowered
-	l.Restoring, l.RestoringAt = true, at
-	lw.Lowered = &l
-	if err := c.convergeLowered(ctx, &lw); err != nil {
-		return "", false, err
-	}
-	return fmt.Sprintf("%s restored: GPU_MEMORY_UTILIZATION %s → %s, restarted", w.Ref.Qualified(), l.To, l.From), true, nil
-}
-
-// restartStamp is the time a lower-memory phase restarts at, in the
-// pod template's format: never the stored one, or a restart made earlier
-// in the same second would pass for this phase's.
-func (c *Controller) restartStamp(ctx context.Context, ref workload.Ref) (string, error) {
-	at, err := ops.NextRestart(ctx, c.opts.Client, ref, c.opts.Now())
-	return at.Format(time.RFC3339), err
-}
-
-// convergeLowered brings a workload to what its lower-memory record
-// says: the fraction of the current phase, a restart stamped with the
-// phase's time, and, for a finished restore, no record.
-func (c *Controller) convergeLowered(ctx context.Context, w *Workload) error {
-	l := w.Lowered
-	fraction := l.To
-	if l.Restoring {
-		fraction = l.From
-	}
-	stamp := l.PhaseRestart()
-	if w.Template.Annotations[workload.AnnotationRestartedAt] != stamp {
-		at, err := time.Parse(time.RFC3339, stamp)
-		if err != nil {
-			return fmt.Errorf("%s: %w", w.Ref.Qualified(), err)
-		}
-		res, err := ops.TuneMemory(ctx, c.opts.Client, w.Ref, ops.MemoryOptions{Fraction: fraction, Now: at, NoBytes: true})
-		if err != nil {
-			return err
-		}
-		c.checkpoint("fraction-set")
-		if !res.Changed {
-			// The value was written before a crash, the restart not.
-			if _, err := ops.RestartAt(ctx, c.opts.Client, w.Ref, at); err != nil {
-				return err
-			}
-		}
-	}
-	if l.Restoring {
-		_, err := ops.Annotate(ctx, c.opts.Client, w.Ref, nil, workload.LowerAnnotations, nil)
-		return err
-	}
-	return nil
+// lowerOptions are the arbiter's for ops.Lower and ops.Raise.
+func (c *Controller) lowerOptions(st Step, fraction string) ops.LowerOptions {
+	return ops.LowerOptions{Fraction: fraction, Node: st.Node, Reason: st.Reason, Now: c.opts.Now(), Checkpoint: c.opts.Checkpoint}
 }

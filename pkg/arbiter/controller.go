@@ -21,7 +21,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -31,8 +30,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gpuslice/gpuslice/pkg/clusterview"
 	"github.com/gpuslice/gpuslice/pkg/ledger"
+	"github.com/gpuslice/gpuslice/pkg/ops"
 	"github.com/gpuslice/gpuslice/pkg/signals"
+	"github.com/gpuslice/gpuslice/pkg/snapshot"
 	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
@@ -82,7 +84,7 @@ type Options struct {
 // Controller runs the arbiter.
 type Controller struct {
 	opts      Options
-	informers *Informers
+	informers *snapshot.Informers
 	metrics   *metrics
 	recorder  record.EventRecorder
 	memo      *Memo
@@ -124,7 +126,7 @@ func New(opts Options) *Controller {
 		opts.Config.Identity = Identity
 	}
 	c := &Controller{opts: opts, metrics: newMetrics(), memo: NewMemo(), poke: make(chan struct{}, 1), reported: map[string]string{}}
-	c.informers = NewInformers(opts.Client, c.wake)
+	c.informers = snapshot.NewInformers(opts.Client, c.wake)
 	return c
 }
 
@@ -259,20 +261,21 @@ func (c *Controller) Round(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("reading the cluster from the informers: %w", err)
 	}
-	view, err := Read(cluster, ViewOptions{Ledger: c.opts.Ledger, Zone: c.opts.Zone})
+	view, err := clusterview.Read(cluster, clusterview.Options{Ledger: c.opts.Ledger, Zone: c.opts.Zone})
 	if err != nil {
 		return err
 	}
 	c.reportInvalid(view, cluster)
 	var errs []error
 	for _, w := range view.Workloads {
-		if w.Lowered != nil && w.Record == nil {
-			if err := c.convergeLowered(ctx, w); err != nil {
+		if w.LowerUnfinished() && !c.opts.DryRun {
+			if err := ops.FinishLower(ctx, c.opts.Client, w.Ref, w.Lowered, ops.LowerOptions{Checkpoint: c.opts.Checkpoint}); err != nil {
 				errs = append(errs, err)
 			}
 		}
 	}
-	steps, status := Plan(view, sig, c.opts.Config, c.memo)
+	steps, status, memo := Plan(view, sig, c.opts.Config, c.memo)
+	c.memo = memo
 	c.observe(view, status)
 	for _, st := range steps {
 		if err := c.apply(ctx, st, cluster); err != nil {
@@ -317,7 +320,7 @@ func (c *Controller) signalFailed(source string, err error) {
 }
 
 // observe logs each node's status when it changes and updates gauges.
-func (c *Controller) observe(v *View, status []NodeStatus) {
+func (c *Controller) observe(v *clusterview.View, status []NodeStatus) {
 	preempted := map[string]int{}
 	for _, w := range v.Workloads {
 		if w.Record != nil && w.Record.By == c.opts.Config.Identity {
@@ -340,7 +343,7 @@ func (c *Controller) observe(v *View, status []NodeStatus) {
 
 // reportInvalid logs and events each workload with a broken policy once
 // per distinct problem.
-func (c *Controller) reportInvalid(v *View, cluster *Cluster) {
+func (c *Controller) reportInvalid(v *clusterview.View, cluster *clusterview.Cluster) {
 	c.metrics.invalid.Set(float64(len(v.Invalid)))
 	for _, bad := range v.Invalid {
 		key := "invalid/" + bad.Ref.Qualified()
@@ -358,24 +361,4 @@ func boolGauge(b bool) float64 {
 		return 1
 	}
 	return 0
-}
-
-// Object is the Deployment or StatefulSet ref names, nil when the cluster
-// has none: what an Event about the workload is recorded on.
-func (c *Cluster) Object(ref workload.Ref) runtime.Object {
-	switch ref.Kind {
-	case workload.KindDeployment:
-		for i := range c.Deployments {
-			if d := &c.Deployments[i]; d.Namespace == ref.Namespace && d.Name == ref.Name {
-				return d
-			}
-		}
-	case workload.KindStatefulSet:
-		for i := range c.StatefulSets {
-			if s := &c.StatefulSets[i]; s.Namespace == ref.Namespace && s.Name == ref.Name {
-				return s
-			}
-		}
-	}
-	return nil
 }

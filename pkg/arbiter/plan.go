@@ -2,11 +2,13 @@ package arbiter
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/gpuslice/gpuslice/pkg/clusterview"
 	"github.com/gpuslice/gpuslice/pkg/ledger"
 	"github.com/gpuslice/gpuslice/pkg/signals"
 	"github.com/gpuslice/gpuslice/pkg/workload"
@@ -66,6 +68,12 @@ func NewMemo() *Memo {
 	return &Memo{clearSince: map[string]time.Time{}, unhealthy: map[workload.Ref]time.Time{}, restoring: map[string]workload.Ref{}, preempting: map[string]preemption{}, settled: map[string]uint64{}}
 }
 
+// clone is a copy Plan may change.
+func (m *Memo) clone() *Memo {
+	return &Memo{clearSince: maps.Clone(m.clearSince), unhealthy: maps.Clone(m.unhealthy), restoring: maps.Clone(m.restoring),
+		preempting: maps.Clone(m.preempting), settled: maps.Clone(m.settled)}
+}
+
 // Restored tells the memo a restore was written, so the next one waits
 // for this one to serve.
 func (m *Memo) Restored(node string, ref workload.Ref) { m.restoring[node] = ref }
@@ -97,7 +105,7 @@ const (
 type Step struct {
 	Kind     string
 	Node     string
-	Workload *Workload
+	Workload *clusterview.Workload
 	Reason   string
 }
 
@@ -121,9 +129,12 @@ type trigger struct {
 	ceiling int64
 }
 
-// Plan decides, for every GPU node, at most one step. It is pure: the
-// controller applies the steps and calls Plan again on the new state.
-func Plan(v *View, sig Signals, cfg Config, memo *Memo) ([]Step, []NodeStatus) {
+// Plan decides, for every GPU node, at most one step. It is pure: it
+// returns what to remember for the next round as a new memo and leaves
+// prev alone; the controller applies the steps and calls Plan again on
+// the new state.
+func Plan(v *clusterview.View, sig Signals, cfg Config, prev *Memo) ([]Step, []NodeStatus, *Memo) {
+	memo := prev.clone()
 	var steps []Step
 	var status []NodeStatus
 	for _, n := range v.Ledger.Nodes {
@@ -135,23 +146,14 @@ func Plan(v *View, sig Signals, cfg Config, memo *Memo) ([]Step, []NodeStatus) {
 	}
 	// Forget protected workloads that are healthy or gone.
 	for ref := range memo.unhealthy {
-		if w := v.find(ref); w == nil {
+		if w := v.Find(ref); w == nil {
 			delete(memo.unhealthy, ref)
 		}
 	}
-	return steps, status
+	return steps, status, memo
 }
 
-func (v *View) find(ref workload.Ref) *Workload {
-	for _, w := range v.Workloads {
-		if w.Ref == ref {
-			return w
-		}
-	}
-	return nil
-}
-
-func planNode(node string, v *View, sig Signals, cfg Config, memo *Memo, gpuMemory int64) (*Step, NodeStatus) {
+func planNode(node string, v *clusterview.View, sig Signals, cfg Config, memo *Memo, gpuMemory int64) (*Step, NodeStatus) {
 	st := NodeStatus{Node: node, MinFree: -1}
 	gpus, memKnown := sig.Memory[node]
 	memKnown = memKnown && len(gpus) > 0
@@ -166,8 +168,8 @@ func planNode(node string, v *View, sig Signals, cfg Config, memo *Memo, gpuMemo
 	if memKnown && st.MinFree < cfg.MinFree {
 		triggers = append(triggers, trigger{fmt.Sprintf("GPU memory low: %s free, under %s", ledger.FormatBytes(st.MinFree), ledger.FormatBytes(cfg.MinFree)), math.MaxInt64})
 	}
-	var running, released []*Workload
-	var pendingPreempt *Workload
+	var running, released []*clusterview.Workload
+	var pendingPreempt *clusterview.Workload
 	for _, w := range v.Workloads {
 		if !w.OnNode(node) {
 			continue
@@ -180,7 +182,7 @@ func planNode(node string, v *View, sig Signals, cfg Config, memo *Memo, gpuMemo
 			// Released by an operator: theirs to restore.
 		case w.Record != nil || w.Lowered != nil && !w.Lowered.Restoring:
 			released = append(released, w)
-			if !w.preemptDone() {
+			if !preemptDone(w) {
 				pendingPreempt = w
 			}
 		case w.Replicas > 0:
@@ -199,9 +201,9 @@ func planNode(node string, v *View, sig Signals, cfg Config, memo *Memo, gpuMemo
 		return nil, st
 	}
 	if p, ok := memo.preempting[node]; ok {
-		w := v.find(p.ref)
+		w := v.Find(p.ref)
 		switch {
-		case w == nil || (w.Record != nil || w.Lowered != nil) && w.preemptDone():
+		case w == nil || (w.Record != nil || w.Lowered != nil) && preemptDone(w):
 			delete(memo.preempting, node)
 			memo.settled[node] = sig.Sample
 		case w.Record == nil && w.Lowered == nil && sig.Now.Sub(p.at) > staleFor:
@@ -214,7 +216,7 @@ func planNode(node string, v *View, sig Signals, cfg Config, memo *Memo, gpuMemo
 	if ref, ok := memo.restoring[node]; ok {
 		// The cache may not show the restore yet: our record still there
 		// is the restore not seen, not a restore undone.
-		w := v.find(ref)
+		w := v.Find(ref)
 		if w != nil && (w.Record != nil && w.Record.By == cfg.Identity || w.Lowered != nil || !w.Serving()) {
 			if !st.Pressure {
 				st.Waiting = fmt.Sprintf("waiting for %s to serve (%d of %d ready)", ref.Qualified(), w.Ready, w.Replicas)
@@ -283,7 +285,7 @@ func planNode(node string, v *View, sig Signals, cfg Config, memo *Memo, gpuMemo
 			return nil, st
 		}
 		if sig.MemoryWatched {
-			if reason := fits(w, gpus, memKnown, sig, cfg, memo.settled[node], gpuMemory); reason != "" {
+			if reason := whyNotFit(w, gpus, memKnown, sig, cfg, memo.settled[node], gpuMemory); reason != "" {
 				st.Waiting = reason
 				return nil, st
 			}
@@ -306,7 +308,7 @@ func memoryOnly(ts []trigger) bool {
 
 // protectedTriggers are the pressure a protected workload puts on its
 // nodes: activity (a transcode) and ill health past the grace.
-func protectedTriggers(w *Workload, sig Signals, cfg Config, memo *Memo) []trigger {
+func protectedTriggers(w *clusterview.Workload, sig Signals, cfg Config, memo *Memo) []trigger {
 	var out []trigger
 	ceiling := int64(w.Policy.Priority)
 	if a, ok := sig.Activity[w.Ref]; ok && a.Active {
@@ -331,14 +333,14 @@ func protectedTriggers(w *Workload, sig Signals, cfg Config, memo *Memo) []trigg
 // fits says why restoring w would bring the pressure back, "" when it
 // would not: some GPU must keep MinFree+Margin after w's expected memory
 // returns, judged on memory sampled after the node's last step settled.
-func fits(w *Workload, gpus []signals.GPUMemory, known bool, sig Signals, cfg Config, settled uint64, gpuMemory int64) string {
+func whyNotFit(w *clusterview.Workload, gpus []signals.GPUMemory, known bool, sig Signals, cfg Config, settled uint64, gpuMemory int64) string {
 	if !known {
 		return "GPU memory on this node is unknown: no restore until a memory source reports it"
 	}
 	if sig.Sample <= settled {
 		return "waiting for a memory sample taken after the last step took effect"
 	}
-	need := w.returningMemory(gpuMemory)
+	need := returningMemory(w, gpuMemory)
 	var best int64 = math.MinInt64
 	for _, g := range gpus {
 		best = max(best, g.Free)
@@ -353,7 +355,7 @@ func fits(w *Workload, gpus []signals.GPUMemory, known bool, sig Signals, cfg Co
 // returningMemory is what a restore gives back to w on one GPU: a pod's
 // expected memory (its upper bound), or for a lowered workload the
 // difference between the two fractions.
-func (w *Workload) returningMemory(gpuMemory int64) int64 {
+func returningMemory(w *clusterview.Workload, gpuMemory int64) int64 {
 	if w.Lowered != nil {
 		return w.Lowered.Difference(gpuMemory)
 	}
@@ -364,16 +366,17 @@ func (w *Workload) returningMemory(gpuMemory int64) int64 {
 }
 
 // preemptDone says whether a preemption has taken effect.
-func (w *Workload) preemptDone() bool {
+func preemptDone(w *clusterview.Workload) bool {
 	if w.Lowered != nil {
-		return w.loweredRolledOut()
+		return w.LoweredRolledOut()
 	}
 	return w.PodsGone()
 }
 
-// sortByPriority sorts lowest priority first (desc: highest first), then
-// larger expected memory first when preempting, then by name.
-func sortByPriority(ws []*Workload, desc bool) {
+// sortByPriority sorts lowest priority first (desc: highest first). Ties
+// go by name, or with desc (restoring) the latest preempted first, so
+// restores undo preemptions in reverse order.
+func sortByPriority(ws []*clusterview.Workload, desc bool) {
 	sort.SliceStable(ws, func(i, j int) bool {
 		a, b := ws[i], ws[j]
 		if a.Policy.Priority != b.Policy.Priority {
@@ -386,7 +389,7 @@ func sortByPriority(ws []*Workload, desc bool) {
 	})
 }
 
-func releasedAt(w *Workload) string {
+func releasedAt(w *clusterview.Workload) string {
 	if w.Record != nil {
 		return w.Record.At
 	}

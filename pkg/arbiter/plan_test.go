@@ -1,6 +1,7 @@
 package arbiter
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -8,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 
+	"github.com/gpuslice/gpuslice/pkg/clusterview"
 	"github.com/gpuslice/gpuslice/pkg/ledger"
 	"github.com/gpuslice/gpuslice/pkg/policy"
 	"github.com/gpuslice/gpuslice/pkg/signals"
@@ -19,8 +21,8 @@ const gi = int64(1) << 30
 var t0 = time.Date(2026, 11, 28, 21, 0, 0, 0, time.UTC)
 
 // wl builds a workload on homelabai with ready pods.
-func wl(ns, name string, pol policy.Policy, replicas int32, mods ...func(*Workload)) *Workload {
-	w := &Workload{Ref: workload.Ref{Kind: workload.KindDeployment, Namespace: ns, Name: name}, Policy: pol, Replicas: replicas, Ready: replicas,
+func wl(ns, name string, pol policy.Policy, replicas int32, mods ...func(*clusterview.Workload)) *clusterview.Workload {
+	w := &clusterview.Workload{Ref: workload.Ref{Kind: workload.KindDeployment, Namespace: ns, Name: name}, Policy: pol, Replicas: replicas, Ready: replicas,
 		Nodes: []string{"homelabai"}, Template: &corev1.PodTemplateSpec{}, RolledOut: true}
 	for i := int32(0); i < replicas; i++ {
 		w.Pods = append(w.Pods, &corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodRunning}})
@@ -37,24 +39,24 @@ func preemptible(prio int32) policy.Policy {
 }
 
 // released marks w released by who, its pods gone.
-func released(who string) func(*Workload) {
-	return func(w *Workload) {
+func released(who string) func(*clusterview.Workload) {
+	return func(w *clusterview.Workload) {
 		w.Record = &workload.ReleaseRecord{Replicas: w.Replicas, By: who, Node: "homelabai", At: "2026-11-28T20:00:00Z"}
 		w.Replicas, w.Ready, w.Pods = 0, 0, nil
 	}
 }
 
-func memory(max string) func(*Workload) {
-	return func(w *Workload) {
+func memory(max string) func(*clusterview.Workload) {
+	return func(w *clusterview.Workload) {
 		q := resource.MustParse(max)
 		w.Memory = &ledger.MemoryRange{Min: q, Max: q}
 	}
 }
 
-func unready(w *Workload) { w.Ready = 0 }
+func unready(w *clusterview.Workload) { w.Ready = 0 }
 
-func hours(spec string) func(*Workload) {
-	return func(w *Workload) {
+func hours(spec string) func(*clusterview.Workload) {
+	return func(w *clusterview.Workload) {
 		h, err := policy.ParseHours(spec, time.UTC)
 		if err != nil {
 			panic(err)
@@ -77,61 +79,63 @@ type round struct {
 
 func TestPlan(t *testing.T) {
 	cfg := Config{MinFree: 1 * gi, Margin: gi / 2, HoldDown: 5 * time.Minute, UnhealthyGrace: 30 * time.Second, Identity: Identity}
-	plex := func(mods ...func(*Workload)) *Workload { return wl("media", "plex", protected(1000000), 1, mods...) }
-	vllm := func(mods ...func(*Workload)) *Workload {
-		return wl("ai-dev", "vllm-server", preemptible(1000), 2, append([]func(*Workload){memory("8.4Gi")}, mods...)...)
+	plex := func(mods ...func(*clusterview.Workload)) *clusterview.Workload {
+		return wl("media", "plex", protected(1000000), 1, mods...)
 	}
-	ollama := func(mods ...func(*Workload)) *Workload {
-		return wl("ai", "ollama", preemptible(500), 1, append([]func(*Workload){memory("4Gi")}, mods...)...)
+	vllm := func(mods ...func(*clusterview.Workload)) *clusterview.Workload {
+		return wl("ai-dev", "vllm-server", preemptible(1000), 2, append([]func(*clusterview.Workload){memory("8.4Gi")}, mods...)...)
+	}
+	ollama := func(mods ...func(*clusterview.Workload)) *clusterview.Workload {
+		return wl("ai", "ollama", preemptible(500), 1, append([]func(*clusterview.Workload){memory("4Gi")}, mods...)...)
 	}
 	tests := []struct {
 		name      string
-		workloads []*Workload
+		workloads []*clusterview.Workload
 		watched   bool // a memory source is configured
 		rounds    []round
 	}{
-		{name: "quiet", workloads: []*Workload{plex(), vllm(), ollama()}, watched: true,
+		{name: "quiet", workloads: []*clusterview.Workload{plex(), vllm(), ollama()}, watched: true,
 			rounds: []round{{freeGi: 3}}},
-		{name: "transcode preempts the lowest priority first", workloads: []*Workload{plex(), vllm(), ollama()},
+		{name: "transcode preempts the lowest priority first", workloads: []*clusterview.Workload{plex(), vllm(), ollama()},
 			rounds: []round{{active: true, wantStep: "preempt ai/ollama"}}},
-		{name: "transcode spares workloads above Plex", workloads: []*Workload{plex(), wl("ai", "vip", preemptible(2000000), 1)},
+		{name: "transcode spares workloads above Plex", workloads: []*clusterview.Workload{plex(), wl("ai", "vip", preemptible(2000000), 1)},
 			rounds: []round{{active: true}}},
-		{name: "memory pressure preempts anyone preemptible", workloads: []*Workload{wl("ai", "vip", preemptible(2000000), 1)}, watched: true,
+		{name: "memory pressure preempts anyone preemptible", workloads: []*clusterview.Workload{wl("ai", "vip", preemptible(2000000), 1)}, watched: true,
 			rounds: []round{{freeGi: 0.5, wantStep: "preempt ai/vip"}}},
-		{name: "one at a time: wait for the pods to go", workloads: []*Workload{plex(), vllm(), ollama(func(w *Workload) {
+		{name: "one at a time: wait for the pods to go", workloads: []*clusterview.Workload{plex(), vllm(), ollama(func(w *clusterview.Workload) {
 			released(Identity)(w)
 			w.Pods = []*corev1.Pod{{}}
 		})}, rounds: []round{{active: true, wantWait: "waiting for deployment ai/ollama to give up the GPU"}}},
-		{name: "memory too low after the first: the next", workloads: []*Workload{plex(), vllm(), ollama(released(Identity))}, watched: true,
+		{name: "memory too low after the first: the next", workloads: []*clusterview.Workload{plex(), vllm(), ollama(released(Identity))}, watched: true,
 			rounds: []round{{freeGi: 0.5, wantStep: "preempt ai-dev/vllm-server"}}},
-		{name: "hold-down, then the highest priority back first", workloads: []*Workload{plex(), vllm(released(Identity)), ollama(released(Identity))},
+		{name: "hold-down, then the highest priority back first", workloads: []*clusterview.Workload{plex(), vllm(released(Identity)), ollama(released(Identity))},
 			rounds: []round{
 				{wantWait: "holds down for 5m0s more"},
 				{at: 4 * time.Minute, wantWait: "holds down for 1m0s more"},
 				{at: 5 * time.Minute, wantStep: "restore ai-dev/vllm-server"},
 			}},
-		{name: "activity resets the hold-down", workloads: []*Workload{plex(), vllm(released(Identity))},
+		{name: "activity resets the hold-down", workloads: []*clusterview.Workload{plex(), vllm(released(Identity))},
 			rounds: []round{{}, {at: 4 * time.Minute, active: true}, {at: 6 * time.Minute, wantWait: "holds down for 5m0s more"}}},
-		{name: "an operator's release is theirs", workloads: []*Workload{plex(), vllm(released("alice"))},
+		{name: "an operator's release is theirs", workloads: []*clusterview.Workload{plex(), vllm(released("alice"))},
 			rounds: []round{{}, {at: time.Hour}}},
-		{name: "hysteresis: just above the threshold is not clear", workloads: []*Workload{plex(), ollama(released(Identity))}, watched: true,
+		{name: "hysteresis: just above the threshold is not clear", workloads: []*clusterview.Workload{plex(), ollama(released(Identity))}, watched: true,
 			rounds: []round{{freeGi: 1.2, wantWait: "threshold plus margin"}, {at: time.Hour, freeGi: 1.2, wantWait: "threshold plus margin"}}},
-		{name: "a restore must fit with the margin", workloads: []*Workload{plex(), vllm(released(Identity))}, watched: true,
+		{name: "a restore must fit with the margin", workloads: []*clusterview.Workload{plex(), vllm(released(Identity))}, watched: true,
 			rounds: []round{{freeGi: 9}, {at: time.Hour, freeGi: 9, wantWait: "needs about 8.4Gi back"}, {at: 2 * time.Hour, freeGi: 10, wantStep: "restore ai-dev/vllm-server"}}},
-		{name: "unknown memory restores nothing", workloads: []*Workload{plex(), vllm(released(Identity))}, watched: true,
+		{name: "unknown memory restores nothing", workloads: []*clusterview.Workload{plex(), vllm(released(Identity))}, watched: true,
 			rounds: []round{{freeGi: -1}, {at: time.Hour, freeGi: -1, wantWait: "unknown"}}},
-		{name: "outside active hours", workloads: []*Workload{plex(), vllm(hours("07:00-19:00"))},
+		{name: "outside active hours", workloads: []*clusterview.Workload{plex(), vllm(hours("07:00-19:00"))},
 			rounds: []round{{wantStep: "preempt ai-dev/vllm-server"}}},
-		{name: "released outside active hours stays so until they open", workloads: []*Workload{plex(), vllm(hours("07:00-19:00"), released(Identity))},
+		{name: "released outside active hours stays so until they open", workloads: []*clusterview.Workload{plex(), vllm(hours("07:00-19:00"), released(Identity))},
 			rounds: []round{{}, {at: 9 * time.Hour}, {at: 10*time.Hour + 30*time.Minute, wantStep: "restore ai-dev/vllm-server"}}},
-		{name: "unhealthy Plex counts after the grace", workloads: []*Workload{plex(unready), vllm()},
+		{name: "unhealthy Plex counts after the grace", workloads: []*clusterview.Workload{plex(unready), vllm()},
 			rounds: []round{{}, {at: 29 * time.Second}, {at: 30 * time.Second, wantStep: "preempt ai-dev/vllm-server"}}},
-		{name: "restore waits for the last one to serve", workloads: []*Workload{plex(), vllm(unready), ollama(released(Identity))},
+		{name: "restore waits for the last one to serve", workloads: []*clusterview.Workload{plex(), vllm(unready), ollama(released(Identity))},
 			rounds: []round{{at: time.Hour, wantWait: "to serve (0 of 2 ready)"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			v := &View{Workloads: tt.workloads, Ledger: &ledger.Report{Nodes: []ledger.NodeReport{{Name: "homelabai", GPUMemoryBytes: 12 * gi}}}}
+			v := &clusterview.View{Workloads: tt.workloads, Ledger: &ledger.Report{Nodes: []ledger.NodeReport{{Name: "homelabai", GPUMemoryBytes: 12 * gi}}}}
 			memo := NewMemo()
 			if strings.HasPrefix(tt.name, "restore waits") {
 				memo.Restored("homelabai", tt.workloads[1].Ref)
@@ -145,7 +149,12 @@ func TestPlan(t *testing.T) {
 				if r.active {
 					sig.Activity[plexRef()] = signals.Activity{Active: true, Count: 1, Detail: "1 hardware transcode"}
 				}
-				steps, status := Plan(v, sig, cfg, memo)
+				before := memo.clone()
+				steps, status, next := Plan(v, sig, cfg, memo)
+				if !reflect.DeepEqual(memo, before) {
+					t.Fatalf("round %d: Plan changed the memo it was given", i)
+				}
+				memo = next
 				got := ""
 				if len(steps) > 0 {
 					got = steps[0].Kind + " " + steps[0].Workload.Ref.Namespace + "/" + steps[0].Workload.Ref.Name

@@ -5,7 +5,7 @@
 // shares it requests. An annotation with a reason lets it in anyway.
 //
 // Deciding is pure: the caller (the webhook) reads the cluster into an
-// arbiter.View and passes the nodes and PriorityClasses it listed.
+// clusterview.View and passes the nodes and PriorityClasses it listed.
 package gate
 
 import (
@@ -17,7 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
-	"github.com/gpuslice/gpuslice/pkg/arbiter"
+	"github.com/gpuslice/gpuslice/pkg/clusterview"
 	"github.com/gpuslice/gpuslice/pkg/ledger"
 	"github.com/gpuslice/gpuslice/pkg/policy"
 	"github.com/gpuslice/gpuslice/pkg/workload"
@@ -55,7 +55,7 @@ const KindPod = "Pod"
 
 // Decide says whether pod may be created now. pod is as it will be
 // stored: mutated, with its namespace set.
-func Decide(v *arbiter.View, pod *corev1.Pod, opt Options) Decision {
+func Decide(v *clusterview.View, pod *corev1.Pod, opt Options) Decision {
 	if !ledger.IsGPUPod(pod, opt.Ledger) {
 		return Decision{Allowed: true, Message: "not a GPU pod"}
 	}
@@ -103,7 +103,7 @@ func Decide(v *arbiter.View, pod *corev1.Pod, opt Options) Decision {
 // policyOf finds the pod's workload and its policy: the view's for a
 // Deployment or StatefulSet, the pod's own annotations for a pod without
 // a controller. ok is false when there is none, or it does not parse.
-func policyOf(v *arbiter.View, pod *corev1.Pod, opt Options) (workload.Ref, policy.Policy, bool) {
+func policyOf(v *clusterview.View, pod *corev1.Pod, opt Options) (workload.Ref, policy.Policy, bool) {
 	kind, name := v.Owners.Of(pod)
 	ref := workload.Ref{Kind: kind, Namespace: pod.Namespace, Name: name}
 	if kind == KindPod {
@@ -151,7 +151,7 @@ func labelsOf(nodes []corev1.Node, name string) map[string]string {
 // unhealthyProtected describes every protected workload on one of nodes
 // that does not serve. One without pods counts on the nodes its template
 // selects, so a Plex whose pod is gone still holds the gate shut.
-func unhealthyProtected(v *arbiter.View, nodes []*ledger.NodeReport, all []corev1.Node) []string {
+func unhealthyProtected(v *clusterview.View, nodes []*ledger.NodeReport, all []corev1.Node) []string {
 	var out []string
 	for _, w := range v.Workloads {
 		if !w.Policy.Protected {

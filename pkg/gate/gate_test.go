@@ -9,13 +9,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/gpuslice/gpuslice/internal/gatetest"
-	"github.com/gpuslice/gpuslice/pkg/arbiter"
+	"github.com/gpuslice/gpuslice/pkg/clusterview"
 	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 func decide(t *testing.T, c *gatetest.Cluster, pod *corev1.Pod) Decision {
 	t.Helper()
-	v, err := arbiter.Read(&c.Cluster, arbiter.ViewOptions{})
+	v, err := clusterview.Read(&c.Cluster, clusterview.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +239,7 @@ func BenchmarkReadAndDecide(b *testing.B) {
 	pod := c.NewPod("ai-dev", "vllm-server")
 	b.ResetTimer()
 	for b.Loop() {
-		v, err := arbiter.Read(&c.Cluster, arbiter.ViewOptions{})
+		v, err := clusterview.Read(&c.Cluster, clusterview.Options{})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -18,9 +18,10 @@ import (
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
 
-	"github.com/gpuslice/gpuslice/pkg/arbiter"
+	"github.com/gpuslice/gpuslice/pkg/clusterview"
 	"github.com/gpuslice/gpuslice/pkg/gate"
 	"github.com/gpuslice/gpuslice/pkg/ledger"
+	"github.com/gpuslice/gpuslice/pkg/snapshot"
 	"github.com/gpuslice/gpuslice/pkg/webhook"
 	"github.com/gpuslice/gpuslice/pkg/workload"
 )
@@ -45,18 +46,18 @@ type Options struct {
 	OwnerWait time.Duration
 }
 
-// source is what the gate reads: arbiter.Informers, or a fixed cluster
+// source is what the gate reads: snapshot.Informers, or a fixed cluster
 // in tests.
 type source interface {
 	Synced() (bool, string)
-	Cluster() (*arbiter.Cluster, error)
+	Cluster() (*clusterview.Cluster, error)
 }
 
 // Gate implements webhook.Gate.
 type Gate struct {
 	opts      Options
 	source    source
-	informers *arbiter.Informers
+	informers *snapshot.Informers
 	events    record.EventBroadcaster
 	recorder  record.EventRecorder
 }
@@ -65,7 +66,7 @@ var _ webhook.Gate = (*Gate)(nil)
 
 // New returns a gate; Start lists the cluster.
 func New(o Options) *Gate {
-	inf := arbiter.NewInformers(o.Client, nil)
+	inf := snapshot.NewInformers(o.Client, nil)
 	b := record.NewBroadcaster()
 	return &Gate{
 		opts: o, source: inf, informers: inf, events: b,
@@ -114,7 +115,7 @@ func (g *Gate) Admit(ctx context.Context, pod *corev1.Pod, dryRun bool) webhook.
 
 // decide reads the cluster and asks gate.Decide; c is nil when the
 // decision was made without reading it.
-func (g *Gate) decide(ctx context.Context, pod *corev1.Pod) (d gate.Decision, c *arbiter.Cluster) {
+func (g *Gate) decide(ctx context.Context, pod *corev1.Pod) (d gate.Decision, c *clusterview.Cluster) {
 	if ok, why := g.Ready(); !ok {
 		return gate.Decision{Message: why + "; the pod's controller retries"}, nil
 	}
@@ -139,7 +140,7 @@ func (g *Gate) decide(ctx context.Context, pod *corev1.Pod) (d gate.Decision, c 
 	case err != nil:
 		return gate.Decision{Message: fmt.Sprintf("admission gate: reading the cluster: %v", err)}, nil
 	}
-	v, err := arbiter.Read(c, arbiter.ViewOptions{Ledger: g.opts.Ledger})
+	v, err := clusterview.Read(c, clusterview.Options{Ledger: g.opts.Ledger})
 	if err != nil {
 		return gate.Decision{Message: fmt.Sprintf("admission gate: reading the cluster: %v", err)}, nil
 	}
@@ -148,7 +149,7 @@ func (g *Gate) decide(ctx context.Context, pod *corev1.Pod) (d gate.Decision, c 
 
 // missingOwner names the pod's ReplicaSet, or that ReplicaSet's
 // Deployment, or its StatefulSet, when the cache lacks it; "" otherwise.
-func missingOwner(c *arbiter.Cluster, pod *corev1.Pod) string {
+func missingOwner(c *clusterview.Cluster, pod *corev1.Pod) string {
 	ref := metav1.GetControllerOfNoCopy(pod)
 	if ref == nil {
 		return ""
@@ -178,7 +179,7 @@ func missingOwner(c *arbiter.Cluster, pod *corev1.Pod) string {
 
 // workloadObject is the Deployment or StatefulSet ref names, nil when c
 // (which may be nil) has none.
-func workloadObject(c *arbiter.Cluster, ref workload.Ref) runtime.Object {
+func workloadObject(c *clusterview.Cluster, ref workload.Ref) runtime.Object {
 	if c == nil {
 		return nil
 	}

@@ -11,13 +11,13 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	"github.com/gpuslice/gpuslice/internal/gatetest"
-	"github.com/gpuslice/gpuslice/pkg/arbiter"
+	"github.com/gpuslice/gpuslice/pkg/clusterview"
 	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // fixed is a cluster the informers would have listed.
 type fixed struct {
-	c      *arbiter.Cluster
+	c      *clusterview.Cluster
 	synced bool
 }
 
@@ -28,7 +28,7 @@ func (f fixed) Synced() (bool, string) {
 	return true, ""
 }
 
-func (f fixed) Cluster() (*arbiter.Cluster, error) {
+func (f fixed) Cluster() (*clusterview.Cluster, error) {
 	c := *f.c
 	return &c, nil
 }

@@ -1,4 +1,10 @@
-package arbiter
+// Package clusterview is the cluster as the arbiter and the admission
+// gate decide on it: every Deployment and StatefulSet with a gpuslice
+// policy, with its pods, the GPU nodes it is on or may land on, its
+// release and lower records and its expected VRAM, beside the share and
+// VRAM ledger. It is pure: Read computes on listed objects (filled by
+// pkg/snapshot's informers), so it is table-testable without a cluster.
+package clusterview
 
 import (
 	"fmt"
@@ -10,6 +16,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/gpuslice/gpuslice/pkg/ledger"
 	"github.com/gpuslice/gpuslice/pkg/podstatus"
@@ -93,8 +100,8 @@ func (w *Workload) OnNode(node string) bool {
 	return false
 }
 
-// ViewOptions are what reading the cluster needs.
-type ViewOptions struct {
+// Options are what reading the cluster needs.
+type Options struct {
 	Ledger ledger.Options
 	// Zone is the time zone of active hours without their own.
 	Zone *time.Location
@@ -119,10 +126,17 @@ type View struct {
 }
 
 // Find is the workload ref names, nil when it has no policy.
-func (v *View) Find(ref workload.Ref) *Workload { return v.find(ref) }
+func (v *View) Find(ref workload.Ref) *Workload {
+	for _, w := range v.Workloads {
+		if w.Ref == ref {
+			return w
+		}
+	}
+	return nil
+}
 
 // Read finds every workload with a policy.
-func Read(c *Cluster, opt ViewOptions) (*View, error) {
+func Read(c *Cluster, opt Options) (*View, error) {
 	report, err := ledger.Build(c.Input, opt.Ledger)
 	if err != nil {
 		return nil, err
@@ -294,4 +308,39 @@ func statefulSetRolledOut(s *appsv1.StatefulSet) bool {
 	}
 	st := s.Status
 	return st.ObservedGeneration >= s.Generation && st.UpdatedReplicas == want && st.ReadyReplicas == want && st.CurrentRevision == st.UpdateRevision
+}
+
+// LoweredRolledOut says whether a lowered workload's pods run with the
+// current phase's fraction: restarted at the phase's time, and the
+// rollout finished.
+func (w *Workload) LoweredRolledOut() bool {
+	return w.Template.Annotations[workload.AnnotationRestartedAt] == w.Lowered.PhaseRestart() && w.RolledOut
+}
+
+// LowerUnfinished says whether a lower-memory step was cut short (the
+// arbiter stopped between its writes): the record is there, but the
+// restart of its phase is not, or a finished restore left the record.
+func (w *Workload) LowerUnfinished() bool {
+	return w.Lowered != nil && w.Record == nil &&
+		(w.Lowered.Restoring || w.Template.Annotations[workload.AnnotationRestartedAt] != w.Lowered.PhaseRestart())
+}
+
+// Object is the Deployment or StatefulSet ref names, nil when the cluster
+// has none: what an Event about the workload is recorded on.
+func (c *Cluster) Object(ref workload.Ref) runtime.Object {
+	switch ref.Kind {
+	case workload.KindDeployment:
+		for i := range c.Deployments {
+			if d := &c.Deployments[i]; d.Namespace == ref.Namespace && d.Name == ref.Name {
+				return d
+			}
+		}
+	case workload.KindStatefulSet:
+		for i := range c.StatefulSets {
+			if s := &c.StatefulSets[i]; s.Namespace == ref.Namespace && s.Name == ref.Name {
+				return s
+			}
+		}
+	}
+	return nil
 }

@@ -1,11 +1,10 @@
-package arbiter
+package clusterview
 
 import (
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -34,13 +33,13 @@ func TestRead(t *testing.T) {
 		Input: ledger.Input{Nodes: []corev1.Node{node}, Pods: []corev1.Pod{pending}, ReplicaSets: []appsv1.ReplicaSet{rs}},
 		Deployments: []appsv1.Deployment{
 			dep("ollama", map[string]string{workload.AnnotationPreemptible: "true"}, 1),
-			dep("released", map[string]string{workload.AnnotationPreemptible: "true", workload.AnnotationReleasedReplicas: "3", workload.AnnotationReleasedNode: "homelabai", workload.AnnotationReleasedBy: Identity}, 0),
+			dep("released", map[string]string{workload.AnnotationPreemptible: "true", workload.AnnotationReleasedReplicas: "3", workload.AnnotationReleasedNode: "homelabai", workload.AnnotationReleasedBy: "gpuslice-arbiter"}, 0),
 			dep("broken", map[string]string{workload.AnnotationPreemptible: "maybe"}, 1),
 			dep("unmanaged", nil, 1),
 		},
 		Classes: policy.PriorityClasses{},
 	}
-	v, err := Read(c, ViewOptions{Zone: time.UTC})
+	v, err := Read(c, Options{Zone: time.UTC})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,15 +55,5 @@ func TestRead(t *testing.T) {
 	}
 	if released.Record == nil || released.Record.Replicas != 3 || !released.OnNode("homelabai") || !released.PodsGone() {
 		t.Errorf("released: %+v on %v", released.Record, released.Nodes)
-	}
-}
-
-func TestMetricsLint(t *testing.T) {
-	m := newMetrics()
-	m.pressure.WithLabelValues("homelabai").Set(1)
-	m.steps.WithLabelValues(StepPreempt, "done").Inc()
-	problems, err := testutil.GatherAndLint(m.registry)
-	if err != nil || len(problems) > 0 {
-		t.Errorf("lint: %v %v", problems, err)
 	}
 }

@@ -1,4 +1,4 @@
-package arbiter
+package snapshot
 
 import (
 	"context"
@@ -14,11 +14,13 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/gpuslice/gpuslice/pkg/clusterview"
 	"github.com/gpuslice/gpuslice/pkg/policy"
 )
 
-// Informers keep the objects the arbiter (and the admission gate) read in
-// memory, so a round costs no API call.
+// Informers keep the objects the arbiter and the admission gate read (a
+// clusterview.Cluster) in memory, so a round or an admission costs no API
+// call.
 type Informers struct {
 	factory informers.SharedInformerFactory
 	synced  []cache.InformerSynced
@@ -82,8 +84,8 @@ func (i *Informers) Synced() (bool, string) {
 
 // Cluster copies the informers' objects out (the ledger keeps pointers
 // into its input, so it must not share the cache's objects).
-func (i *Informers) Cluster() (*Cluster, error) {
-	c := &Cluster{Classes: policy.PriorityClasses{}}
+func (i *Informers) Cluster() (*clusterview.Cluster, error) {
+	c := &clusterview.Cluster{Classes: policy.PriorityClasses{}}
 	all := labels.Everything()
 	nodes, err := i.factory.Core().V1().Nodes().Lister().List(all)
 	if err != nil {
