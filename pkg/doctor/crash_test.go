@@ -160,7 +160,9 @@ func TestDoctorJudgeCrash(t *testing.T) {
 			contains: []string{"restarted 1 time(s), last exit Error code 1"}},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) { expect(t, JudgeCrash(tc.pod, seedVLLM, nil), tc.verdict, tc.contains...) })
+		t.Run(tc.name, func(t *testing.T) {
+			expect(t, JudgeCrash(&PodInput{PodEvidence: PodEvidence{Pod: tc.pod}, Memory: seedVLLM}), tc.verdict, tc.contains...)
+		})
 	}
 }
 
@@ -192,7 +194,7 @@ func TestDoctorJudgeCUDAOOM(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			expect(t, JudgeCUDAOOM(&PodEvidence{Pod: vllm, Logs: tc.logs}, seedVLLM, node), tc.verdict, tc.contains...)
+			expect(t, JudgeCUDAOOM(&PodInput{PodEvidence: PodEvidence{Pod: vllm, Logs: tc.logs}, Memory: seedVLLM, Node: node}), tc.verdict, tc.contains...)
 		})
 	}
 }

@@ -184,11 +184,6 @@ func (ev *Evidence) profiles() []inject.Profile {
 	return inject.DefaultConfig("").Profiles
 }
 
-// annotated says whether the workload's pods ask the webhook for devices.
-func (w *WorkloadEvidence) annotated() bool {
-	return w.PodAnnotations()[inject.AnnotationProfiles] != ""
-}
-
 // PodAnnotations are the annotations its pods get: the template's, or the
 // bare pod's own.
 func (w *WorkloadEvidence) PodAnnotations() map[string]string {

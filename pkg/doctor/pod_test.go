@@ -43,25 +43,25 @@ func TestDoctorJudgeAnnotation(t *testing.T) {
 func TestDoctorJudgeRuntimeClass(t *testing.T) {
 	rcs := RuntimeClasses{Handlers: map[string]string{"nvidia": "nvidia"}}
 	tests := []struct {
-		name               string
-		pod                *corev1.Pod
-		rcs                RuntimeClasses
-		annotated, created bool
-		verdict            Verdict
-		contains           []string
+		name     string
+		pod      *corev1.Pod
+		rcs      RuntimeClasses
+		template bool
+		verdict  Verdict
+		contains []string
 	}{
-		{name: "set and exists", pod: pod("ai-dev", "vllm", "homelabai", 2, annotated, withRuntimeClass), rcs: rcs, annotated: true, created: true, verdict: OK, contains: []string{"runtimeClassName nvidia (handler nvidia)"}},
-		{name: "RuntimeClass missing", pod: pod("ai-dev", "vllm", "homelabai", 2, annotated, withRuntimeClass), rcs: RuntimeClasses{Handlers: map[string]string{}}, annotated: true, created: true, verdict: Fail,
+		{name: "set and exists", pod: pod("ai-dev", "vllm", "homelabai", 2, annotated, withRuntimeClass), rcs: rcs, verdict: OK, contains: []string{"runtimeClassName nvidia (handler nvidia)"}},
+		{name: "RuntimeClass missing", pod: pod("ai-dev", "vllm", "homelabai", 2, annotated, withRuntimeClass), rcs: RuntimeClasses{Handlers: map[string]string{}}, verdict: Fail,
 			contains: []string{"RuntimeClass nvidia does not exist", `"kind":"RuntimeClass"`}},
-		{name: "cannot list", pod: pod("ai-dev", "vllm", "homelabai", 2, withRuntimeClass), rcs: RuntimeClasses{Err: "forbidden"}, annotated: false, created: true, verdict: Warn, contains: []string{"could not be read: forbidden"}},
-		{name: "annotated but not mutated", pod: pod("media", "plex", "homelabai", 0, annotated), rcs: rcs, annotated: true, created: true, verdict: Fail,
+		{name: "cannot list", pod: pod("ai-dev", "vllm", "homelabai", 2, withRuntimeClass), rcs: RuntimeClasses{Err: "forbidden"}, verdict: Warn, contains: []string{"could not be read: forbidden"}},
+		{name: "annotated but not mutated", pod: pod("media", "plex", "homelabai", 0, annotated), rcs: rcs, verdict: Fail,
 			contains: []string{"the webhook did not mutate it", "kubectl delete pod -n media plex-abc12"}},
-		{name: "template: the webhook will set it", pod: pod("media", "plex", "", 0, annotated), rcs: rcs, annotated: true, created: false, verdict: OK, contains: []string{"sets runtimeClassName at admission"}},
-		{name: "shares only, unset", pod: pod("ai", "ollama", "homelabai", 1), rcs: rcs, annotated: false, created: true, verdict: Warn, contains: []string{"default container runtime", "runtimeClassName: nvidia"}},
+		{name: "template: the webhook will set it", pod: pod("media", "plex", "", 0, annotated), rcs: rcs, template: true, verdict: OK, contains: []string{"sets runtimeClassName at admission"}},
+		{name: "shares only, unset", pod: pod("ai", "ollama", "homelabai", 1), rcs: rcs, verdict: Warn, contains: []string{"default container runtime", "runtimeClassName: nvidia"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			expect(t, JudgeRuntimeClass(tc.pod, tc.rcs, tc.annotated, tc.created), tc.verdict, tc.contains...)
+			expect(t, JudgeRuntimeClass(&PodInput{PodEvidence: PodEvidence{Pod: tc.pod}, RuntimeClasses: tc.rcs, Template: tc.template}), tc.verdict, tc.contains...)
 		})
 	}
 }
@@ -93,7 +93,9 @@ func TestDoctorJudgeDevices(t *testing.T) {
 			contains: []string{"--injector-config"}},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) { expect(t, JudgeDevices(tc.pod, profiles), tc.verdict, tc.contains...) })
+		t.Run(tc.name, func(t *testing.T) {
+			expect(t, JudgeDevices(&PodInput{PodEvidence: PodEvidence{Pod: tc.pod}, Profiles: profiles}), tc.verdict, tc.contains...)
+		})
 	}
 }
 
@@ -134,7 +136,7 @@ func TestDoctorJudgeNvidiaEnv(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			expect(t, JudgeNvidiaEnv(tc.pod, []corev1.ConfigMap{cm}), tc.verdict, tc.contains...)
+			expect(t, JudgeNvidiaEnv(&PodInput{PodEvidence: PodEvidence{Pod: tc.pod}, ConfigMaps: []corev1.ConfigMap{cm}}), tc.verdict, tc.contains...)
 		})
 	}
 }
@@ -144,7 +146,7 @@ func TestDoctorJudgeNvidiaEnvSidecar(t *testing.T) {
 	// without the variables is fine.
 	p := pod("ai-dev", "vllm", "homelabai", 2, withEnv(EnvVisibleDevices, "all"))
 	p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "proxy", Image: "envoy"})
-	got := JudgeNvidiaEnv(p, nil)
+	got := JudgeNvidiaEnv(&PodInput{PodEvidence: PodEvidence{Pod: p}})
 	expect(t, got, OK, "vllm: NVIDIA_VISIBLE_DEVICES=all")
 	if strings.Contains(got.Evidence, "proxy") {
 		t.Errorf("sidecar judged: %s", got.Evidence)

@@ -143,7 +143,9 @@ func TestDoctorJudgeScheduling(t *testing.T) {
 		}()}, verdict: Warn, contains: []string{"scheduler has said nothing", `"volcano"`}},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) { expect(t, JudgeScheduling(&tc.p), tc.verdict, tc.contains...) })
+		t.Run(tc.name, func(t *testing.T) {
+			expect(t, JudgeScheduling(&PodInput{PodEvidence: tc.p}), tc.verdict, tc.contains...)
+		})
 	}
 }
 
