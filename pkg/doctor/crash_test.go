@@ -22,7 +22,7 @@ func logLines(t *testing.T, name string) []string {
 	return strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 }
 
-// TestDetectLogProblems runs the detection on real-looking logs of vLLM,
+// TestDoctorDetectLogProblems runs the detection on real-looking logs of vLLM,
 // faster-whisper (PyTorch) and Ollama (llama.cpp), and on lines that say
 // "out of memory" about something else.
 func TestDoctorDetectLogProblems(t *testing.T) {

@@ -180,7 +180,7 @@ func judgeCluster(ev *Evidence) []Result {
 	}
 	if ev.Ledger != nil {
 		for _, n := range ev.Ledger.Nodes {
-			if ev.vramNode(n.Name) {
+			if ev.concernsNode(n.Name) {
 				out = append(out, JudgeNodeVRAM(n))
 			}
 		}
@@ -188,10 +188,10 @@ func judgeCluster(ev *Evidence) []Result {
 	return out
 }
 
-// vramNode says whether node's VRAM risk belongs in the report: every GPU
-// node when no target was named, else the nodes the target runs on or may
-// be scheduled to.
-func (ev *Evidence) vramNode(node string) bool {
+// concernsNode says whether node's VRAM risk belongs in the report: every
+// GPU node when no target was named, else the nodes the target runs on or
+// may be scheduled to.
+func (ev *Evidence) concernsNode(node string) bool {
 	if ev.Target == "" {
 		return true
 	}

@@ -89,8 +89,8 @@ func TestDoctorJudgeReport(t *testing.T) {
 	}
 }
 
-// TestJudgeTarget: a target gets the VRAM of its own nodes, and no webhook
-// rows when none were gathered.
+// TestDoctorJudgeTarget: a target gets the VRAM of its own nodes, and no
+// webhook rows when none were gathered.
 func TestDoctorJudgeTarget(t *testing.T) {
 	ev := seedEvidence(t)
 	ev.Target, ev.Webhook = "deployment/plex", nil

@@ -248,10 +248,10 @@ func nodeReport(r *ledger.Report, name string) *ledger.NodeReport {
 	return nil
 }
 
-// nodeMemory is the ledger entry of the node a pod runs on, else of the
+// podNodeReport is the ledger entry of the node a pod runs on, else of the
 // first node the workload may run on: whose memory use the OOM advice
 // points at.
-func (ev *Evidence) nodeMemory(node string, w *WorkloadEvidence) *ledger.NodeReport {
+func (ev *Evidence) podNodeReport(node string, w *WorkloadEvidence) *ledger.NodeReport {
 	if n := nodeReport(ev.Ledger, node); n != nil {
 		return n
 	}

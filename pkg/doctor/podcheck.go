@@ -48,6 +48,6 @@ func (ev *Evidence) podInput(w *WorkloadEvidence, p *PodEvidence) *PodInput {
 		RuntimeClasses: ev.RuntimeClasses,
 		ConfigMaps:     ev.ConfigMaps,
 		Memory:         ev.memorySettings(p.Pod),
-		Node:           ev.nodeMemory(p.Pod.Spec.NodeName, w),
+		Node:           ev.podNodeReport(p.Pod.Spec.NodeName, w),
 	}
 }

@@ -286,7 +286,7 @@ func TestDoctorJudgeDryRun(t *testing.T) {
 	}
 }
 
-// TestJudgeWebhook: which checks run depends on what was gathered.
+// TestDoctorJudgeWebhook: which checks run depends on what was gathered.
 func TestDoctorJudgeWebhook(t *testing.T) {
 	ca := newCA(t, "gpuslice webhook CA")
 	w := urlWebhook(ca.CertPEM)
