@@ -330,7 +330,7 @@ func protectedTriggers(w *clusterview.Workload, sig Signals, cfg Config, memo *M
 	return out
 }
 
-// fits says why restoring w would bring the pressure back, "" when it
+// whyNotFit says why restoring w would bring the pressure back, "" when it
 // would not: some GPU must keep MinFree+Margin after w's expected memory
 // returns, judged on memory sampled after the node's last step settled.
 func whyNotFit(w *clusterview.Workload, gpus []signals.GPUMemory, known bool, sig Signals, cfg Config, settled uint64, gpuMemory int64) string {

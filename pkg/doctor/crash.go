@@ -152,7 +152,8 @@ var badWaiting = map[string]string{
 
 // JudgeCrash judges the seed's "Pod pending or CrashLoopBackOff" and
 // OOMKilled: container states and the last termination.
-func JudgeCrash(pod *corev1.Pod, m MemorySettings, node *ledger.NodeReport) Result {
+func JudgeCrash(in *PodInput) Result {
+	pod := in.Pod
 	res := Result{Check: CheckCrash, Object: "pod/" + pod.Name, Verdict: OK}
 	statuses := append(append([]corev1.ContainerStatus{}, pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...)
 	if len(statuses) == 0 {
@@ -176,7 +177,7 @@ func JudgeCrash(pod *corev1.Pod, m MemorySettings, node *ledger.NodeReport) Resu
 		oom := (last != nil && last.Reason == "OOMKilled") || (now != nil && now.Reason == "OOMKilled")
 		switch {
 		case oom:
-			set(Fail, fmt.Sprintf("container %s was OOMKilled%s", s.Name, crashDetail(s)), oomKilledRemedy(pod, s.Name, m, node))
+			set(Fail, fmt.Sprintf("container %s was OOMKilled%s", s.Name, crashDetail(s)), oomKilledRemedy(pod, s.Name, in.Memory, in.Node))
 		case s.State.Waiting != nil && s.State.Waiting.Reason == "CrashLoopBackOff":
 			set(Fail, fmt.Sprintf("container %s is in CrashLoopBackOff%s", s.Name, crashDetail(s)),
 				fmt.Sprintf("read why it exits: kubectl logs -n %s %s -c %s --previous (cuda-oom reads it for CUDA out of memory)", pod.Namespace, pod.Name, s.Name))
@@ -281,15 +282,16 @@ func DetectLogProblems(lines []string) []LogFinding {
 // JudgeCUDAOOM judges the seed's "vLLM crashes with CUDA OOM error" from
 // the tails of the pod's logs. Logs that could not be read are a warning:
 // the check could not be made, nothing is known to be wrong.
-func JudgeCUDAOOM(p *PodEvidence, m MemorySettings, node *ledger.NodeReport) Result {
-	res := Result{Check: CheckCUDAOOM, Object: "pod/" + p.Pod.Name, Verdict: OK}
-	if len(p.Logs) == 0 {
+func JudgeCUDAOOM(in *PodInput) Result {
+	m, node := in.Memory, in.Node
+	res := Result{Check: CheckCUDAOOM, Object: "pod/" + in.Pod.Name, Verdict: OK}
+	if len(in.Logs) == 0 {
 		res.Evidence = "no container has run yet: no log to read"
 		return res
 	}
 	var read, unavailable []string
 	previous := ""
-	for _, l := range p.Logs {
+	for _, l := range in.Logs {
 		if l.Previous {
 			previous = " --previous"
 		}
@@ -320,7 +322,7 @@ func JudgeCUDAOOM(p *PodEvidence, m MemorySettings, node *ledger.NodeReport) Res
 		if len(read) > 0 {
 			res.Evidence += "; no CUDA out of memory in " + strings.Join(read, ", ")
 		}
-		res.Remedy = fmt.Sprintf("read them where the kubelet answers: kubectl logs -n %s %s%s | grep -i 'out of memory'", p.Pod.Namespace, p.Pod.Name, previous)
+		res.Remedy = fmt.Sprintf("read them where the kubelet answers: kubectl logs -n %s %s%s | grep -i 'out of memory'", in.Pod.Namespace, in.Pod.Name, previous)
 		return res
 	}
 	res.Evidence = "no CUDA out of memory in the last " + strings.Join(read, ", ")

@@ -23,7 +23,7 @@ func logLines(t *testing.T, name string) []string {
 	return strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 }
 
-// TestDetectLogProblems runs the detection on real-looking logs of vLLM,
+// TestDoctorDetectLogProblems runs the detection on real-looking logs of vLLM,
 // faster-whisper (PyTorch) and Ollama (llama.cpp), and on lines that say
 // "out of memory" about something else.
 func TestDoctorDetectLogProblems(t *testing.T) {
@@ -31,15 +31,15 @@ func TestDoctorDetectLogProblems(t *testing.T) {
 		file string
 		want []string // kind: substring of the line, in order
 	}{
-		{"vllm-cuda-oom.log", []string{
+		{file: "vllm-cuda-oom.log", want: []string{
 			FindingCUDAOOM + ": ERROR 11-28 21:04:36 engine.py:366] CUDA out of memory. Tried to allocate 1.17 GiB",
 			FindingCUDAOOM + ": torch.OutOfMemoryError: CUDA out of memory.",
 		}},
-		{"whisper-runtime-error.log", []string{FindingCUDAOOM + ": RuntimeError: CUDA error: out of memory"}},
-		{"ollama-cudamalloc.log", []string{FindingCUDAOOM + ": ggml_backend_cuda_buffer_type_alloc_buffer: allocating 3577.56 MiB on device 0: cudaMalloc failed: out of memory"}},
-		{"vllm-kv-cache.log", []string{FindingKVCache + ": ValueError: The model's max seq len (8192) is larger than the maximum number of tokens that can be stored in KV cache (672)"}},
-		{"vllm-healthy.log", nil},
-		{"negatives.log", nil},
+		{file: "whisper-runtime-error.log", want: []string{FindingCUDAOOM + ": RuntimeError: CUDA error: out of memory"}},
+		{file: "ollama-cudamalloc.log", want: []string{FindingCUDAOOM + ": ggml_backend_cuda_buffer_type_alloc_buffer: allocating 3577.56 MiB on device 0: cudaMalloc failed: out of memory"}},
+		{file: "vllm-kv-cache.log", want: []string{FindingKVCache + ": ValueError: The model's max seq len (8192) is larger than the maximum number of tokens that can be stored in KV cache (672)"}},
+		{file: "vllm-healthy.log"},
+		{file: "negatives.log"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.file, func(t *testing.T) {
@@ -137,31 +137,33 @@ func TestDoctorJudgeCrash(t *testing.T) {
 		verdict  Verdict
 		contains []string
 	}{
-		{"pending", pod("ai-dev", "vllm-server", "", 2), OK, []string{"no container has started (phase Pending)"}},
-		{"running", pod("ai-dev", "vllm-server", "homelabai", 2, status(corev1.ContainerStatus{Name: "vllm-server", State: running})), OK,
-			[]string{"1 of 1 container(s) running, no restarts"}},
-		{"OOMKilled", pod("ai-dev", "vllm-server", "homelabai", 2, oomKilled), Fail,
-			[]string{"container vllm-server was OOMKilled (3 restart(s), last exit OOMKilled code 137, now CrashLoopBackOff)",
+		{name: "pending", pod: pod("ai-dev", "vllm-server", "", 2), verdict: OK, contains: []string{"no container has started (phase Pending)"}},
+		{name: "running", pod: pod("ai-dev", "vllm-server", "homelabai", 2, status(corev1.ContainerStatus{Name: "vllm-server", State: running})), verdict: OK,
+			contains: []string{"1 of 1 container(s) running, no restarts"}},
+		{name: "OOMKilled", pod: pod("ai-dev", "vllm-server", "homelabai", 2, oomKilled), verdict: Fail,
+			contains: []string{"container vllm-server was OOMKilled (3 restart(s), last exit OOMKilled code 137, now CrashLoopBackOff)",
 				"host memory (limit 16Gi), not VRAM", "raise resources.limits.memory", "GPU_MEMORY_UTILIZATION 0.70 → 0.60", "MAX_MODEL_LEN 8192 → 4096"}},
-		{"OOMKilled right now", pod("ai-dev", "vllm-server", "homelabai", 2, status(corev1.ContainerStatus{Name: "vllm-server",
-			State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{Reason: "OOMKilled", ExitCode: 137}}})), Fail,
-			[]string{"OOMKilled", "no limit: the node ran out of memory"}},
-		{"CrashLoopBackOff", pod("ai-dev", "vllm-server", "homelabai", 2, status(corev1.ContainerStatus{Name: "vllm-server", RestartCount: 5,
+		{name: "OOMKilled right now", pod: pod("ai-dev", "vllm-server", "homelabai", 2, status(corev1.ContainerStatus{Name: "vllm-server",
+			State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{Reason: "OOMKilled", ExitCode: 137}}})), verdict: Fail,
+			contains: []string{"OOMKilled", "no limit: the node ran out of memory"}},
+		{name: "CrashLoopBackOff", pod: pod("ai-dev", "vllm-server", "homelabai", 2, status(corev1.ContainerStatus{Name: "vllm-server", RestartCount: 5,
 			State:                corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}},
-			LastTerminationState: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{Reason: "Error", ExitCode: 1}}})), Fail,
-			[]string{"CrashLoopBackOff (5 restart(s), last exit Error code 1", "kubectl logs -n ai-dev vllm-server-abc12 -c vllm-server --previous"}},
-		{"nvidia runtime missing on the node", pod("media", "plex", "homelabai", 0, status(corev1.ContainerStatus{Name: "plex",
-			State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "RunContainerError", Message: `no runtime for "nvidia" is configured`}}})), Fail,
-			[]string{`RunContainerError: no runtime for "nvidia" is configured`, "NVIDIA container toolkit"}},
-		{"ConfigMap missing", pod("ai-dev", "vllm-server", "homelabai", 2, status(corev1.ContainerStatus{Name: "vllm-server",
-			State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CreateContainerConfigError", Message: `configmap "vllm-config" not found`}}})), Fail,
-			[]string{"create the ConfigMap"}},
-		{"restarted, running again", pod("ai", "whisper", "homelabai", 2, status(corev1.ContainerStatus{Name: "whisper", RestartCount: 1, State: running,
-			LastTerminationState: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{Reason: "Error", ExitCode: 1}}})), Warn,
-			[]string{"restarted 1 time(s), last exit Error code 1"}},
+			LastTerminationState: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{Reason: "Error", ExitCode: 1}}})), verdict: Fail,
+			contains: []string{"CrashLoopBackOff (5 restart(s), last exit Error code 1", "kubectl logs -n ai-dev vllm-server-abc12 -c vllm-server --previous"}},
+		{name: "nvidia runtime missing on the node", pod: pod("media", "plex", "homelabai", 0, status(corev1.ContainerStatus{Name: "plex",
+			State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "RunContainerError", Message: `no runtime for "nvidia" is configured`}}})), verdict: Fail,
+			contains: []string{`RunContainerError: no runtime for "nvidia" is configured`, "NVIDIA container toolkit"}},
+		{name: "ConfigMap missing", pod: pod("ai-dev", "vllm-server", "homelabai", 2, status(corev1.ContainerStatus{Name: "vllm-server",
+			State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CreateContainerConfigError", Message: `configmap "vllm-config" not found`}}})), verdict: Fail,
+			contains: []string{"create the ConfigMap"}},
+		{name: "restarted, running again", pod: pod("ai", "whisper", "homelabai", 2, status(corev1.ContainerStatus{Name: "whisper", RestartCount: 1, State: running,
+			LastTerminationState: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{Reason: "Error", ExitCode: 1}}})), verdict: Warn,
+			contains: []string{"restarted 1 time(s), last exit Error code 1"}},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) { expect(t, JudgeCrash(tc.pod, seedVLLM, nil), tc.verdict, tc.contains...) })
+		t.Run(tc.name, func(t *testing.T) {
+			expect(t, JudgeCrash(&PodInput{PodEvidence: PodEvidence{Pod: tc.pod}, Memory: seedVLLM}), tc.verdict, tc.contains...)
+		})
 	}
 }
 
@@ -174,26 +176,26 @@ func TestDoctorJudgeCUDAOOM(t *testing.T) {
 		verdict  Verdict
 		contains []string
 	}{
-		{"not run yet", nil, OK, []string{"no container has run yet"}},
-		{"healthy", []ContainerLog{{Container: "vllm", Lines: logLines(t, "vllm-healthy.log")}}, OK,
-			[]string{"no CUDA out of memory in the last 13 line(s) of vllm"}},
-		{"CUDA OOM in the previous run", []ContainerLog{
+		{name: "not run yet", logs: nil, verdict: OK, contains: []string{"no container has run yet"}},
+		{name: "healthy", logs: []ContainerLog{{Container: "vllm", Lines: logLines(t, "vllm-healthy.log")}}, verdict: OK,
+			contains: []string{"no CUDA out of memory in the last 13 line(s) of vllm"}},
+		{name: "CUDA OOM in the previous run", logs: []ContainerLog{
 			{Container: "vllm", Previous: true, Lines: logLines(t, "vllm-cuda-oom.log")},
 			{Container: "vllm", Err: "container is waiting to start: CrashLoopBackOff"},
-		}, Fail, []string{"vllm (previous run) log: torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.17 GiB",
+		}, verdict: Fail, contains: []string{"vllm (previous run) log: torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.17 GiB",
 			"CUDA out of memory: 1) lower GPU_MEMORY_UTILIZATION 0.70 → 0.60", "4) check other GPU workloads' memory on homelabai"}},
-		{"KV cache too small", []ContainerLog{{Container: "vllm", Previous: true, Lines: logLines(t, "vllm-kv-cache.log")}}, Fail,
-			[]string{"is larger than the maximum number of tokens that can be stored in KV cache", "reduce MAX_MODEL_LEN 8192 → 4096"}},
-		{"no kubelet", []ContainerLog{{Container: "vllm", Err: `Get "https://homelabai:10250/containerLogs/...": dial tcp: lookup homelabai: no such host`}}, Warn,
-			[]string{"logs unavailable: vllm: Get", "kubectl logs -n ai-dev vllm-server-abc12 | grep"}},
-		{"one read, one not", []ContainerLog{
+		{name: "KV cache too small", logs: []ContainerLog{{Container: "vllm", Previous: true, Lines: logLines(t, "vllm-kv-cache.log")}}, verdict: Fail,
+			contains: []string{"is larger than the maximum number of tokens that can be stored in KV cache", "reduce MAX_MODEL_LEN 8192 → 4096"}},
+		{name: "no kubelet", logs: []ContainerLog{{Container: "vllm", Err: `Get "https://homelabai:10250/containerLogs/...": dial tcp: lookup homelabai: no such host`}}, verdict: Warn,
+			contains: []string{"logs unavailable: vllm: Get", "kubectl logs -n ai-dev vllm-server-abc12 | grep"}},
+		{name: "one read, one not", logs: []ContainerLog{
 			{Container: "vllm", Previous: true, Err: "previous terminated container not found"},
 			{Container: "vllm", Lines: logLines(t, "negatives.log")},
-		}, Warn, []string{"logs unavailable: vllm (previous run): previous terminated container not found", "no CUDA out of memory in 7 line(s) of vllm", "--previous"}},
+		}, verdict: Warn, contains: []string{"logs unavailable: vllm (previous run): previous terminated container not found", "no CUDA out of memory in 7 line(s) of vllm", "--previous"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			expect(t, JudgeCUDAOOM(&PodEvidence{Pod: vllm, Logs: tc.logs}, seedVLLM, node), tc.verdict, tc.contains...)
+			expect(t, JudgeCUDAOOM(&PodInput{PodEvidence: PodEvidence{Pod: vllm, Logs: tc.logs}, Memory: seedVLLM, Node: node}), tc.verdict, tc.contains...)
 		})
 	}
 }

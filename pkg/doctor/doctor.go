@@ -13,8 +13,6 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
-
-	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // Verdict is a check's outcome.
@@ -182,7 +180,7 @@ func judgeCluster(ev *Evidence) []Result {
 	}
 	if ev.Ledger != nil {
 		for _, n := range ev.Ledger.Nodes {
-			if ev.vramNode(n.Name) {
+			if ev.concernsNode(n.Name) {
 				out = append(out, JudgeNodeVRAM(n))
 			}
 		}
@@ -190,10 +188,10 @@ func judgeCluster(ev *Evidence) []Result {
 	return out
 }
 
-// vramNode says whether node's VRAM risk belongs in the report: every GPU
-// node when no target was named, else the nodes the target runs on or may
-// be scheduled to.
-func (ev *Evidence) vramNode(node string) bool {
+// concernsNode says whether node's VRAM risk belongs in the report: every
+// GPU node when no target was named, else the nodes the target runs on or
+// may be scheduled to.
+func (ev *Evidence) concernsNode(node string) bool {
 	if ev.Target == "" {
 		return true
 	}
@@ -220,50 +218,50 @@ func judgeWorkload(ev *Evidence, w *WorkloadEvidence) []Result {
 		// Without a pod there is nothing the webhook, the scheduler or a
 		// kubelet did yet; the template's runtime class can still be
 		// checked.
-		out = append(out, JudgeRuntimeClass(w.templatePod(), ev.RuntimeClasses, w.annotated(), false))
-		return out
+		in := &PodInput{PodEvidence: PodEvidence{Pod: w.templatePod()}, Template: true, RuntimeClasses: ev.RuntimeClasses}
+		return append(out, JudgeRuntimeClass(in))
 	}
-	perPod := make([][]Result, 0, len(w.Pods))
+	var perPod []Result
 	for i := range w.Pods {
-		p := &w.Pods[i]
-		mem, node := ev.memorySettings(p.Pod), ev.nodeMemory(p.Pod.Spec.NodeName, w)
-		perPod = append(perPod, []Result{
-			JudgeScheduling(p),
-			JudgeRuntimeClass(p.Pod, ev.RuntimeClasses, p.Pod.Annotations[workload.AnnotationProfiles] != "", true),
-			JudgeDevices(p.Pod, ev.profiles()),
-			JudgeNvidiaEnv(p.Pod, ev.ConfigMaps),
-			JudgeCrash(p.Pod, mem, node),
-			JudgeCUDAOOM(p, mem, node),
-		})
+		in := ev.podInput(w, &w.Pods[i])
+		for _, check := range podChecks {
+			perPod = append(perPod, check(in))
+		}
 	}
-	return append(out, mergePodResults(perPod)...)
+	return append(out, mergeByCheck(perPod)...)
 }
 
-// mergePodResults keeps, for each check, the worst result of any pod, and
-// says how many other pods share that verdict.
-func mergePodResults(perPod [][]Result) []Result {
-	if len(perPod) == 0 {
-		return nil
+// mergeByCheck keeps, for each check, the worst result of any pod, and
+// says how many pods share that verdict; checks keep the order in which
+// they first appear. A check run on one pod is left as it is.
+func mergeByCheck(results []Result) []Result {
+	var order []string
+	byCheck := map[string][]Result{}
+	for _, res := range results {
+		if _, seen := byCheck[res.Check]; !seen {
+			order = append(order, res.Check)
+		}
+		byCheck[res.Check] = append(byCheck[res.Check], res)
 	}
-	if len(perPod) == 1 {
-		return perPod[0]
-	}
-	out := make([]Result, len(perPod[0]))
-	for i := range perPod[0] {
-		worst := perPod[0][i]
-		for _, results := range perPod[1:] {
-			if results[i].Verdict.worse(worst.Verdict) {
-				worst = results[i]
+	out := make([]Result, 0, len(order))
+	for _, check := range order {
+		pods := byCheck[check]
+		worst := pods[0]
+		for _, res := range pods[1:] {
+			if res.Verdict.worse(worst.Verdict) {
+				worst = res
 			}
 		}
-		same := 0
-		for _, results := range perPod {
-			if results[i].Verdict == worst.Verdict {
-				same++
+		if len(pods) > 1 {
+			same := 0
+			for _, res := range pods {
+				if res.Verdict == worst.Verdict {
+					same++
+				}
 			}
+			worst.Evidence = fmt.Sprintf("%s (%d of %d pods %s)", worst.Evidence, same, len(pods), worst.Verdict)
 		}
-		worst.Evidence = fmt.Sprintf("%s (%d of %d pods %s)", worst.Evidence, same, len(perPod), worst.Verdict)
-		out[i] = worst
+		out = append(out, worst)
 	}
 	return out
 }

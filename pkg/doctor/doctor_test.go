@@ -71,9 +71,9 @@ func TestDoctorJudgeReport(t *testing.T) {
 		t.Errorf("summary %+v, want 3 failures (dry run, shares, scheduling) in 2 workloads", r.Summary)
 	}
 	for _, c := range []struct{ title, check string }{
-		{"Cluster", CheckWebhookDryRun},
-		{"Deployment ai-dev/vllm-server", CheckShares},
-		{"Deployment ai-dev/vllm-server", CheckScheduling},
+		{title: "Cluster", check: CheckWebhookDryRun},
+		{title: "Deployment ai-dev/vllm-server", check: CheckShares},
+		{title: "Deployment ai-dev/vllm-server", check: CheckScheduling},
 	} {
 		if got := r.Find(c.title, c.check); len(got) != 1 || got[0].Verdict != Fail {
 			t.Errorf("%s %s: %+v, want one fail", c.title, c.check, got)
@@ -89,8 +89,8 @@ func TestDoctorJudgeReport(t *testing.T) {
 	}
 }
 
-// TestJudgeTarget: a target gets the VRAM of its own nodes, and no webhook
-// rows when none were gathered.
+// TestDoctorJudgeTarget: a target gets the VRAM of its own nodes, and no
+// webhook rows when none were gathered.
 func TestDoctorJudgeTarget(t *testing.T) {
 	ev := seedEvidence(t)
 	ev.Target, ev.Webhook = "deployment/plex", nil

@@ -12,7 +12,6 @@ import (
 
 	"github.com/gpuslice/gpuslice/pkg/inject"
 	"github.com/gpuslice/gpuslice/pkg/ledger"
-	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // Workload kinds doctor names, as the ledger names them.
@@ -185,11 +184,6 @@ func (ev *Evidence) profiles() []inject.Profile {
 	return inject.DefaultConfig("").Profiles
 }
 
-// annotated says whether the workload's pods ask the webhook for devices.
-func (w *WorkloadEvidence) annotated() bool {
-	return w.PodAnnotations()[workload.AnnotationProfiles] != ""
-}
-
 // PodAnnotations are the annotations its pods get: the template's, or the
 // bare pod's own.
 func (w *WorkloadEvidence) PodAnnotations() map[string]string {
@@ -254,10 +248,10 @@ func nodeReport(r *ledger.Report, name string) *ledger.NodeReport {
 	return nil
 }
 
-// nodeMemory is the ledger entry of the node a pod runs on, else of the
+// podNodeReport is the ledger entry of the node a pod runs on, else of the
 // first node the workload may run on: whose memory use the OOM advice
 // points at.
-func (ev *Evidence) nodeMemory(node string, w *WorkloadEvidence) *ledger.NodeReport {
+func (ev *Evidence) podNodeReport(node string, w *WorkloadEvidence) *ledger.NodeReport {
 	if n := nodeReport(ev.Ledger, node); n != nil {
 		return n
 	}

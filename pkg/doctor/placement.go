@@ -79,7 +79,8 @@ func requirementSelector(reqs []corev1.NodeSelectorRequirement) (labels.Selector
 }
 
 // describeConstraints writes the pod's node constraints for evidence:
-// "nodeSelector kubernetes.io/hostname=homelabai, required node affinity (1 term)".
+// "nodeSelector kubernetes.io/hostname=homelabai and required node
+// affinity (1 term(s))".
 func describeConstraints(spec *corev1.PodSpec) string {
 	var parts []string
 	if len(spec.NodeSelector) > 0 {
@@ -215,11 +216,11 @@ func JudgePlacement(w *WorkloadEvidence, nodes []corev1.Node, r *ledger.Report) 
 		res.Remedy = placementRemedy(pod, nodes, gpu)
 	case len(candidates) == 0:
 		res.Verdict = Fail
-		res.Evidence = fmt.Sprintf("%s matches GPU node(s) %s, but none advertises %s", orAll(constraints), strings.Join(matchingGPU, ", "), strings.Join(slices.Sorted(maps.Keys(reqs)), ", "))
+		res.Evidence = fmt.Sprintf("%s matches GPU node(s) %s, but none advertises %s", orNoConstraint(constraints), strings.Join(matchingGPU, ", "), strings.Join(slices.Sorted(maps.Keys(reqs)), ", "))
 		res.Remedy = "request the resource the node advertises (kubectl describe node " + matchingGPU[0] + " | grep nvidia.com), or fix the device plugin's config (gpuslice config validate --from-cluster)"
 	default:
 		res.Verdict = OK
-		res.Evidence = fmt.Sprintf("%s matches GPU node(s) %s", orAll(constraints), strings.Join(candidates, ", "))
+		res.Evidence = fmt.Sprintf("%s matches GPU node(s) %s", orNoConstraint(constraints), strings.Join(candidates, ", "))
 	}
 	return res
 }
@@ -263,7 +264,8 @@ func firstOr(s []string, def string) string {
 	return s[0]
 }
 
-func orAll(constraints string) string {
+// orNoConstraint names the absence of node constraints in evidence.
+func orNoConstraint(constraints string) string {
 	if constraints == "" {
 		return "no node constraint"
 	}

@@ -130,9 +130,11 @@ func annotatedProfiles(pod *corev1.Pod, profiles []inject.Profile) []inject.Prof
 }
 
 // JudgeRuntimeClass judges the seed's "Ensure runtimeClassName: nvidia is
-// set", and that the RuntimeClass exists. admitted is false for a pod
-// template, which the webhook has not seen yet.
-func JudgeRuntimeClass(pod *corev1.Pod, rcs RuntimeClasses, annotated, admitted bool) Result {
+// set", and that the RuntimeClass exists. A template's pod has not been
+// through the webhook yet: it is fine without one when annotated.
+func JudgeRuntimeClass(in *PodInput) Result {
+	pod, rcs := in.Pod, in.RuntimeClasses
+	annotated, admitted := pod.Annotations[workload.AnnotationProfiles] != "", !in.Template
 	res := Result{Check: CheckRuntimeClass}
 	if admitted {
 		res.Object = "pod/" + pod.Name
@@ -212,7 +214,8 @@ func devicePaths(profiles []inject.Profile) []string {
 // JudgeDevices judges the seed's "Check device mounts": every device of
 // every annotated profile has a hostPath volume and a mount in every
 // container.
-func JudgeDevices(pod *corev1.Pod, profiles []inject.Profile) Result {
+func JudgeDevices(in *PodInput) Result {
+	pod, profiles := in.Pod, in.Profiles
 	res := Result{Check: CheckDevices, Object: "pod/" + pod.Name}
 	if pod.Annotations[workload.AnnotationProfiles] == "" {
 		res.Verdict = OK
@@ -271,7 +274,8 @@ func gpuContainers(pod *corev1.Pod) (containers []*corev1.Container, shares bool
 // share request get NVIDIA_VISIBLE_DEVICES from the device plugin's
 // allocation; webhook-only containers must set it themselves, or the
 // runtime exposes no GPU.
-func JudgeNvidiaEnv(pod *corev1.Pod, configMaps []corev1.ConfigMap) Result {
+func JudgeNvidiaEnv(in *PodInput) Result {
+	pod := in.Pod
 	res := Result{Check: CheckNvidiaEnv, Object: "pod/" + pod.Name, Verdict: OK}
 	containers, shares := gpuContainers(pod)
 	var evidence, remedies []string
@@ -280,7 +284,7 @@ func JudgeNvidiaEnv(pod *corev1.Pod, configMaps []corev1.ConfigMap) Result {
 			res.Verdict = v
 		}
 	}
-	inList := podenv.InList(pod.Namespace, configMaps)
+	inList := podenv.InList(pod.Namespace, in.ConfigMaps)
 	for _, c := range containers {
 		var facts []string
 		for _, name := range []string{EnvVisibleDevices, EnvDriverCapabilities} {

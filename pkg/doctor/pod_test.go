@@ -21,20 +21,20 @@ func TestDoctorJudgeAnnotation(t *testing.T) {
 		verdict  Verdict
 		contains []string
 	}{
-		{"hybrid", workloadEvidence(KindDeployment, pod("ai-dev", "vllm-server", "", 2, annotated)), OK,
-			[]string{"gpu-directories: nvidia with 2 nvidia.com/gpu.shared (hybrid method)"}},
-		{"webhook method", workloadEvidence(KindDeployment, nil, pod("media", "plex", "homelabai", 0, annotated)), OK,
-			[]string{"webhook method, no share request"}},
-		{"shares without annotation: the seed recommends hybrid", workloadEvidence(KindDeployment, pod("ai", "ollama", "", 1)), Warn,
-			[]string{"requests 1 nvidia.com/gpu.shared without gpu-directories", "add gpu-directories: nvidia to spec.template.metadata.annotations"}},
-		{"bare pod", workloadEvidence(KindPod, nil, pod("ai", "ollama", "", 1)), Warn, []string{"add gpu-directories: nvidia to the pod"}},
-		{"on the Deployment, not its template", misplaced, Fail,
-			[]string{"annotation gpu-directories is on the Deployment itself", "move it to spec.template.metadata.annotations", "kubectl edit deployment -n ai-dev vllm-server"}},
-		{"nothing GPU at all", workloadEvidence(KindDeployment, pod("web", "nginx", "", 0)), Fail, []string{"gets no GPU", "seed Method 3"}},
-		{"empty annotation", workloadEvidence(KindDeployment, pod("media", "plex", "", 0, func(p *corev1.Pod) { p.Annotations[workload.AnnotationProfiles] = " " })), Fail,
-			[]string{"is empty: the webhook refuses the pod"}},
-		{"profile doctor does not know", workloadEvidence(KindDeployment, pod("media", "plex", "", 0, func(p *corev1.Pod) { p.Annotations[workload.AnnotationProfiles] = "nvidia,intel-qsv" })), Warn,
-			[]string{"intel-qsv are not among those doctor knows (nvidia)", "--injector-config"}},
+		{name: "hybrid", w: workloadEvidence(KindDeployment, pod("ai-dev", "vllm-server", "", 2, annotated)), verdict: OK,
+			contains: []string{"gpu-directories: nvidia with 2 nvidia.com/gpu.shared (hybrid method)"}},
+		{name: "webhook method", w: workloadEvidence(KindDeployment, nil, pod("media", "plex", "homelabai", 0, annotated)), verdict: OK,
+			contains: []string{"webhook method, no share request"}},
+		{name: "shares without annotation: the seed recommends hybrid", w: workloadEvidence(KindDeployment, pod("ai", "ollama", "", 1)), verdict: Warn,
+			contains: []string{"requests 1 nvidia.com/gpu.shared without gpu-directories", "add gpu-directories: nvidia to spec.template.metadata.annotations"}},
+		{name: "bare pod", w: workloadEvidence(KindPod, nil, pod("ai", "ollama", "", 1)), verdict: Warn, contains: []string{"add gpu-directories: nvidia to the pod"}},
+		{name: "on the Deployment, not its template", w: misplaced, verdict: Fail,
+			contains: []string{"annotation gpu-directories is on the Deployment itself", "move it to spec.template.metadata.annotations", "kubectl edit deployment -n ai-dev vllm-server"}},
+		{name: "nothing GPU at all", w: workloadEvidence(KindDeployment, pod("web", "nginx", "", 0)), verdict: Fail, contains: []string{"gets no GPU", "seed Method 3"}},
+		{name: "empty annotation", w: workloadEvidence(KindDeployment, pod("media", "plex", "", 0, func(p *corev1.Pod) { p.Annotations[workload.AnnotationProfiles] = " " })), verdict: Fail,
+			contains: []string{"is empty: the webhook refuses the pod"}},
+		{name: "profile doctor does not know", w: workloadEvidence(KindDeployment, pod("media", "plex", "", 0, func(p *corev1.Pod) { p.Annotations[workload.AnnotationProfiles] = "nvidia,intel-qsv" })), verdict: Warn,
+			contains: []string{"intel-qsv are not among those doctor knows (nvidia)", "--injector-config"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { expect(t, JudgeAnnotation(tc.w, profiles), tc.verdict, tc.contains...) })
@@ -44,25 +44,25 @@ func TestDoctorJudgeAnnotation(t *testing.T) {
 func TestDoctorJudgeRuntimeClass(t *testing.T) {
 	rcs := RuntimeClasses{Handlers: map[string]string{"nvidia": "nvidia"}}
 	tests := []struct {
-		name               string
-		pod                *corev1.Pod
-		rcs                RuntimeClasses
-		annotated, created bool
-		verdict            Verdict
-		contains           []string
+		name     string
+		pod      *corev1.Pod
+		rcs      RuntimeClasses
+		template bool
+		verdict  Verdict
+		contains []string
 	}{
-		{"set and exists", pod("ai-dev", "vllm", "homelabai", 2, annotated, withRuntimeClass), rcs, true, true, OK, []string{"runtimeClassName nvidia (handler nvidia)"}},
-		{"RuntimeClass missing", pod("ai-dev", "vllm", "homelabai", 2, annotated, withRuntimeClass), RuntimeClasses{Handlers: map[string]string{}}, true, true, Fail,
-			[]string{"RuntimeClass nvidia does not exist", `"kind":"RuntimeClass"`}},
-		{"cannot list", pod("ai-dev", "vllm", "homelabai", 2, withRuntimeClass), RuntimeClasses{Err: "forbidden"}, false, true, Warn, []string{"could not be read: forbidden"}},
-		{"annotated but not mutated", pod("media", "plex", "homelabai", 0, annotated), rcs, true, true, Fail,
-			[]string{"the webhook did not mutate it", "kubectl delete pod -n media plex-abc12"}},
-		{"template: the webhook will set it", pod("media", "plex", "", 0, annotated), rcs, true, false, OK, []string{"sets runtimeClassName at admission"}},
-		{"shares only, unset", pod("ai", "ollama", "homelabai", 1), rcs, false, true, Warn, []string{"default container runtime", "runtimeClassName: nvidia"}},
+		{name: "set and exists", pod: pod("ai-dev", "vllm", "homelabai", 2, annotated, withRuntimeClass), rcs: rcs, verdict: OK, contains: []string{"runtimeClassName nvidia (handler nvidia)"}},
+		{name: "RuntimeClass missing", pod: pod("ai-dev", "vllm", "homelabai", 2, annotated, withRuntimeClass), rcs: RuntimeClasses{Handlers: map[string]string{}}, verdict: Fail,
+			contains: []string{"RuntimeClass nvidia does not exist", `"kind":"RuntimeClass"`}},
+		{name: "cannot list", pod: pod("ai-dev", "vllm", "homelabai", 2, withRuntimeClass), rcs: RuntimeClasses{Err: "forbidden"}, verdict: Warn, contains: []string{"could not be read: forbidden"}},
+		{name: "annotated but not mutated", pod: pod("media", "plex", "homelabai", 0, annotated), rcs: rcs, verdict: Fail,
+			contains: []string{"the webhook did not mutate it", "kubectl delete pod -n media plex-abc12"}},
+		{name: "template: the webhook will set it", pod: pod("media", "plex", "", 0, annotated), rcs: rcs, template: true, verdict: OK, contains: []string{"sets runtimeClassName at admission"}},
+		{name: "shares only, unset", pod: pod("ai", "ollama", "homelabai", 1), rcs: rcs, verdict: Warn, contains: []string{"default container runtime", "runtimeClassName: nvidia"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			expect(t, JudgeRuntimeClass(tc.pod, tc.rcs, tc.annotated, tc.created), tc.verdict, tc.contains...)
+			expect(t, JudgeRuntimeClass(&PodInput{PodEvidence: PodEvidence{Pod: tc.pod}, RuntimeClasses: tc.rcs, Template: tc.template}), tc.verdict, tc.contains...)
 		})
 	}
 }
@@ -82,19 +82,21 @@ func TestDoctorJudgeDevices(t *testing.T) {
 		verdict  Verdict
 		contains []string
 	}{
-		{"injected", pod("media", "plex", "homelabai", 0, annotated, withDevices), OK,
-			[]string{"/dev/nvidia0, /dev/nvidiactl, /dev/nvidia-uvm mounted in 1 container(s)"}},
-		{"injected under the pod's own volume name", pod("media", "plex", "homelabai", 0, annotated, withDevices, ownVolumeName), OK, nil},
-		{"not injected", pod("media", "plex", "homelabai", 0, annotated), Fail,
-			[]string{"no hostPath volume for /dev/nvidia0, /dev/nvidiactl, /dev/nvidia-uvm", "container plex has no mount at /dev/nvidia0", "kubectl delete pod -n media plex-abc12"}},
-		{"init container added after injection", pod("ai-dev", "vllm", "homelabai", 2, annotated, withDevices, withInit), Fail,
-			[]string{"container download-model has no mount at /dev/nvidia0, /dev/nvidiactl, /dev/nvidia-uvm"}},
-		{"device plugin method", pod("ai", "ollama", "homelabai", 1), OK, []string{"NVIDIA device plugin"}},
-		{"unknown profile", pod("media", "plex", "homelabai", 0, func(p *corev1.Pod) { p.Annotations[workload.AnnotationProfiles] = "intel-qsv" }), Warn,
-			[]string{"--injector-config"}},
+		{name: "injected", pod: pod("media", "plex", "homelabai", 0, annotated, withDevices), verdict: OK,
+			contains: []string{"/dev/nvidia0, /dev/nvidiactl, /dev/nvidia-uvm mounted in 1 container(s)"}},
+		{name: "injected under the pod's own volume name", pod: pod("media", "plex", "homelabai", 0, annotated, withDevices, ownVolumeName), verdict: OK},
+		{name: "not injected", pod: pod("media", "plex", "homelabai", 0, annotated), verdict: Fail,
+			contains: []string{"no hostPath volume for /dev/nvidia0, /dev/nvidiactl, /dev/nvidia-uvm", "container plex has no mount at /dev/nvidia0", "kubectl delete pod -n media plex-abc12"}},
+		{name: "init container added after injection", pod: pod("ai-dev", "vllm", "homelabai", 2, annotated, withDevices, withInit), verdict: Fail,
+			contains: []string{"container download-model has no mount at /dev/nvidia0, /dev/nvidiactl, /dev/nvidia-uvm"}},
+		{name: "device plugin method", pod: pod("ai", "ollama", "homelabai", 1), verdict: OK, contains: []string{"NVIDIA device plugin"}},
+		{name: "unknown profile", pod: pod("media", "plex", "homelabai", 0, func(p *corev1.Pod) { p.Annotations[workload.AnnotationProfiles] = "intel-qsv" }), verdict: Warn,
+			contains: []string{"--injector-config"}},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) { expect(t, JudgeDevices(tc.pod, profiles), tc.verdict, tc.contains...) })
+		t.Run(tc.name, func(t *testing.T) {
+			expect(t, JudgeDevices(&PodInput{PodEvidence: PodEvidence{Pod: tc.pod}, Profiles: profiles}), tc.verdict, tc.contains...)
+		})
 	}
 }
 
@@ -120,22 +122,22 @@ func TestDoctorJudgeNvidiaEnv(t *testing.T) {
 		verdict  Verdict
 		contains []string
 	}{
-		{"seed's Plex", pod("media", "plex", "homelabai", 0, annotated, withEnv(EnvVisibleDevices, "all", EnvDriverCapabilities, "compute,video,utility")), OK,
-			[]string{"plex: NVIDIA_VISIBLE_DEVICES=all, NVIDIA_DRIVER_CAPABILITIES=compute,video,utility"}},
-		{"from a ConfigMap", pod("media", "plex", "homelabai", 0, annotated, fromConfigMap), OK, []string{"NVIDIA_VISIBLE_DEVICES=all"}},
-		{"from a ConfigMap key", pod("media", "plex", "homelabai", 0, annotated, fromKeyRef), OK, []string{"NVIDIA_VISIBLE_DEVICES=all"}},
-		{"webhook-only without it: no GPU", pod("media", "plex", "homelabai", 0, annotated), Fail,
-			[]string{"NVIDIA_VISIBLE_DEVICES unset", "exposes no GPU", "set NVIDIA_VISIBLE_DEVICES=all in container plex"}},
-		{"webhook-only without capabilities", pod("media", "plex", "homelabai", 0, annotated, withEnv(EnvVisibleDevices, "all")), Warn,
-			[]string{"without video", "compute,video,utility"}},
-		{"hidden", pod("media", "plex", "homelabai", 0, annotated, withEnv(EnvVisibleDevices, "void", EnvDriverCapabilities, "all")), Fail,
-			[]string{`NVIDIA_VISIBLE_DEVICES="void" hides the GPU`}},
-		{"maybe in a Secret", pod("media", "plex", "homelabai", 0, annotated, fromSecret), Warn, []string{"Secret plex-env not read"}},
-		{"shares: the device plugin sets it", pod("ai", "ollama", "homelabai", 1), OK, []string{"the device plugin sets it"}},
+		{name: "seed's Plex", pod: pod("media", "plex", "homelabai", 0, annotated, withEnv(EnvVisibleDevices, "all", EnvDriverCapabilities, "compute,video,utility")), verdict: OK,
+			contains: []string{"plex: NVIDIA_VISIBLE_DEVICES=all, NVIDIA_DRIVER_CAPABILITIES=compute,video,utility"}},
+		{name: "from a ConfigMap", pod: pod("media", "plex", "homelabai", 0, annotated, fromConfigMap), verdict: OK, contains: []string{"NVIDIA_VISIBLE_DEVICES=all"}},
+		{name: "from a ConfigMap key", pod: pod("media", "plex", "homelabai", 0, annotated, fromKeyRef), verdict: OK, contains: []string{"NVIDIA_VISIBLE_DEVICES=all"}},
+		{name: "webhook-only without it: no GPU", pod: pod("media", "plex", "homelabai", 0, annotated), verdict: Fail,
+			contains: []string{"NVIDIA_VISIBLE_DEVICES unset", "exposes no GPU", "set NVIDIA_VISIBLE_DEVICES=all in container plex"}},
+		{name: "webhook-only without capabilities", pod: pod("media", "plex", "homelabai", 0, annotated, withEnv(EnvVisibleDevices, "all")), verdict: Warn,
+			contains: []string{"without video", "compute,video,utility"}},
+		{name: "hidden", pod: pod("media", "plex", "homelabai", 0, annotated, withEnv(EnvVisibleDevices, "void", EnvDriverCapabilities, "all")), verdict: Fail,
+			contains: []string{`NVIDIA_VISIBLE_DEVICES="void" hides the GPU`}},
+		{name: "maybe in a Secret", pod: pod("media", "plex", "homelabai", 0, annotated, fromSecret), verdict: Warn, contains: []string{"Secret plex-env not read"}},
+		{name: "shares: the device plugin sets it", pod: pod("ai", "ollama", "homelabai", 1), verdict: OK, contains: []string{"the device plugin sets it"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			expect(t, JudgeNvidiaEnv(tc.pod, []corev1.ConfigMap{cm}), tc.verdict, tc.contains...)
+			expect(t, JudgeNvidiaEnv(&PodInput{PodEvidence: PodEvidence{Pod: tc.pod}, ConfigMaps: []corev1.ConfigMap{cm}}), tc.verdict, tc.contains...)
 		})
 	}
 }
@@ -145,7 +147,7 @@ func TestDoctorJudgeNvidiaEnvSidecar(t *testing.T) {
 	// without the variables is fine.
 	p := pod("ai-dev", "vllm", "homelabai", 2, withEnv(EnvVisibleDevices, "all"))
 	p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "proxy", Image: "envoy"})
-	got := JudgeNvidiaEnv(p, nil)
+	got := JudgeNvidiaEnv(&PodInput{PodEvidence: PodEvidence{Pod: p}})
 	expect(t, got, OK, "vllm: NVIDIA_VISIBLE_DEVICES=all")
 	if strings.Contains(got.Evidence, "proxy") {
 		t.Errorf("sidecar judged: %s", got.Evidence)

@@ -30,13 +30,13 @@ func TestDoctorJudgeNodeVRAM(t *testing.T) {
 		verdict  Verdict
 		contains []string
 	}{
-		{"seed after AI-dev: risk is a warning", homelabai(), seed, Warn,
-			[]string{"Potential total 13.9Gi-18.4Gi, available 12Gi", "ai-dev/vllm-server 8.4Gi",
+		{name: "seed after AI-dev: risk is a warning", node: homelabai(), pods: seed, verdict: Warn,
+			contains: []string{"Potential total 13.9Gi-18.4Gi, available 12Gi", "ai-dev/vllm-server 8.4Gi",
 				"lower GPU_MEMORY_UTILIZATION of ai-dev/vllm-server", "kubectl scale deployment -n ai-dev vllm-server --replicas=0", "DCGM"}},
-		{"seed before AI-dev fits", homelabai(), seed[:4], OK, []string{"expected VRAM 5.5Gi-10Gi of 12Gi"}},
-		{"a workload without estimate", homelabai(), append(seed[:1:1], pod("ai", "comfyui", "homelabai", 1)), OK,
-			[]string{"no estimate for ai/comfyui", "annotate their pod templates with gpu-memory"}},
-		{"GPU memory unknown", noGFD, seed, Warn, []string{"GPU memory of homelabai is unknown", "kubectl annotate node homelabai gpuslice.io/gpu-memory=12Gi"}},
+		{name: "seed before AI-dev fits", node: homelabai(), pods: seed[:4], verdict: OK, contains: []string{"expected VRAM 5.5Gi-10Gi of 12Gi"}},
+		{name: "a workload without estimate", node: homelabai(), pods: append(seed[:1:1], pod("ai", "comfyui", "homelabai", 1)), verdict: OK,
+			contains: []string{"no estimate for ai/comfyui", "annotate their pod templates with gpu-memory"}},
+		{name: "GPU memory unknown", node: noGFD, pods: seed, verdict: Warn, contains: []string{"GPU memory of homelabai is unknown", "kubectl annotate node homelabai gpuslice.io/gpu-memory=12Gi"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

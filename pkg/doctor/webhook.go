@@ -52,8 +52,8 @@ func JudgeWebhook(w *WebhookEvidence, now time.Time) []Result {
 
 func mwcObject(name string) string { return "mutatingwebhookconfiguration/" + name }
 
-// JudgeRegistration checks that the MutatingWebhookConfiguration exists, intercepts
-// pod creation, and has the seed's failurePolicy Fail.
+// JudgeRegistration checks that the MutatingWebhookConfiguration exists,
+// intercepts pod creation, and has the seed's failurePolicy Fail.
 func JudgeRegistration(w *WebhookEvidence) Result {
 	res := Result{Check: CheckWebhookRegistration, Object: mwcObject(w.ConfigName)}
 	hook := w.hook()
@@ -125,8 +125,8 @@ func orEmpty(s *string) string {
 	return *s
 }
 
-// JudgeWebhookPods checks that the webhook's Deployment is available and its pods
-// ready. A webhook reached by URL may run outside the cluster.
+// JudgeWebhookPods checks that the webhook's Deployment is available and
+// its pods ready. A webhook reached by URL may run outside the cluster.
 func JudgeWebhookPods(w *WebhookEvidence) Result {
 	res := Result{Check: CheckWebhookDeployment}
 	where := fmt.Sprintf("namespace %s, selector %s", w.Namespace, w.Selector)
@@ -195,8 +195,8 @@ func podState(p *corev1.Pod) string {
 	return orNone(string(p.Status.Phase))
 }
 
-// JudgeEndpoints checks that the clientConfig's Service exists, has the port and
-// ready endpoints (EndpointSlices) for the API server to call.
+// JudgeEndpoints checks that the clientConfig's Service exists, has the
+// port and ready endpoints (EndpointSlices) for the API server to call.
 func JudgeEndpoints(w *WebhookEvidence) Result {
 	ref := w.ServiceRef()
 	svc := ref.Namespace + "/" + ref.Name
@@ -276,9 +276,9 @@ func describeNames(c *x509.Certificate) string {
 	return "for " + strings.Join(names, ", ")
 }
 
-// JudgeCABundle checks that the registration's caBundle verifies the certificate the
-// webhook presented, for the name the API server connects to, as the API
-// server will. Expiry is left to CheckCertExpiry.
+// JudgeCABundle checks that the registration's caBundle verifies the
+// certificate the webhook presented, for the name the API server connects
+// to, as the API server will. Expiry is left to JudgeCertExpiry.
 func JudgeCABundle(w *WebhookEvidence, now time.Time) Result {
 	res := Result{Check: CheckWebhookCABundle, Object: mwcObject(w.ConfigName)}
 	hook, h := w.hook(), w.Handshake
@@ -393,9 +393,9 @@ func roundDuration(d time.Duration) string {
 	return d.Round(time.Minute).String()
 }
 
-// JudgeDryRun checks that the probe pod created with dryRun All came back with its
-// devices. This is the path every GPU pod takes, so a webhook the API
-// server cannot call fails here with the failure-policy error.
+// JudgeDryRun checks that the probe pod created with dryRun All came back
+// with its devices. This is the path every GPU pod takes, so a webhook the
+// API server cannot call fails here with the failure-policy error.
 func JudgeDryRun(d *DryRun) Result {
 	res := Result{Check: CheckWebhookDryRun, Object: "namespace/" + d.Namespace}
 	probe := fmt.Sprintf("a probe pod (gpu-directories: %s, dry run: nothing stored) in namespace %s", d.Profile.Name, d.Namespace)

@@ -80,15 +80,15 @@ func TestDoctorJudgeRegistration(t *testing.T) {
 		verdict  Verdict
 		contains []string
 	}{
-		{"seed's", urlWebhook(nil), OK, []string{"calls https://127.0.0.1:8443/mutate, failurePolicy Fail", "annotated pods are refused"}},
-		{"service", serviceWebhook(nil), OK, []string{"calls service gpu-system/gpu-webhook:443/mutate"}},
-		{"Ignore", ignore, Warn, []string{"failurePolicy Ignore", "start without their devices", "set failurePolicy: Fail"}},
-		{"not about pods", noPods, Fail, []string{"do not cover pod CREATE"}},
-		{"missing", &WebhookEvidence{ConfigName: "gpu-directory-injector", ConfigErr: `mutatingwebhookconfigurations.admissionregistration.k8s.io "gpu-directory-injector" not found`}, Fail,
-			[]string{"not found: annotated pods get no devices", "gpuslice webhook --register", "--webhook-config"}},
-		{"forbidden", &WebhookEvidence{ConfigName: "gpu-directory-injector", ConfigErr: `... is forbidden: User "jane" cannot get resource`}, Warn,
-			[]string{"grant get on mutatingwebhookconfigurations"}},
-		{"empty", &WebhookEvidence{ConfigName: "x", Config: &admissionregistrationv1.MutatingWebhookConfiguration{}}, Fail, []string{"no webhooks"}},
+		{name: "seed's", w: urlWebhook(nil), verdict: OK, contains: []string{"calls https://127.0.0.1:8443/mutate, failurePolicy Fail", "annotated pods are refused"}},
+		{name: "service", w: serviceWebhook(nil), verdict: OK, contains: []string{"calls service gpu-system/gpu-webhook:443/mutate"}},
+		{name: "Ignore", w: ignore, verdict: Warn, contains: []string{"failurePolicy Ignore", "start without their devices", "set failurePolicy: Fail"}},
+		{name: "not about pods", w: noPods, verdict: Fail, contains: []string{"do not cover pod CREATE"}},
+		{name: "missing", w: &WebhookEvidence{ConfigName: "gpu-directory-injector", ConfigErr: `mutatingwebhookconfigurations.admissionregistration.k8s.io "gpu-directory-injector" not found`}, verdict: Fail,
+			contains: []string{"not found: annotated pods get no devices", "gpuslice webhook --register", "--webhook-config"}},
+		{name: "forbidden", w: &WebhookEvidence{ConfigName: "gpu-directory-injector", ConfigErr: `... is forbidden: User "jane" cannot get resource`}, verdict: Warn,
+			contains: []string{"grant get on mutatingwebhookconfigurations"}},
+		{name: "empty", w: &WebhookEvidence{ConfigName: "x", Config: &admissionregistrationv1.MutatingWebhookConfiguration{}}, verdict: Fail, contains: []string{"no webhooks"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { expect(t, JudgeRegistration(tc.w), tc.verdict, tc.contains...) })
@@ -121,22 +121,22 @@ func TestDoctorJudgeWebhookPods(t *testing.T) {
 		verdict  Verdict
 		contains []string
 	}{
-		{"outside the cluster", urlWebhook(nil), OK, []string{"served at https://127.0.0.1:8443/mutate, outside the cluster"}},
-		{"in-cluster, nothing deployed", serviceWebhook(nil), Fail,
-			[]string{"no webhook Deployment or pods in namespace gpu-system, selector app.kubernetes.io/name=gpuslice", "--webhook-namespace"}},
-		{"ready", with(serviceWebhook(nil), func(w *WebhookEvidence) {
+		{name: "outside the cluster", w: urlWebhook(nil), verdict: OK, contains: []string{"served at https://127.0.0.1:8443/mutate, outside the cluster"}},
+		{name: "in-cluster, nothing deployed", w: serviceWebhook(nil), verdict: Fail,
+			contains: []string{"no webhook Deployment or pods in namespace gpu-system, selector app.kubernetes.io/name=gpuslice", "--webhook-namespace"}},
+		{name: "ready", w: with(serviceWebhook(nil), func(w *WebhookEvidence) {
 			w.Deployments = []appsv1.Deployment{webhookDeployment(2)}
 			w.Pods = []corev1.Pod{readyPod("gpu-webhook-a", true, ""), readyPod("gpu-webhook-b", true, "")}
-		}), OK, []string{"Deployment gpu-webhook 2/2 ready, 2 of 2 pod(s) ready"}},
-		{"crashing", with(serviceWebhook(nil), func(w *WebhookEvidence) {
+		}), verdict: OK, contains: []string{"Deployment gpu-webhook 2/2 ready, 2 of 2 pod(s) ready"}},
+		{name: "crashing", w: with(serviceWebhook(nil), func(w *WebhookEvidence) {
 			w.Deployments = []appsv1.Deployment{webhookDeployment(0)}
 			w.Pods = []corev1.Pod{readyPod("gpu-webhook-a", false, "CrashLoopBackOff")}
-		}), Fail, []string{"Deployment gpu-webhook 0/2 ready", "pod gpu-webhook-a not ready (CrashLoopBackOff)", "no GPU pod can be created", "kubectl logs -n gpu-system -l app.kubernetes.io/name=gpuslice"}},
-		{"one of two", with(serviceWebhook(nil), func(w *WebhookEvidence) {
+		}), verdict: Fail, contains: []string{"Deployment gpu-webhook 0/2 ready", "pod gpu-webhook-a not ready (CrashLoopBackOff)", "no GPU pod can be created", "kubectl logs -n gpu-system -l app.kubernetes.io/name=gpuslice"}},
+		{name: "one of two", w: with(serviceWebhook(nil), func(w *WebhookEvidence) {
 			w.Deployments = []appsv1.Deployment{webhookDeployment(1)}
 			w.Pods = []corev1.Pod{readyPod("gpu-webhook-a", true, ""), readyPod("gpu-webhook-b", false, "ImagePullBackOff")}
-		}), Fail, []string{"1/2 ready", "ImagePullBackOff"}},
-		{"cannot list", with(serviceWebhook(nil), func(w *WebhookEvidence) { w.WorkloadErr = "forbidden" }), Warn, []string{"grant list on deployments and pods in gpu-system"}},
+		}), verdict: Fail, contains: []string{"1/2 ready", "ImagePullBackOff"}},
+		{name: "cannot list", w: with(serviceWebhook(nil), func(w *WebhookEvidence) { w.WorkloadErr = "forbidden" }), verdict: Warn, contains: []string{"grant list on deployments and pods in gpu-system"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { expect(t, JudgeWebhookPods(tc.w), tc.verdict, tc.contains...) })
@@ -158,14 +158,14 @@ func TestDoctorJudgeEndpoints(t *testing.T) {
 		verdict  Verdict
 		contains []string
 	}{
-		{"ready", with(func(w *WebhookEvidence) { w.EndpointSlices = slice(true, false) }), OK,
-			[]string{"Service gpu-system/gpu-webhook has 1 ready endpoint(s): 10.42.0.5 (1 not ready)"}},
-		{"none ready", with(func(w *WebhookEvidence) { w.EndpointSlices = slice(false) }), Fail,
-			[]string{"no ready endpoint (1 not ready)", "nowhere to send GPU pods", "kubectl get endpointslices -n gpu-system -l kubernetes.io/service-name=gpu-webhook"}},
-		{"no slices", with(func(w *WebhookEvidence) {}), Fail, []string{"no ready endpoint (0 not ready)"}},
-		{"no Service", with(func(w *WebhookEvidence) { w.Service, w.ServiceErr = nil, `services "gpu-webhook" not found` }), Fail,
-			[]string{`services "gpu-webhook" not found`, "create the Service"}},
-		{"wrong port", with(func(w *WebhookEvidence) { w.Service.Spec.Ports[0].Port = 8443 }), Fail, []string{"has no port 443"}},
+		{name: "ready", w: with(func(w *WebhookEvidence) { w.EndpointSlices = slice(true, false) }), verdict: OK,
+			contains: []string{"Service gpu-system/gpu-webhook has 1 ready endpoint(s): 10.42.0.5 (1 not ready)"}},
+		{name: "none ready", w: with(func(w *WebhookEvidence) { w.EndpointSlices = slice(false) }), verdict: Fail,
+			contains: []string{"no ready endpoint (1 not ready)", "nowhere to send GPU pods", "kubectl get endpointslices -n gpu-system -l kubernetes.io/service-name=gpu-webhook"}},
+		{name: "no slices", w: with(func(w *WebhookEvidence) {}), verdict: Fail, contains: []string{"no ready endpoint (0 not ready)"}},
+		{name: "no Service", w: with(func(w *WebhookEvidence) { w.Service, w.ServiceErr = nil, `services "gpu-webhook" not found` }), verdict: Fail,
+			contains: []string{`services "gpu-webhook" not found`, "create the Service"}},
+		{name: "wrong port", w: with(func(w *WebhookEvidence) { w.Service.Spec.Ports[0].Port = 8443 }), verdict: Fail, contains: []string{"has no port 443"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { expect(t, JudgeEndpoints(tc.w), tc.verdict, tc.contains...) })
@@ -180,12 +180,12 @@ func TestDoctorJudgeTLS(t *testing.T) {
 		verdict  Verdict
 		contains []string
 	}{
-		{"ok", Handshake{Address: "10.42.0.5:8443", Chain: []*x509.Certificate{leaf}}, OK,
-			[]string{"TLS handshake with 10.42.0.5:8443: certificate for gpu-webhook.gpu-system.svc, issued by \"gpuslice webhook CA\""}},
-		{"pod network unreachable from a laptop", Handshake{Address: "10.42.0.5:8443", Err: "dial tcp 10.42.0.5:8443: i/o timeout", Unreachable: true}, Warn,
-			[]string{"could not reach 10.42.0.5:8443 from here", "if the dry run passes"}},
-		{"not TLS", Handshake{Address: "127.0.0.1:8443", Err: "tls: first record does not look like a TLS handshake"}, Fail,
-			[]string{"connected to 127.0.0.1:8443, but the TLS handshake failed", "HTTPS"}},
+		{name: "ok", h: Handshake{Address: "10.42.0.5:8443", Chain: []*x509.Certificate{leaf}}, verdict: OK,
+			contains: []string{"TLS handshake with 10.42.0.5:8443: certificate for gpu-webhook.gpu-system.svc, issued by \"gpuslice webhook CA\""}},
+		{name: "pod network unreachable from a laptop", h: Handshake{Address: "10.42.0.5:8443", Err: "dial tcp 10.42.0.5:8443: i/o timeout", Unreachable: true}, verdict: Warn,
+			contains: []string{"could not reach 10.42.0.5:8443 from here", "if the dry run passes"}},
+		{name: "not TLS", h: Handshake{Address: "127.0.0.1:8443", Err: "tls: first record does not look like a TLS handshake"}, verdict: Fail,
+			contains: []string{"connected to 127.0.0.1:8443, but the TLS handshake failed", "HTTPS"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { expect(t, JudgeTLS(&tc.h), tc.verdict, tc.contains...) })
@@ -205,16 +205,16 @@ func TestDoctorJudgeCABundle(t *testing.T) {
 		verdict  Verdict
 		contains []string
 	}{
-		{"verifies", ca.CertPEM, good, svcName, OK, []string{`caBundle ("gpuslice webhook CA") verifies the webhook's certificate for gpu-webhook.gpu-system.svc`}},
-		{"rotation: old and new CA", certs.AppendBundle(other.CertPEM, ca.CertPEM), good, svcName, OK, []string{`"someone else's CA", "gpuslice webhook CA"`}},
-		{"another CA", other.CertPEM, good, svcName, Fail,
-			[]string{`issued by "gpuslice webhook CA", which is not a CA in the caBundle ("someone else's CA")`, "certificate signed by unknown authority", "put the issuing CA in caBundle"}},
-		{"wrong name", ca.CertPEM, servedCert(t, ca, time.Hour, "webhook.example.org"), svcName, Fail,
-			[]string{"is for webhook.example.org, not for gpu-webhook.gpu-system.svc", "subject alternative names"}},
-		{"IP URL", ca.CertPEM, servedCert(t, ca, time.Hour, "127.0.0.1"), "127.0.0.1", OK, nil},
-		{"expired is left to the expiry check", ca.CertPEM, servedCert(t, ca, -time.Minute, svcName), svcName, OK, nil},
-		{"empty", nil, good, svcName, Warn, []string{"caBundle is empty", "system roots"}},
-		{"garbage", []byte("not a PEM"), good, svcName, Fail, []string{"no PEM certificate in it"}},
+		{name: "verifies", bundle: ca.CertPEM, leaf: good, server: svcName, verdict: OK, contains: []string{`caBundle ("gpuslice webhook CA") verifies the webhook's certificate for gpu-webhook.gpu-system.svc`}},
+		{name: "rotation: old and new CA", bundle: certs.AppendBundle(other.CertPEM, ca.CertPEM), leaf: good, server: svcName, verdict: OK, contains: []string{`"someone else's CA", "gpuslice webhook CA"`}},
+		{name: "another CA", bundle: other.CertPEM, leaf: good, server: svcName, verdict: Fail,
+			contains: []string{`issued by "gpuslice webhook CA", which is not a CA in the caBundle ("someone else's CA")`, "certificate signed by unknown authority", "put the issuing CA in caBundle"}},
+		{name: "wrong name", bundle: ca.CertPEM, leaf: servedCert(t, ca, time.Hour, "webhook.example.org"), server: svcName, verdict: Fail,
+			contains: []string{"is for webhook.example.org, not for gpu-webhook.gpu-system.svc", "subject alternative names"}},
+		{name: "IP URL", bundle: ca.CertPEM, leaf: servedCert(t, ca, time.Hour, "127.0.0.1"), server: "127.0.0.1", verdict: OK},
+		{name: "expired is left to the expiry check", bundle: ca.CertPEM, leaf: servedCert(t, ca, -time.Minute, svcName), server: svcName, verdict: OK},
+		{name: "empty", bundle: nil, leaf: good, server: svcName, verdict: Warn, contains: []string{"caBundle is empty", "system roots"}},
+		{name: "garbage", bundle: []byte("not a PEM"), leaf: good, server: svcName, verdict: Fail, contains: []string{"no PEM certificate in it"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -233,12 +233,12 @@ func TestDoctorJudgeCertExpiry(t *testing.T) {
 		verdict  Verdict
 		contains []string
 	}{
-		{"months left", 90 * 24 * time.Hour, OK, []string{"valid for 90 days more"}},
-		{"just over two weeks", 14*24*time.Hour + time.Minute, OK, []string{"valid for 14 days more"}},
-		{"under two weeks", 14*24*time.Hour - time.Minute, Warn, []string{"expires in 13 days", "renew the serving certificate"}},
-		{"an hour", time.Hour, Warn, []string{"expires in 1h0m0s"}},
-		{"expired", -2 * time.Hour, Fail, []string{"expired 2h0m0s ago", "the API server refuses it"}},
-		{"expires this instant", 0, Fail, []string{"expired 0s ago"}},
+		{name: "months left", left: 90 * 24 * time.Hour, verdict: OK, contains: []string{"valid for 90 days more"}},
+		{name: "just over two weeks", left: 14*24*time.Hour + time.Minute, verdict: OK, contains: []string{"valid for 14 days more"}},
+		{name: "under two weeks", left: 14*24*time.Hour - time.Minute, verdict: Warn, contains: []string{"expires in 13 days", "renew the serving certificate"}},
+		{name: "an hour", left: time.Hour, verdict: Warn, contains: []string{"expires in 1h0m0s"}},
+		{name: "expired", left: -2 * time.Hour, verdict: Fail, contains: []string{"expired 2h0m0s ago", "the API server refuses it"}},
+		{name: "expires this instant", left: 0, verdict: Fail, contains: []string{"expired 0s ago"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -262,21 +262,21 @@ func TestDoctorJudgeDryRun(t *testing.T) {
 		verdict  Verdict
 		contains []string
 	}{
-		{"injected", DryRun{Pod: mutated}, OK,
-			[]string{"probe pod (gpu-directories: nvidia, dry run: nothing stored) in namespace ai-dev came back with /dev/nvidia0, /dev/nvidiactl, /dev/nvidia-uvm and runtimeClassName nvidia"}},
-		{"webhook down", DryRun{Err: `Internal error occurred: failed calling webhook "gpu-directory-injector.gpuslice.io": failed to call webhook: Post "https://127.0.0.1:41967/mutate?timeout=5s": dial tcp 127.0.0.1:41967: connect: connection refused`}, Fail,
-			[]string{"the API server could not call the webhook", "connection refused", "failurePolicy Fail refuses every annotated pod"}},
-		{"caBundle mismatch", DryRun{Err: `Internal error occurred: failed calling webhook "gpu-directory-injector.gpuslice.io": failed to call webhook: Post "https://127.0.0.1:41967/mutate?timeout=5s": tls: failed to verify certificate: x509: certificate signed by unknown authority`}, Fail,
-			[]string{"x509", "see webhook-ca-bundle"}},
-		{"denied", DryRun{Err: `admission webhook "gpu-directory-injector.gpuslice.io" denied the request: namespace "ai-dev" is excluded`}, Fail, []string{"the webhook's message says why"}},
-		{"PodSecurity", DryRun{Err: `pods "gpuslice-doctor-probe-x" is forbidden: violates PodSecurity "baseline:latest": hostPath volumes (volumes "nvidia0")`}, Fail,
-			[]string{"pod-security.kubernetes.io/enforce=privileged"}},
-		{"no RBAC", DryRun{Err: `pods is forbidden: User "jane" cannot create resource "pods" in API group "" in the namespace "ai-dev"`}, Warn, []string{"grant create on pods in ai-dev"}},
-		{"namespace missing", DryRun{Err: `namespaces "ai-dev" not found`}, Warn, []string{"pass -n"}},
-		{"not called", DryRun{Pod: untouched, Warnings: nil}, Fail, []string{"admitted without its devices: the webhook was not called", "namespaceSelector"}},
-		{"part of it", DryRun{Pod: pod("ai-dev", "p", "", 0, annotated, withRuntimeClass, func(p *corev1.Pod) {
+		{name: "injected", d: DryRun{Pod: mutated}, verdict: OK,
+			contains: []string{"probe pod (gpu-directories: nvidia, dry run: nothing stored) in namespace ai-dev came back with /dev/nvidia0, /dev/nvidiactl, /dev/nvidia-uvm and runtimeClassName nvidia"}},
+		{name: "webhook down", d: DryRun{Err: `Internal error occurred: failed calling webhook "gpu-directory-injector.gpuslice.io": failed to call webhook: Post "https://127.0.0.1:41967/mutate?timeout=5s": dial tcp 127.0.0.1:41967: connect: connection refused`}, verdict: Fail,
+			contains: []string{"the API server could not call the webhook", "connection refused", "failurePolicy Fail refuses every annotated pod"}},
+		{name: "caBundle mismatch", d: DryRun{Err: `Internal error occurred: failed calling webhook "gpu-directory-injector.gpuslice.io": failed to call webhook: Post "https://127.0.0.1:41967/mutate?timeout=5s": tls: failed to verify certificate: x509: certificate signed by unknown authority`}, verdict: Fail,
+			contains: []string{"x509", "see webhook-ca-bundle"}},
+		{name: "denied", d: DryRun{Err: `admission webhook "gpu-directory-injector.gpuslice.io" denied the request: namespace "ai-dev" is excluded`}, verdict: Fail, contains: []string{"the webhook's message says why"}},
+		{name: "PodSecurity", d: DryRun{Err: `pods "gpuslice-doctor-probe-x" is forbidden: violates PodSecurity "baseline:latest": hostPath volumes (volumes "nvidia0")`}, verdict: Fail,
+			contains: []string{"pod-security.kubernetes.io/enforce=privileged"}},
+		{name: "no RBAC", d: DryRun{Err: `pods is forbidden: User "jane" cannot create resource "pods" in API group "" in the namespace "ai-dev"`}, verdict: Warn, contains: []string{"grant create on pods in ai-dev"}},
+		{name: "namespace missing", d: DryRun{Err: `namespaces "ai-dev" not found`}, verdict: Warn, contains: []string{"pass -n"}},
+		{name: "not called", d: DryRun{Pod: untouched, Warnings: nil}, verdict: Fail, contains: []string{"admitted without its devices: the webhook was not called", "namespaceSelector"}},
+		{name: "part of it", d: DryRun{Pod: pod("ai-dev", "p", "", 0, annotated, withRuntimeClass, func(p *corev1.Pod) {
 			p.Spec.Volumes = []corev1.Volume{{Name: "nvidia0", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/dev/nvidia0"}}}}
-		})}, Fail, []string{"only part of its devices (missing /dev/nvidiactl, /dev/nvidia-uvm)"}},
+		})}, verdict: Fail, contains: []string{"only part of its devices (missing /dev/nvidiactl, /dev/nvidia-uvm)"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -286,7 +286,7 @@ func TestDoctorJudgeDryRun(t *testing.T) {
 	}
 }
 
-// TestJudgeWebhook: which checks run depends on what was gathered.
+// TestDoctorJudgeWebhook: which checks run depends on what was gathered.
 func TestDoctorJudgeWebhook(t *testing.T) {
 	ca := newCA(t, "gpuslice webhook CA")
 	w := urlWebhook(ca.CertPEM)

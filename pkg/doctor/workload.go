@@ -263,14 +263,14 @@ func podPhases(w *WorkloadEvidence) string {
 // JudgeScheduling judges an unbound pod by what the scheduler said: the
 // FailedScheduling event (e.g. "Insufficient nvidia.com/gpu.shared") or the
 // PodScheduled condition when the events have expired.
-func JudgeScheduling(p *PodEvidence) Result {
-	pod := p.Pod
+func JudgeScheduling(in *PodInput) Result {
+	pod := in.Pod
 	res := Result{Check: CheckScheduling, Object: "pod/" + pod.Name}
 	if pod.Spec.NodeName != "" {
 		res.Verdict, res.Evidence = OK, "scheduled to "+pod.Spec.NodeName
 		return res
 	}
-	for _, e := range p.Events {
+	for _, e := range in.Events {
 		if e.Reason == "FailedScheduling" {
 			res.Verdict = Fail
 			res.Evidence = fmt.Sprintf("FailedScheduling (x%d): %s", max(e.Count, 1), strings.TrimSpace(e.Message))

@@ -44,18 +44,18 @@ func TestDoctorJudgeShares(t *testing.T) {
 		verdict  Verdict
 		contains []string
 	}{
-		{"webhook-only", workloadEvidence(KindDeployment, nil, seed[0]), seed, OK, []string{"no GPU share request"}},
-		{"scheduled holds its shares", workloadEvidence(KindDeployment, nil, vllmBound), append(seed, vllmBound), OK,
-			[]string{"holds 2 nvidia.com/gpu.shared on homelabai (2 of 8 free)"}},
-		{"pending, enough free: another reason", workloadEvidence(KindDeployment, nil, vllmPending), append(seed, vllmPending), OK,
-			[]string{"homelabai has 4 of 8 free", "still pending for another reason"}},
-		{"pending, node full: who holds them", workloadEvidence(KindDeployment, nil, vllmPending), append(seed, filler, vllmPending), Fail,
-			[]string{"needs 2 nvidia.com/gpu.shared per pod", "homelabai has 0 of 8 free", "held by ai/filler 4, ai/whisper 2, ai/ollama 1, ai/tts 1",
+		{name: "webhook-only", w: workloadEvidence(KindDeployment, nil, seed[0]), cluster: seed, verdict: OK, contains: []string{"no GPU share request"}},
+		{name: "scheduled holds its shares", w: workloadEvidence(KindDeployment, nil, vllmBound), cluster: append(seed, vllmBound), verdict: OK,
+			contains: []string{"holds 2 nvidia.com/gpu.shared on homelabai (2 of 8 free)"}},
+		{name: "pending, enough free: another reason", w: workloadEvidence(KindDeployment, nil, vllmPending), cluster: append(seed, vllmPending), verdict: OK,
+			contains: []string{"homelabai has 4 of 8 free", "still pending for another reason"}},
+		{name: "pending, node full: who holds them", w: workloadEvidence(KindDeployment, nil, vllmPending), cluster: append(seed, filler, vllmPending), verdict: Fail,
+			contains: []string{"needs 2 nvidia.com/gpu.shared per pod", "homelabai has 0 of 8 free", "held by ai/filler 4, ai/whisper 2, ai/ollama 1, ai/tts 1",
 				"free 2 more", "kubectl scale deployment -n ai whisper --replicas=0 (frees 2)", "--replicas 10"}},
-		{"no pod yet, would not fit: warn", workloadEvidence(KindDeployment, vllmPending), append(seed, filler), Warn,
-			[]string{"0 of 8 free"}},
-		{"more than the node has", workloadEvidence(KindDeployment, nil, pod("ai", "big", "", 10)), seed, Fail,
-			[]string{"advertises only 8 in all", "can never be scheduled", "at most 8"}},
+		{name: "no pod yet, would not fit: warn", w: workloadEvidence(KindDeployment, vllmPending), cluster: append(seed, filler), verdict: Warn,
+			contains: []string{"0 of 8 free"}},
+		{name: "more than the node has", w: workloadEvidence(KindDeployment, nil, pod("ai", "big", "", 10)), cluster: seed, verdict: Fail,
+			contains: []string{"advertises only 8 in all", "can never be scheduled", "at most 8"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -79,18 +79,18 @@ func TestDoctorJudgeWorkloadPods(t *testing.T) {
 		verdict  Verdict
 		contains []string
 	}{
-		{"all there", workloadEvidence(KindDeployment, running, running), OK, []string{"1 pod(s): vllm-server-abc12 Running on homelabai"}},
-		{"scaled to zero", func() *WorkloadEvidence {
+		{name: "all there", w: workloadEvidence(KindDeployment, running, running), verdict: OK, contains: []string{"1 pod(s): vllm-server-abc12 Running on homelabai"}},
+		{name: "scaled to zero", w: func() *WorkloadEvidence {
 			w := workloadEvidence(KindDeployment, running)
 			w.Desired = ptr.To[int32](0)
 			return w
-		}(), Warn, []string{"scaled to 0", "kubectl scale deployment -n ai-dev vllm-server --replicas=1"}},
-		{"webhook refused the pods", func() *WorkloadEvidence {
+		}(), verdict: Warn, contains: []string{"scaled to 0", "kubectl scale deployment -n ai-dev vllm-server --replicas=1"}},
+		{name: "webhook refused the pods", w: func() *WorkloadEvidence {
 			w := workloadEvidence(KindDeployment, running)
 			w.CreateFailures = []string{`ReplicaSet vllm-server-5d8: Internal error occurred: failed calling webhook "gpu-directory-injector.gpuslice.io": connection refused`}
 			return w
-		}(), Fail, []string{"0 of 1 pod(s) exist", "failed calling webhook", "webhook-* checks"}},
-		{"missing, nothing said", workloadEvidence(KindDeployment, running), Warn, []string{"0 of 1 pod(s)", "no FailedCreate"}},
+		}(), verdict: Fail, contains: []string{"0 of 1 pod(s) exist", "failed calling webhook", "webhook-* checks"}},
+		{name: "missing, nothing said", w: workloadEvidence(KindDeployment, running), verdict: Warn, contains: []string{"0 of 1 pod(s)", "no FailedCreate"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { expect(t, JudgeWorkloadPods(tc.w), tc.verdict, tc.contains...) })
@@ -120,43 +120,45 @@ func TestDoctorJudgeScheduling(t *testing.T) {
 		verdict  Verdict
 		contains []string
 	}{
-		{"bound", PodEvidence{Pod: pod("ai", "x", "homelabai", 1)}, OK, []string{"scheduled to homelabai"}},
-		{"insufficient shares", PodEvidence{Pod: pending, Events: []Event{
+		{name: "bound", p: PodEvidence{Pod: pod("ai", "x", "homelabai", 1)}, verdict: OK, contains: []string{"scheduled to homelabai"}},
+		{name: "insufficient shares", p: PodEvidence{Pod: pending, Events: []Event{
 			{Reason: "FailedScheduling", Message: insufficient, Count: 3, Last: time.Now()},
 			{Reason: "Scheduled", Message: "older, irrelevant"},
-		}}, Fail, []string{"FailedScheduling (x3)", "Insufficient nvidia.com/gpu.shared", "see gpu-shares"}},
-		{"selector", PodEvidence{Pod: pending, Events: []Event{
+		}}, verdict: Fail, contains: []string{"FailedScheduling (x3)", "Insufficient nvidia.com/gpu.shared", "see gpu-shares"}},
+		{name: "selector", p: PodEvidence{Pod: pending, Events: []Event{
 			{Reason: "FailedScheduling", Message: "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector."},
-		}}, Fail, []string{"(x1)", "see placement"}},
-		{"taint", PodEvidence{Pod: pending, Events: []Event{
+		}}, verdict: Fail, contains: []string{"(x1)", "see placement"}},
+		{name: "taint", p: PodEvidence{Pod: pending, Events: []Event{
 			{Reason: "FailedScheduling", Message: "0/1 nodes are available: 1 node(s) had untolerated taint {gpu: true}."},
-		}}, Fail, []string{"toleration"}},
-		{"events expired, condition remains", PodEvidence{Pod: func() *corev1.Pod {
+		}}, verdict: Fail, contains: []string{"toleration"}},
+		{name: "events expired, condition remains", p: PodEvidence{Pod: func() *corev1.Pod {
 			p := pending.DeepCopy()
 			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: "Unschedulable", Message: insufficient}}
 			return p
-		}()}, Fail, []string{"PodScheduled=False (Unschedulable)", "see gpu-shares"}},
-		{"nothing said", PodEvidence{Pod: func() *corev1.Pod {
+		}()}, verdict: Fail, contains: []string{"PodScheduled=False (Unschedulable)", "see gpu-shares"}},
+		{name: "nothing said", p: PodEvidence{Pod: func() *corev1.Pod {
 			p := pending.DeepCopy()
 			p.Spec.SchedulerName = "volcano"
 			return p
-		}()}, Warn, []string{"scheduler has said nothing", `"volcano"`}},
+		}()}, verdict: Warn, contains: []string{"scheduler has said nothing", `"volcano"`}},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) { expect(t, JudgeScheduling(&tc.p), tc.verdict, tc.contains...) })
+		t.Run(tc.name, func(t *testing.T) {
+			expect(t, JudgeScheduling(&PodInput{PodEvidence: tc.p}), tc.verdict, tc.contains...)
+		})
 	}
 }
 
 func TestDoctorParseTarget(t *testing.T) {
 	for in, want := range map[string]Target{
-		"deployment/vllm-server":      {KindDeployment, "vllm-server"},
-		"deploy/vllm-server":          {KindDeployment, "vllm-server"},
-		"Deployment.apps/vllm-server": {KindDeployment, "vllm-server"},
-		"sts/db":                      {KindStatefulSet, "db"},
-		"statefulsets/db":             {KindStatefulSet, "db"},
-		"ds/dcgm":                     {KindDaemonSet, "dcgm"},
-		"po/plex-0":                   {KindPod, "plex-0"},
-		"pod/plex-0":                  {KindPod, "plex-0"},
+		"deployment/vllm-server":      {Kind: KindDeployment, Name: "vllm-server"},
+		"deploy/vllm-server":          {Kind: KindDeployment, Name: "vllm-server"},
+		"Deployment.apps/vllm-server": {Kind: KindDeployment, Name: "vllm-server"},
+		"sts/db":                      {Kind: KindStatefulSet, Name: "db"},
+		"statefulsets/db":             {Kind: KindStatefulSet, Name: "db"},
+		"ds/dcgm":                     {Kind: KindDaemonSet, Name: "dcgm"},
+		"po/plex-0":                   {Kind: KindPod, Name: "plex-0"},
+		"pod/plex-0":                  {Kind: KindPod, Name: "plex-0"},
 	} {
 		got, err := ParseTarget(in)
 		if err != nil || got != want {
@@ -174,7 +176,7 @@ func TestDoctorParseTarget(t *testing.T) {
 			t.Errorf("ParseTarget(%q) error %v, want %q", in, err, want)
 		}
 	}
-	if s := (Target{KindDeployment, "vllm-server"}).String(); s != "deployment/vllm-server" {
+	if s := (Target{Kind: KindDeployment, Name: "vllm-server"}).String(); s != "deployment/vllm-server" {
 		t.Errorf("String() = %q", s)
 	}
 }

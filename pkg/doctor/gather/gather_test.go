@@ -116,10 +116,10 @@ func TestDoctorUsesWebhook(t *testing.T) {
 		w    *doctor.WorkloadEvidence
 		want bool
 	}{
-		{tmpl(map[string]string{"gpu-directories": "nvidia"}), true},
-		{tmpl(map[string]string{"gpu-shares": "2"}), true},
-		{tmpl(nil), false},
-		{&doctor.WorkloadEvidence{Pods: []doctor.PodEvidence{{Pod: &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{"gpu-directories": "nvidia"}}}}}}, true},
+		{w: tmpl(map[string]string{"gpu-directories": "nvidia"}), want: true},
+		{w: tmpl(map[string]string{"gpu-shares": "2"}), want: true},
+		{w: tmpl(nil), want: false},
+		{w: &doctor.WorkloadEvidence{Pods: []doctor.PodEvidence{{Pod: &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{"gpu-directories": "nvidia"}}}}}}, want: true},
 	} {
 		if got := usesWebhook(tc.w); got != tc.want {
 			t.Errorf("usesWebhook(%+v) = %v", tc.w, got)
@@ -130,9 +130,9 @@ func TestDoctorUsesWebhook(t *testing.T) {
 		o    Options
 		want string
 	}{
-		{Options{ProbeNamespace: "lab", Namespace: "ai"}, "lab"},
-		{Options{Namespace: "ai"}, "ai"},
-		{Options{}, "media"},
+		{o: Options{ProbeNamespace: "lab", Namespace: "ai"}, want: "lab"},
+		{o: Options{Namespace: "ai"}, want: "ai"},
+		{o: Options{}, want: "media"},
 	} {
 		if got := probeNamespace(&tc.o, workloads); got != tc.want {
 			t.Errorf("probeNamespace(%+v) = %q, want %q", tc.o, got, tc.want)
