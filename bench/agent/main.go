@@ -57,8 +57,9 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/gpuslice/gpuslice/bench/internal/benchstat"
-	"github.com/gpuslice/gpuslice/internal/fakeproc"
 	"github.com/gpuslice/gpuslice/internal/harness/localcluster"
+	"github.com/gpuslice/gpuslice/internal/seed"
+	"github.com/gpuslice/gpuslice/internal/standin/proctest"
 	"github.com/gpuslice/gpuslice/pkg/agent"
 	"github.com/gpuslice/gpuslice/pkg/gpu"
 	"github.com/gpuslice/gpuslice/pkg/workload"
@@ -137,15 +138,15 @@ func newSetup(n int, procRoot string) (*setup, error) {
 	for i := range n {
 		pid := uint32(100000 + i)
 		uid := fmt.Sprintf("00000000-0000-4000-8000-%012d", i)
-		cid := fakeproc.ContainerID(pid)
+		cid := proctest.ContainerID(pid)
 		objs = append(objs, benchPod(fmt.Sprintf("worker-%d", i), uid, cid))
-		if err := fakeproc.Write(procRoot, pid, fakeproc.Container(uid, cid)); err != nil {
+		if err := proctest.Write(procRoot, pid, proctest.Container(uid, cid)); err != nil {
 			return nil, err
 		}
 		procs = append(procs, gpu.ProcessInfo{Pid: pid, UsedGpuMemory: 64 << 20, GpuInstanceId: 0xFFFFFFFF, ComputeInstanceId: 0xFFFFFFFF})
 	}
 	for i := range otherPods {
-		objs = append(objs, benchPod(fmt.Sprintf("cpu-only-%d", i), fmt.Sprintf("11111111-0000-4000-8000-%012d", i), fakeproc.ContainerID(uint32(900000+i))))
+		objs = append(objs, benchPod(fmt.Sprintf("cpu-only-%d", i), fmt.Sprintf("11111111-0000-4000-8000-%012d", i), proctest.ContainerID(uint32(900000+i))))
 	}
 	lib.Devices[0].Compute, lib.Devices[0].Graphics = procs, nil
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
@@ -329,7 +330,7 @@ func measureBinary(ctx context.Context, scrapes int) (*rss, error) {
 		return nil, err
 	}
 	defer cluster.Stop()
-	if _, err := cluster.AddNode(ctx, localcluster.HomelabAI()); err != nil {
+	if _, err := cluster.AddNode(ctx, seed.HomelabAI()); err != nil {
 		return nil, err
 	}
 	cs := cluster.Client
@@ -348,7 +349,7 @@ func measureBinary(ctx context.Context, scrapes int) (*rss, error) {
 			return nil, err
 		}
 		pid := uint32(100000 + i)
-		cid := fakeproc.ContainerID(pid)
+		cid := proctest.ContainerID(pid)
 		if _, err := cluster.SetPodStatus(ctx, "bench", name, func(p *corev1.Pod) {
 			p.Status.Phase = corev1.PodRunning
 			p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "main", Image: "busybox", ContainerID: "containerd://" + cid, Ready: true}}
@@ -356,7 +357,7 @@ func measureBinary(ctx context.Context, scrapes int) (*rss, error) {
 			return nil, err
 		}
 		if i < n {
-			if err := fakeproc.Write(procRoot, pid, fakeproc.Container(string(created.UID), cid)); err != nil {
+			if err := proctest.Write(procRoot, pid, proctest.Container(string(created.UID), cid)); err != nil {
 				return nil, err
 			}
 		}

@@ -62,9 +62,10 @@ import (
 	"github.com/gpuslice/gpuslice/bench/internal/benchstat"
 	"github.com/gpuslice/gpuslice/internal/demo"
 	"github.com/gpuslice/gpuslice/internal/harness/localcluster"
+	"github.com/gpuslice/gpuslice/internal/seed"
+	"github.com/gpuslice/gpuslice/internal/standin/plextest"
 	"github.com/gpuslice/gpuslice/pkg/arbiter"
 	"github.com/gpuslice/gpuslice/pkg/plexhealth"
-	"github.com/gpuslice/gpuslice/pkg/plexhealth/plextest"
 	"github.com/gpuslice/gpuslice/pkg/signals"
 	"github.com/gpuslice/gpuslice/pkg/workload"
 )
@@ -191,7 +192,7 @@ func run(ctx context.Context, o options) (*report, error) {
 	// with Ollama preemptible too, a transcode preempts Ollama first (lower
 	// priority) and vLLM only once Ollama's pod is gone, which measures pod
 	// termination rather than the arbiter.
-	ws := demo.ArbitratedWorkloads()
+	ws := seed.ArbitratedWorkloads()
 	for _, w := range ws {
 		if d := w.Deployment; d.Namespace == "ai" && d.Name == "ollama" {
 			delete(d.Annotations, workload.AnnotationPreemptible)
@@ -200,10 +201,10 @@ func run(ctx context.Context, o options) (*report, error) {
 	}
 	// The baseline's lanes: a copy of vLLM each, without the arbiter's
 	// annotations, on a node of its own.
-	var hpaWorkloads []demo.Workload
+	var hpaWorkloads []seed.Workload
 	for i := range o.Lanes {
 		name := fmt.Sprintf("bench-hpa-%02d", i+1)
-		n := localcluster.HomelabAI()
+		n := seed.HomelabAI()
 		n.Name = name
 		if _, err := env.Cluster.AddNode(ctx, n); err != nil {
 			return nil, err
@@ -358,7 +359,7 @@ func run(ctx context.Context, o options) (*report, error) {
 
 // baselineWorkload is vLLM as in the arbitrated workloads, in its own
 // namespace on its own node, without the arbiter's annotations.
-func baselineWorkload(ws []demo.Workload, name string) demo.Workload {
+func baselineWorkload(ws []seed.Workload, name string) seed.Workload {
 	for _, w := range ws {
 		if d := w.Deployment; d.Namespace == vllm.Namespace && d.Name == vllm.Name {
 			d = d.DeepCopy()
@@ -367,7 +368,7 @@ func baselineWorkload(ws []demo.Workload, name string) demo.Workload {
 			d.Spec.Template.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": name}
 			cm := w.ConfigMap.DeepCopy()
 			cm.Namespace = name
-			return demo.Workload{Deployment: d, ConfigMap: cm}
+			return seed.Workload{Deployment: d, ConfigMap: cm}
 		}
 	}
 	panic("no vLLM in the arbitrated workloads")

@@ -55,7 +55,7 @@ import (
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/gpuslice/gpuslice/bench/internal/benchstat"
-	"github.com/gpuslice/gpuslice/internal/demo"
+	"github.com/gpuslice/gpuslice/internal/seed"
 	"github.com/gpuslice/gpuslice/pkg/certs"
 	"github.com/gpuslice/gpuslice/pkg/inject"
 	"github.com/gpuslice/gpuslice/pkg/webhook"
@@ -482,7 +482,7 @@ type requestTemplate struct {
 const uidPlaceholder = "00000000-0000-4000-8000-000000000000"
 
 func newRequestTemplate() (*requestTemplate, error) {
-	pod := apiServerForm(demo.PlexPod())
+	pod := apiServerForm(seed.PlexPod())
 	raw, err := json.Marshal(pod)
 	if err != nil {
 		return nil, err

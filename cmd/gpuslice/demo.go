@@ -6,7 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/gpuslice/gpuslice/internal/demo"
-	"github.com/gpuslice/gpuslice/internal/evening"
+	"github.com/gpuslice/gpuslice/internal/demo/evening"
 )
 
 func newDemoCommand(g *globals) *cobra.Command {

@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/gpuslice/gpuslice/internal/harness/localcluster"
+	"github.com/gpuslice/gpuslice/internal/seed"
 	"github.com/gpuslice/gpuslice/pkg/ledger"
 	"github.com/gpuslice/gpuslice/pkg/pluginconfig"
 )
@@ -128,7 +129,7 @@ func TestClusterCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Stop()
-	if _, err := c.AddNode(ctx, localcluster.HomelabAI()); err != nil {
+	if _, err := c.AddNode(ctx, seed.HomelabAI()); err != nil {
 		t.Fatal(err)
 	}
 	cm, err := pluginconfig.RenderConfigMap(pluginconfig.RenderOptions{Replicas: 8, Rename: true})

@@ -23,13 +23,13 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/gpuslice/gpuslice/internal/harness/localcluster"
+	"github.com/gpuslice/gpuslice/internal/seed"
 	"github.com/gpuslice/gpuslice/pkg/certs"
 	"github.com/gpuslice/gpuslice/pkg/inject"
 	"github.com/gpuslice/gpuslice/pkg/ledger"
 	"github.com/gpuslice/gpuslice/pkg/registration"
 	"github.com/gpuslice/gpuslice/pkg/snapshot"
 	"github.com/gpuslice/gpuslice/pkg/webhook"
-	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // Options configure a demo run.
@@ -95,7 +95,7 @@ func StartEnv(ctx context.Context, opts localcluster.Options, log *slog.Logger) 
 			env.Stop()
 		}
 	}()
-	if _, err := c.AddNode(ctx, localcluster.HomelabAI()); err != nil {
+	if _, err := c.AddNode(ctx, seed.HomelabAI()); err != nil {
 		return nil, err
 	}
 	if env.CA, err = certs.NewCA("gpuslice demo webhook CA", 24*time.Hour); err != nil {
@@ -177,30 +177,6 @@ func EnsureNamespace(ctx context.Context, cs kubernetes.Interface, name string) 
 	return nil
 }
 
-// PlexPod is the seed's Plex example (section "Method 1"): the annotation
-// and NVIDIA environment, no devices and no runtime class of its own.
-func PlexPod() *corev1.Pod {
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{
-			Name: "plex", Namespace: "media",
-			Labels:      map[string]string{"app": "plex"},
-			Annotations: map[string]string{workload.AnnotationProfiles: "nvidia"},
-		},
-		Spec: corev1.PodSpec{
-			NodeSelector: map[string]string{"kubernetes.io/hostname": "homelabai"},
-			Containers: []corev1.Container{{
-				Name:  "plex",
-				Image: "plexinc/pms-docker:latest",
-				Env: []corev1.EnvVar{
-					{Name: "NVIDIA_VISIBLE_DEVICES", Value: "all"},
-					{Name: "NVIDIA_DRIVER_CAPABILITIES", Value: "compute,video,utility"},
-				},
-				Ports: []corev1.ContainerPort{{Name: "pms", ContainerPort: 32400}},
-			}},
-		},
-	}
-}
-
 // WarningRecorder collects the warnings the API server relays from webhooks.
 type WarningRecorder struct{ Warnings []string }
 
@@ -236,13 +212,13 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	if err := Deploy(ctx, env.Cluster, SeedWorkloads()...); err != nil {
+	if err := Deploy(ctx, env.Cluster, seed.SeedWorkloads()...); err != nil {
 		return err
 	}
 	if res.Before, err = snapshot.Ledger(ctx, env.Cluster.Client, ledger.Options{}); err != nil {
 		return err
 	}
-	if err := Deploy(ctx, env.Cluster, VLLMWorkload()); err != nil {
+	if err := Deploy(ctx, env.Cluster, seed.VLLMWorkload()); err != nil {
 		return err
 	}
 	if res.After, err = snapshot.Ledger(ctx, env.Cluster.Client, ledger.Options{}); err != nil {
@@ -279,7 +255,7 @@ func createPlexPod(ctx context.Context, env *Env, res *Result) ([]string, error)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := wc.CoreV1().Pods("media").Create(ctx, PlexPod(), metav1.CreateOptions{}); err != nil {
+	if _, err := wc.CoreV1().Pods("media").Create(ctx, seed.PlexPod(), metav1.CreateOptions{}); err != nil {
 		return nil, fmt.Errorf("creating the Plex pod: %w", err)
 	}
 	if _, err := WaitBound(ctx, cs, "media", "plex"); err != nil {

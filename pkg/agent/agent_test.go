@@ -24,7 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes/fake"
 
-	"github.com/gpuslice/gpuslice/internal/fakeproc"
+	"github.com/gpuslice/gpuslice/internal/standin/proctest"
 	"github.com/gpuslice/gpuslice/pkg/gpu"
 )
 
@@ -86,22 +86,22 @@ func homelab(t *testing.T) (*gpu.Fake, *fake.Clientset, string) {
 	static := pod("kube-system", "gpu-probe-homelabai", "a-different-api-uid-0000000000000000", "probe", "")
 	static.Annotations = map[string]string{annotationMirror: uidStatic}
 	cs := fake.NewClientset(
-		pod("ai-dev", "vllm-server-6d9f7c8b5d-x2x9q", uidVLLM, "vllm", fakeproc.ContainerID(1)),
-		pod("ai", "tts-5c8b7d9f6-k4m2p", uidTTS, "tts", fakeproc.ContainerID(2)),
-		pod("media", "plex-7f9d8c6b5-q7w8e", uidPlex, "plex", fakeproc.ContainerID(3)),
+		pod("ai-dev", "vllm-server-6d9f7c8b5d-x2x9q", uidVLLM, "vllm", proctest.ContainerID(1)),
+		pod("ai", "tts-5c8b7d9f6-k4m2p", uidTTS, "tts", proctest.ContainerID(2)),
+		pod("media", "plex-7f9d8c6b5-q7w8e", uidPlex, "plex", proctest.ContainerID(3)),
 		static,
 	)
 	proc := t.TempDir()
 	for pid, content := range map[uint32]string{
-		gpu.RecordedPIDVLLM: fakeproc.Container(uidVLLM, fakeproc.ContainerID(1)),
-		gpu.RecordedPIDTTS:  "0::/kubepods/burstable/pod" + uidTTS + "/" + fakeproc.ContainerID(2) + "\n", // cgroupfs, K3s's default
-		gpu.RecordedPIDPlex: fakeproc.Container(uidPlex, fakeproc.ContainerID(3)),
-		gpu.RecordedPIDXorg: fakeproc.Host("display-manager.service"),
-		pidGone:             fakeproc.Container(uidGone, fakeproc.ContainerID(4)),
-		pidStatic:           "0::/kubepods/burstable/pod" + uidStatic + "/" + fakeproc.ContainerID(5) + "\n",
-		pidNoStatus:         fakeproc.Container(uidPlex, fakeproc.ContainerID(6)),
+		gpu.RecordedPIDVLLM: proctest.Container(uidVLLM, proctest.ContainerID(1)),
+		gpu.RecordedPIDTTS:  "0::/kubepods/burstable/pod" + uidTTS + "/" + proctest.ContainerID(2) + "\n", // cgroupfs, K3s's default
+		gpu.RecordedPIDPlex: proctest.Container(uidPlex, proctest.ContainerID(3)),
+		gpu.RecordedPIDXorg: proctest.Host("display-manager.service"),
+		pidGone:             proctest.Container(uidGone, proctest.ContainerID(4)),
+		pidStatic:           "0::/kubepods/burstable/pod" + uidStatic + "/" + proctest.ContainerID(5) + "\n",
+		pidNoStatus:         proctest.Container(uidPlex, proctest.ContainerID(6)),
 	} {
-		if err := fakeproc.Write(proc, pid, content); err != nil {
+		if err := proctest.Write(proc, pid, content); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -10,7 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/utils/ptr"
 
-	"github.com/gpuslice/gpuslice/internal/golden"
+	"github.com/gpuslice/gpuslice/internal/testutil/golden"
 	"github.com/gpuslice/gpuslice/pkg/inject"
 	"github.com/gpuslice/gpuslice/pkg/workload"
 )

@@ -8,12 +8,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/gpuslice/gpuslice/internal/gatetest"
+	"github.com/gpuslice/gpuslice/internal/seed/gatecluster"
 	"github.com/gpuslice/gpuslice/pkg/clusterview"
 	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
-func decide(t *testing.T, c *gatetest.Cluster, pod *corev1.Pod) Decision {
+func decide(t *testing.T, c *gatecluster.Cluster, pod *corev1.Pod) Decision {
 	t.Helper()
 	v, err := clusterview.Read(&c.Cluster, clusterview.Options{})
 	if err != nil {
@@ -27,8 +27,8 @@ func TestDecide(t *testing.T) {
 	tests := []struct {
 		name string
 		// setup changes the cluster; pod returns the pod to admit.
-		setup       func(c *gatetest.Cluster)
-		pod         func(c *gatetest.Cluster) *corev1.Pod
+		setup       func(c *gatecluster.Cluster)
+		pod         func(c *gatecluster.Cluster) *corev1.Pod
 		wantAllowed bool
 		wantBreak   string
 		wantRef     workload.Ref
@@ -37,30 +37,30 @@ func TestDecide(t *testing.T) {
 	}{
 		{
 			name:        "Plex healthy and shares free",
-			pod:         func(c *gatetest.Cluster) *corev1.Pod { return c.NewPod("ai-dev", "vllm-server") },
+			pod:         func(c *gatecluster.Cluster) *corev1.Pod { return c.NewPod("ai-dev", "vllm-server") },
 			wantAllowed: true, wantRef: vllm,
 		},
 		{
 			name:    "Plex running but not Ready",
-			setup:   (*gatetest.Cluster).PlexNotReady,
-			pod:     func(c *gatetest.Cluster) *corev1.Pod { return c.NewPod("ai-dev", "vllm-server") },
+			setup:   (*gatecluster.Cluster).PlexNotReady,
+			pod:     func(c *gatecluster.Cluster) *corev1.Pod { return c.NewPod("ai-dev", "vllm-server") },
 			wantRef: vllm,
 			want: []string{"preemptible deployment ai-dev/vllm-server", "protected deployment media/plex is unhealthy on homelabai (0 of 1 pod(s) Ready)",
 				"repair media/plex first", "gpuslice plex-health", "gpuslice doctor deployment/plex -n media", "gpuslice.io/break-glass=REASON on its pod template"},
 		},
 		{
 			name: "Plex pod gone",
-			setup: func(c *gatetest.Cluster) {
+			setup: func(c *gatecluster.Cluster) {
 				c.Pods = c.Pods[1:]
 			},
-			pod:     func(c *gatetest.Cluster) *corev1.Pod { return c.NewPod("ai-dev", "vllm-server") },
+			pod:     func(c *gatecluster.Cluster) *corev1.Pod { return c.NewPod("ai-dev", "vllm-server") },
 			wantRef: vllm,
 			want:    []string{"media/plex is unhealthy on homelabai (0 of 1 pod(s) Running)"},
 		},
 		{
 			name:  "break-glass lets it in",
-			setup: (*gatetest.Cluster).PlexNotReady,
-			pod: func(c *gatetest.Cluster) *corev1.Pod {
+			setup: (*gatecluster.Cluster).PlexNotReady,
+			pod: func(c *gatecluster.Cluster) *corev1.Pod {
 				p := c.NewPod("ai-dev", "vllm-server")
 				p.Annotations[workload.AnnotationBreakGlass] = "  demo for the board, Plex is idle  "
 				return p
@@ -70,8 +70,8 @@ func TestDecide(t *testing.T) {
 		},
 		{
 			name:  "empty break-glass is no reason",
-			setup: (*gatetest.Cluster).PlexNotReady,
-			pod: func(c *gatetest.Cluster) *corev1.Pod {
+			setup: (*gatecluster.Cluster).PlexNotReady,
+			pod: func(c *gatecluster.Cluster) *corev1.Pod {
 				p := c.NewPod("ai-dev", "vllm-server")
 				p.Annotations[workload.AnnotationBreakGlass] = " "
 				return p
@@ -81,22 +81,22 @@ func TestDecide(t *testing.T) {
 		},
 		{
 			name:    "shares short",
-			setup:   func(c *gatetest.Cluster) { c.Hog("homelabai", 3) },
-			pod:     func(c *gatetest.Cluster) *corev1.Pod { return c.NewPod("ai-dev", "vllm-server") },
+			setup:   func(c *gatecluster.Cluster) { c.Hog("homelabai", 3) },
+			pod:     func(c *gatecluster.Cluster) *corev1.Pod { return c.NewPod("ai-dev", "vllm-server") },
 			wantRef: vllm,
 			want: []string{"it requests 2 nvidia.com/gpu.shared; free: homelabai 1 of 8 (held by ai/hog-homelabai 3, ai/whisper 2, ai/ollama 1, 1 more)",
 				"gpuslice release", "wait for the arbiter"},
 		},
 		{
 			name:  "shares short and Plex broken: both said",
-			setup: func(c *gatetest.Cluster) { c.PlexNotReady(); c.Hog("homelabai", 4) },
-			pod:   func(c *gatetest.Cluster) *corev1.Pod { return c.NewPod("ai-dev", "vllm-server") },
+			setup: func(c *gatecluster.Cluster) { c.PlexNotReady(); c.Hog("homelabai", 4) },
+			pod:   func(c *gatecluster.Cluster) *corev1.Pod { return c.NewPod("ai-dev", "vllm-server") },
 			want:  []string{"media/plex is unhealthy", "free: homelabai 0 of 8"},
 		},
 		{
 			name:  "shares short on homelabai, free on gpu2, no nodeSelector",
-			setup: func(c *gatetest.Cluster) { c.Hog("homelabai", 4) },
-			pod: func(c *gatetest.Cluster) *corev1.Pod {
+			setup: func(c *gatecluster.Cluster) { c.Hog("homelabai", 4) },
+			pod: func(c *gatecluster.Cluster) *corev1.Pod {
 				p := c.NewPod("ai-dev", "vllm-server")
 				p.Spec.NodeSelector = nil
 				return p
@@ -105,8 +105,8 @@ func TestDecide(t *testing.T) {
 		},
 		{
 			name:  "shares short everywhere",
-			setup: func(c *gatetest.Cluster) { c.Hog("homelabai", 4); c.Hog("gpu2", 3) },
-			pod: func(c *gatetest.Cluster) *corev1.Pod {
+			setup: func(c *gatecluster.Cluster) { c.Hog("homelabai", 4); c.Hog("gpu2", 3) },
+			pod: func(c *gatecluster.Cluster) *corev1.Pod {
 				p := c.NewPod("ai-dev", "vllm-server")
 				p.Spec.NodeSelector = map[string]string{"nvidia.com/gpu.present": "true"}
 				return p
@@ -115,8 +115,8 @@ func TestDecide(t *testing.T) {
 		},
 		{
 			name:  "nodeSelector away from broken Plex",
-			setup: (*gatetest.Cluster).PlexNotReady,
-			pod: func(c *gatetest.Cluster) *corev1.Pod {
+			setup: (*gatecluster.Cluster).PlexNotReady,
+			pod: func(c *gatecluster.Cluster) *corev1.Pod {
 				p := c.NewPod("ai-dev", "vllm-server")
 				p.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": "gpu2"}
 				return p
@@ -125,8 +125,8 @@ func TestDecide(t *testing.T) {
 		},
 		{
 			name:  "nodeName away from broken Plex, but full",
-			setup: func(c *gatetest.Cluster) { c.PlexNotReady(); c.Hog("gpu2", 4) },
-			pod: func(c *gatetest.Cluster) *corev1.Pod {
+			setup: func(c *gatecluster.Cluster) { c.PlexNotReady(); c.Hog("gpu2", 4) },
+			pod: func(c *gatecluster.Cluster) *corev1.Pod {
 				p := c.NewPod("ai-dev", "vllm-server")
 				p.Spec.NodeSelector, p.Spec.NodeName = nil, "gpu2"
 				return p
@@ -135,8 +135,8 @@ func TestDecide(t *testing.T) {
 		},
 		{
 			name:  "no nodeSelector: Plex's node is a candidate",
-			setup: (*gatetest.Cluster).PlexNotReady,
-			pod: func(c *gatetest.Cluster) *corev1.Pod {
+			setup: (*gatecluster.Cluster).PlexNotReady,
+			pod: func(c *gatecluster.Cluster) *corev1.Pod {
 				p := c.NewPod("ai-dev", "vllm-server")
 				p.Spec.NodeSelector = nil
 				return p
@@ -145,8 +145,8 @@ func TestDecide(t *testing.T) {
 		},
 		{
 			name:  "nodeSelector matching no GPU node",
-			setup: (*gatetest.Cluster).PlexNotReady,
-			pod: func(c *gatetest.Cluster) *corev1.Pod {
+			setup: (*gatecluster.Cluster).PlexNotReady,
+			pod: func(c *gatecluster.Cluster) *corev1.Pod {
 				p := c.NewPod("ai-dev", "vllm-server")
 				p.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": "nas"}
 				return p
@@ -155,20 +155,20 @@ func TestDecide(t *testing.T) {
 		},
 		{
 			name:        "not preemptible",
-			setup:       func(c *gatetest.Cluster) { c.PlexNotReady(); c.Hog("homelabai", 4) },
-			pod:         func(c *gatetest.Cluster) *corev1.Pod { return c.NewPod("ai", "ollama") },
+			setup:       func(c *gatecluster.Cluster) { c.PlexNotReady(); c.Hog("homelabai", 4) },
+			pod:         func(c *gatecluster.Cluster) *corev1.Pod { return c.NewPod("ai", "ollama") },
 			wantAllowed: true, wantRef: workload.Ref{Kind: workload.KindDeployment, Namespace: "ai", Name: "ollama"},
 		},
 		{
 			name:        "Plex's own new pod",
-			setup:       (*gatetest.Cluster).PlexNotReady,
-			pod:         func(c *gatetest.Cluster) *corev1.Pod { return c.NewPod("media", "plex") },
+			setup:       (*gatecluster.Cluster).PlexNotReady,
+			pod:         func(c *gatecluster.Cluster) *corev1.Pod { return c.NewPod("media", "plex") },
 			wantAllowed: true, wantRef: workload.Ref{Kind: workload.KindDeployment, Namespace: "media", Name: "plex"},
 		},
 		{
 			name:  "not a GPU pod",
-			setup: (*gatetest.Cluster).PlexNotReady,
-			pod: func(c *gatetest.Cluster) *corev1.Pod {
+			setup: (*gatecluster.Cluster).PlexNotReady,
+			pod: func(c *gatecluster.Cluster) *corev1.Pod {
 				p := c.NewPod("ai-dev", "vllm-server")
 				p.Annotations = nil
 				p.Spec.Containers[0].Resources = corev1.ResourceRequirements{}
@@ -178,11 +178,11 @@ func TestDecide(t *testing.T) {
 		},
 		{
 			name:  "pod without a controller says it is preemptible",
-			setup: (*gatetest.Cluster).PlexNotReady,
-			pod: func(c *gatetest.Cluster) *corev1.Pod {
+			setup: (*gatecluster.Cluster).PlexNotReady,
+			pod: func(c *gatecluster.Cluster) *corev1.Pod {
 				return &corev1.Pod{
 					ObjectMeta: metav1.ObjectMeta{Namespace: "ai-dev", Name: "scratch", Annotations: map[string]string{workload.AnnotationPreemptible: "true"}},
-					Spec:       gatetest.PodSpec("", 1, ""),
+					Spec:       gatecluster.PodSpec("", 1, ""),
 				}
 			},
 			wantRef: workload.Ref{Kind: KindPod, Namespace: "ai-dev", Name: "scratch"},
@@ -190,25 +190,25 @@ func TestDecide(t *testing.T) {
 		},
 		{
 			name:  "pod without a controller or policy",
-			setup: (*gatetest.Cluster).PlexNotReady,
-			pod: func(c *gatetest.Cluster) *corev1.Pod {
-				return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ai-dev", GenerateName: "scratch-"}, Spec: gatetest.PodSpec("", 1, "")}
+			setup: (*gatecluster.Cluster).PlexNotReady,
+			pod: func(c *gatecluster.Cluster) *corev1.Pod {
+				return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ai-dev", GenerateName: "scratch-"}, Spec: gatecluster.PodSpec("", 1, "")}
 			},
 			wantAllowed: true, wantRef: workload.Ref{Kind: KindPod, Namespace: "ai-dev", Name: "scratch-*"},
 		},
 		{
 			name: "preemptible workload with an invalid policy is not gated",
-			setup: func(c *gatetest.Cluster) {
+			setup: func(c *gatecluster.Cluster) {
 				c.PlexNotReady()
 				c.Deployments[len(c.Deployments)-1].Annotations[workload.AnnotationHoldDown] = "soon"
 			},
-			pod:         func(c *gatetest.Cluster) *corev1.Pod { return c.NewPod("ai-dev", "vllm-server") },
+			pod:         func(c *gatecluster.Cluster) *corev1.Pod { return c.NewPod("ai-dev", "vllm-server") },
 			wantAllowed: true, wantRef: vllm, want: []string{"is not gated: its policy is invalid", "gpuslice.io/hold-down"},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := gatetest.Homelab()
+			c := gatecluster.Homelab()
 			if tt.setup != nil {
 				tt.setup(c)
 			}
@@ -231,7 +231,7 @@ func TestDecide(t *testing.T) {
 // A homelab-sized cluster: reading the view and deciding must stay well
 // under a millisecond, since the webhook does it per admission.
 func BenchmarkReadAndDecide(b *testing.B) {
-	c := gatetest.Homelab()
+	c := gatecluster.Homelab()
 	for i := range 40 {
 		c.Workload(fmt.Sprintf("apps-%d", i%8), fmt.Sprintf("app-%d", i), nil, "", 0, "nas", true)
 	}

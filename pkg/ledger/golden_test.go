@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/gpuslice/gpuslice/internal/golden"
+	"github.com/gpuslice/gpuslice/internal/testutil/golden"
 	"github.com/gpuslice/gpuslice/pkg/workload"
 
 	batchv1 "k8s.io/api/batch/v1"

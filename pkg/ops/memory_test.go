@@ -7,7 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/gpuslice/gpuslice/internal/demo"
+	"github.com/gpuslice/gpuslice/internal/seed"
 	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
@@ -26,7 +26,7 @@ func TestParseFraction(t *testing.T) {
 
 // vllm is the seed's vLLM Deployment with its container edited.
 func vllm(edit func(c *corev1.Container)) *appsWorkload {
-	w := demo.VLLMWorkload()
+	w := seed.VLLMWorkload()
 	if edit != nil {
 		edit(&w.Deployment.Spec.Template.Spec.Containers[0])
 	}
@@ -46,7 +46,7 @@ func cm(name string, data map[string]string) *corev1.ConfigMap {
 }
 
 func TestPlanMemory(t *testing.T) {
-	seedCM := demo.VLLMWorkload().ConfigMap
+	seedCM := seed.VLLMWorkload().ConfigMap
 	envValue := func(v string) corev1.EnvVar { return corev1.EnvVar{Name: gmu, Value: v} }
 	keyRef := func(cmName, key string) corev1.EnvVar {
 		return corev1.EnvVar{Name: gmu, ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{

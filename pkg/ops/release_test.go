@@ -16,7 +16,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/utils/ptr"
 
-	"github.com/gpuslice/gpuslice/internal/demo"
+	"github.com/gpuslice/gpuslice/internal/seed"
 	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
@@ -24,7 +24,7 @@ var releaseTime = time.Date(2026, 5, 1, 20, 30, 0, 0, time.UTC)
 
 // withReplicas is a Deployment of n replicas carrying annotations.
 func withReplicas(n int32, annotations map[string]string) *appsWorkload {
-	d := demo.SharesDeployment("ai-dev", "vllm-server", 2)
+	d := seed.SharesDeployment("ai-dev", "vllm-server", 2)
 	d.Spec.Replicas = ptr.To(n)
 	d.Annotations = annotations
 	return wrapDeployment(d)
@@ -201,7 +201,7 @@ func checkErr(t *testing.T, err, is error, text string) {
 // Release decides again on what is stored: it remembers 5, not the 3 it
 // first read.
 func TestReleaseRetriesOnConflict(t *testing.T) {
-	d := demo.SharesDeployment("lab", "batch", 0)
+	d := seed.SharesDeployment("lab", "batch", 0)
 	d.Spec.Replicas = ptr.To[int32](3)
 	cs := fake.NewClientset(d)
 	gvr := appsv1.SchemeGroupVersion.WithResource("deployments")

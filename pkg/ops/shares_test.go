@@ -9,7 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/gpuslice/gpuslice/internal/demo"
+	"github.com/gpuslice/gpuslice/internal/seed"
 	"github.com/gpuslice/gpuslice/pkg/ledger"
 	"github.com/gpuslice/gpuslice/pkg/workload"
 )
@@ -125,7 +125,7 @@ func TestDecideShares(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			w := wrapDeployment(demo.VLLMWorkload().Deployment)
+			w := wrapDeployment(seed.VLLMWorkload().Deployment)
 			if tc.edit != nil {
 				tc.edit(w)
 			}
@@ -178,7 +178,7 @@ func TestRollingKeepsOld(t *testing.T) {
 		{"explicit 1", maxUnavailable(intstr.FromInt32(1)), 1, false},
 		{"Recreate", func(d *appsv1.Deployment) { d.Spec.Strategy.Type = appsv1.RecreateDeploymentStrategyType }, 1, false},
 	} {
-		d := demo.VLLMWorkload().Deployment
+		d := seed.VLLMWorkload().Deployment
 		if tc.edit != nil {
 			tc.edit(d)
 		}

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gpuslice/gpuslice/pkg/plexhealth/plextest"
+	"github.com/gpuslice/gpuslice/internal/standin/plextest"
 )
 
 func TestClientReadsPlexXML(t *testing.T) {

@@ -12,14 +12,14 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/utils/ptr"
 
-	"github.com/gpuslice/gpuslice/internal/demo"
-	"github.com/gpuslice/gpuslice/pkg/plexhealth/plextest"
+	"github.com/gpuslice/gpuslice/internal/seed"
+	"github.com/gpuslice/gpuslice/internal/standin/plextest"
 )
 
 // plexPod is the seed's Plex pod as the webhook leaves it, running and
 // ready on homelabai.
 func plexPod() *corev1.Pod {
-	pod := demo.PlexPod()
+	pod := seed.PlexPod()
 	pod.Spec.NodeName = "homelabai"
 	pod.Spec.RuntimeClassName = ptr.To("nvidia")
 	for _, dev := range []string{"nvidia0", "nvidiactl", "nvidia-uvm"} {

@@ -2,11 +2,12 @@ package pluginconfig
 
 import (
 	"errors"
-	"github.com/gpuslice/gpuslice/internal/golden"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/gpuslice/gpuslice/internal/testutil/golden"
 )
 
 // readTestdata returns a file under testdata.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/gpuslice/gpuslice/internal/suggest"
 	"io"
 	"reflect"
 	"regexp"
@@ -12,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/gpuslice/gpuslice/internal/suggest"
 
 	"go.yaml.in/yaml/v3"
 )

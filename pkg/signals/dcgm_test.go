@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gpuslice/gpuslice/internal/dcgmtest"
+	"github.com/gpuslice/gpuslice/internal/standin/dcgmtest"
 )
 
 const mib = int64(1) << 20

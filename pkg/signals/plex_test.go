@@ -5,8 +5,8 @@ import (
 	"maps"
 	"testing"
 
+	"github.com/gpuslice/gpuslice/internal/standin/plextest"
 	"github.com/gpuslice/gpuslice/pkg/plexhealth"
-	"github.com/gpuslice/gpuslice/pkg/plexhealth/plextest"
 )
 
 func TestPlexActivity(t *testing.T) {

@@ -7,7 +7,7 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/gpuslice/gpuslice/internal/dcgmtest"
+	"github.com/gpuslice/gpuslice/internal/standin/dcgmtest"
 )
 
 func TestPrometheus(t *testing.T) {

@@ -21,10 +21,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes/fake"
 
-	"github.com/gpuslice/gpuslice/internal/demo"
-	"github.com/gpuslice/gpuslice/internal/fakeproc"
-	"github.com/gpuslice/gpuslice/internal/golden"
-	"github.com/gpuslice/gpuslice/internal/harness/localcluster"
+	"github.com/gpuslice/gpuslice/internal/seed"
+	"github.com/gpuslice/gpuslice/internal/standin/proctest"
+	"github.com/gpuslice/gpuslice/internal/testutil/golden"
 	"github.com/gpuslice/gpuslice/pkg/agent"
 	"github.com/gpuslice/gpuslice/pkg/gpu"
 )
@@ -41,13 +40,13 @@ func podOf(d *appsv1.Deployment, suffix string, seed uint32) *corev1.Pod {
 	p.Spec.NodeName = "homelabai"
 	p.Status.Phase = corev1.PodRunning
 	for _, c := range p.Spec.Containers {
-		p.Status.ContainerStatuses = append(p.Status.ContainerStatuses, corev1.ContainerStatus{Name: c.Name, ContainerID: "containerd://" + fakeproc.ContainerID(seed)})
+		p.Status.ContainerStatuses = append(p.Status.ContainerStatuses, corev1.ContainerStatus{Name: c.Name, ContainerID: "containerd://" + proctest.ContainerID(seed)})
 	}
 	return p
 }
 
 func homelabNode() *corev1.Node {
-	n := localcluster.HomelabAI()
+	n := seed.HomelabAI()
 	return &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: n.Name, Labels: n.Labels},
 		Status:     corev1.NodeStatus{Capacity: n.Resources, Allocatable: n.Resources},
@@ -63,7 +62,7 @@ type cluster struct {
 // fake API server would list it.
 func seedCluster() *cluster {
 	c := &cluster{objects: []runtime.Object{homelabNode()}, pods: map[string]*corev1.Pod{}}
-	for i, w := range append(demo.SeedWorkloads(), demo.VLLMWorkload()) {
+	for i, w := range append(seed.SeedWorkloads(), seed.VLLMWorkload()) {
 		p := podOf(w.Deployment, "7d9f8c6b5-x2x9q", uint32(i+1))
 		c.pods[w.Deployment.Name] = p
 		c.objects = append(c.objects, p)
@@ -81,11 +80,11 @@ func serveAgent(t *testing.T, c *cluster, lib gpu.NVML) string {
 	proc := t.TempDir()
 	for pid, p := range map[uint32]*corev1.Pod{gpu.RecordedPIDVLLM: c.pods["vllm-server"], gpu.RecordedPIDTTS: c.pods["tts"], gpu.RecordedPIDPlex: c.pods["plex"]} {
 		id := strings.TrimPrefix(p.Status.ContainerStatuses[0].ContainerID, "containerd://")
-		if err := fakeproc.Write(proc, pid, fakeproc.Container(string(p.UID), id)); err != nil {
+		if err := proctest.Write(proc, pid, proctest.Container(string(p.UID), id)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := fakeproc.Write(proc, gpu.RecordedPIDXorg, fakeproc.Host("display-manager.service")); err != nil {
+	if err := proctest.Write(proc, gpu.RecordedPIDXorg, proctest.Host("display-manager.service")); err != nil {
 		t.Fatal(err)
 	}
 	a, err := agent.New(agent.Options{

@@ -16,8 +16,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/gpuslice/gpuslice/internal/demo"
-	"github.com/gpuslice/gpuslice/internal/fakeproc"
 	"github.com/gpuslice/gpuslice/internal/harness/localcluster"
+	"github.com/gpuslice/gpuslice/internal/seed"
+	"github.com/gpuslice/gpuslice/internal/standin/proctest"
 	"github.com/gpuslice/gpuslice/pkg/agent"
 	"github.com/gpuslice/gpuslice/pkg/gpu"
 	"github.com/gpuslice/gpuslice/pkg/signals"
@@ -38,7 +39,7 @@ func TestAgentTopSeedCluster(t *testing.T) {
 	env := startEnv(t)
 	ctx := testContext(t)
 	cs := env.Cluster.Client
-	if err := demo.Deploy(ctx, env.Cluster, append(demo.SeedWorkloads(), demo.VLLMWorkload())...); err != nil {
+	if err := demo.Deploy(ctx, env.Cluster, append(seed.SeedWorkloads(), seed.VLLMWorkload())...); err != nil {
 		t.Fatal(err)
 	}
 
@@ -47,7 +48,7 @@ func TestAgentTopSeedCluster(t *testing.T) {
 	for i, w := range []struct{ ns, app string }{{"media", "plex"}, {"ai", "ollama"}, {"ai", "tts"}, {"ai", "whisper"}, {"ai-dev", "vllm"}} {
 		p := onlyPod(ctx, t, env.Cluster, w.ns, w.app)
 		p, err := env.Cluster.SetPodStatus(ctx, w.ns, p.Name, func(p *corev1.Pod) {
-			p.Status.ContainerStatuses[0].ContainerID = "containerd://" + fakeproc.ContainerID(uint32(i+1))
+			p.Status.ContainerStatuses[0].ContainerID = "containerd://" + proctest.ContainerID(uint32(i+1))
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -55,7 +56,7 @@ func TestAgentTopSeedCluster(t *testing.T) {
 		seedPods[w.app] = p
 	}
 	// A pod on another node, whose process this agent must not claim.
-	other := localcluster.GPUNode{Name: "gpubox", Resources: corev1.ResourceList{}}
+	other := seed.Node{Name: "gpubox", Resources: corev1.ResourceList{}}
 	if _, err := env.Cluster.AddNode(ctx, other); err != nil {
 		t.Fatal(err)
 	}
@@ -69,17 +70,17 @@ func TestAgentTopSeedCluster(t *testing.T) {
 	proc := t.TempDir()
 	containerOf := func(app string) string {
 		p := seedPods[app]
-		return fakeproc.Container(string(p.UID), strings.TrimPrefix(p.Status.ContainerStatuses[0].ContainerID, "containerd://"))
+		return proctest.Container(string(p.UID), strings.TrimPrefix(p.Status.ContainerStatuses[0].ContainerID, "containerd://"))
 	}
 	for pid, content := range map[uint32]string{
 		gpu.RecordedPIDVLLM: containerOf("vllm"),
 		gpu.RecordedPIDTTS:  containerOf("tts"),
 		gpu.RecordedPIDPlex: containerOf("plex"),
-		gpu.RecordedPIDXorg: fakeproc.Host("display-manager.service"),
-		pidStale:            fakeproc.Container("deadbeef-0000-4000-8000-000000000000", fakeproc.ContainerID(9)),
-		pidOtherNode:        fakeproc.Container(string(elsewhere.UID), fakeproc.ContainerID(10)),
+		gpu.RecordedPIDXorg: proctest.Host("display-manager.service"),
+		pidStale:            proctest.Container("deadbeef-0000-4000-8000-000000000000", proctest.ContainerID(9)),
+		pidOtherNode:        proctest.Container(string(elsewhere.UID), proctest.ContainerID(10)),
 	} {
-		if err := fakeproc.Write(proc, pid, content); err != nil {
+		if err := proctest.Write(proc, pid, content); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -17,13 +17,14 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
-	"github.com/gpuslice/gpuslice/internal/dcgmtest"
 	"github.com/gpuslice/gpuslice/internal/demo"
 	"github.com/gpuslice/gpuslice/internal/harness/localcluster"
+	"github.com/gpuslice/gpuslice/internal/seed"
+	"github.com/gpuslice/gpuslice/internal/standin/dcgmtest"
+	"github.com/gpuslice/gpuslice/internal/standin/plextest"
 	"github.com/gpuslice/gpuslice/pkg/arbiter"
 	"github.com/gpuslice/gpuslice/pkg/ops"
 	"github.com/gpuslice/gpuslice/pkg/plexhealth"
-	"github.com/gpuslice/gpuslice/pkg/plexhealth/plextest"
 	"github.com/gpuslice/gpuslice/pkg/signals"
 	"github.com/gpuslice/gpuslice/pkg/workload"
 )
@@ -55,7 +56,7 @@ func startArbiterEnv(t *testing.T) *arbiterEnv {
 	if err := demo.EnsurePriorityClasses(ctx, a.cs); err != nil {
 		t.Fatal(err)
 	}
-	if err := demo.Deploy(ctx, env.Cluster, demo.ArbitratedWorkloads()...); err != nil {
+	if err := demo.Deploy(ctx, env.Cluster, seed.ArbitratedWorkloads()...); err != nil {
 		t.Fatal(err)
 	}
 	a.plex = plextest.Start("plex-token")

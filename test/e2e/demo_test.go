@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/gpuslice/gpuslice/internal/demo"
-	"github.com/gpuslice/gpuslice/internal/evening"
+	"github.com/gpuslice/gpuslice/internal/demo/evening"
 )
 
 // TestDemo keeps the README's first command true: the demo runs on a fresh

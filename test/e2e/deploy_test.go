@@ -41,6 +41,7 @@ import (
 	"github.com/gpuslice/gpuslice/internal/chart"
 	"github.com/gpuslice/gpuslice/internal/demo"
 	"github.com/gpuslice/gpuslice/internal/harness/localcluster"
+	"github.com/gpuslice/gpuslice/internal/seed"
 	"github.com/gpuslice/gpuslice/pkg/registration"
 	"github.com/gpuslice/gpuslice/pkg/workload"
 )
@@ -283,7 +284,7 @@ func TestExamplesMatchDemo(t *testing.T) {
 		fromUnstructured(t, byName["Deployment/"+ns+"/"+name], &d)
 		return &d
 	}
-	for _, w := range demo.SeedWorkloads() {
+	for _, w := range seed.SeedWorkloads() {
 		want := w.Deployment
 		got := deploymentOf(want.Namespace, want.Name)
 		if !equalMaps(got.Annotations, want.Annotations) {
@@ -300,7 +301,7 @@ func TestExamplesMatchDemo(t *testing.T) {
 			t.Errorf("%s: nodeSelector %v", want.Name, got.Spec.Template.Spec.NodeSelector)
 		}
 	}
-	vllm := demo.VLLMWorkload()
+	vllm := seed.VLLMWorkload()
 	var cm corev1.ConfigMap
 	fromUnstructured(t, byName["ConfigMap/ai-dev/vllm-config"], &cm)
 	if !equalMaps(cm.Data, vllm.ConfigMap.Data) {

@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/gpuslice/gpuslice/internal/demo"
+	"github.com/gpuslice/gpuslice/internal/seed"
 	"github.com/gpuslice/gpuslice/pkg/certs"
 	"github.com/gpuslice/gpuslice/pkg/doctor"
 	"github.com/gpuslice/gpuslice/pkg/doctor/gather"
@@ -131,7 +132,7 @@ func waitForEvent(ctx context.Context, t *testing.T, cs kubernetes.Interface, na
 
 // createDeployment creates a workload without waiting for its pods: the
 // scenarios here are the ones whose pods never run.
-func createDeployment(ctx context.Context, t *testing.T, cs kubernetes.Interface, w demo.Workload) {
+func createDeployment(ctx context.Context, t *testing.T, cs kubernetes.Interface, w seed.Workload) {
 	t.Helper()
 	ns := w.Deployment.Namespace
 	if err := demo.EnsureNamespace(ctx, cs, ns); err != nil {
@@ -170,7 +171,7 @@ func TestDoctorHealthySeedCluster(t *testing.T) {
 	env := startEnv(t)
 	ctx := testContext(t)
 	cs := env.Cluster.Client
-	if err := demo.Deploy(ctx, env.Cluster, append(demo.SeedWorkloads(), demo.VLLMWorkload())...); err != nil {
+	if err := demo.Deploy(ctx, env.Cluster, append(seed.SeedWorkloads(), seed.VLLMWorkload())...); err != nil {
 		t.Fatal(err)
 	}
 	logs := &fakeLogs{logs: map[string][]string{"vllm": logFixture(t, "doctor-vllm-healthy.log")}}
@@ -215,13 +216,13 @@ func TestDoctorWebhookDown(t *testing.T) {
 	env := startEnv(t)
 	ctx := testContext(t)
 	cs := env.Cluster.Client
-	if err := demo.Deploy(ctx, env.Cluster, demo.SeedWorkloads()...); err != nil {
+	if err := demo.Deploy(ctx, env.Cluster, seed.SeedWorkloads()...); err != nil {
 		t.Fatal(err)
 	}
 	if err := env.StopWebhook(); err != nil {
 		t.Fatal(err)
 	}
-	createDeployment(ctx, t, cs, demo.VLLMWorkload())
+	createDeployment(ctx, t, cs, seed.VLLMWorkload())
 	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		rss, err := cs.AppsV1().ReplicaSets("ai-dev").List(ctx, metav1.ListOptions{})
 		if err != nil {
@@ -284,11 +285,11 @@ func TestDoctorNoFreeShares(t *testing.T) {
 	env := startEnv(t)
 	ctx := testContext(t)
 	cs := env.Cluster.Client
-	filler := demo.Workload{Deployment: demo.SharesDeployment("ai", "filler", 4)}
-	if err := demo.Deploy(ctx, env.Cluster, append(demo.SeedWorkloads(), filler)...); err != nil {
+	filler := seed.Workload{Deployment: seed.SharesDeployment("ai", "filler", 4)}
+	if err := demo.Deploy(ctx, env.Cluster, append(seed.SeedWorkloads(), filler)...); err != nil {
 		t.Fatal(err)
 	}
-	createDeployment(ctx, t, cs, demo.VLLMWorkload())
+	createDeployment(ctx, t, cs, seed.VLLMWorkload())
 	waitForEvent(ctx, t, cs, "ai-dev", "FailedScheduling", "Insufficient nvidia.com/gpu.shared")
 
 	r := runDoctor(ctx, t, cs, gather.Options{Target: target(t, "deploy/vllm-server"), Namespace: "ai-dev", Logs: &fakeLogs{}})
@@ -313,10 +314,10 @@ func TestDoctorNodeSelectorMismatch(t *testing.T) {
 	env := startEnv(t)
 	ctx := testContext(t)
 	cs := env.Cluster.Client
-	d := demo.SharesDeployment("lab", "trainer", 1)
+	d := seed.SharesDeployment("lab", "trainer", 1)
 	d.Spec.Template.Annotations[workload.AnnotationProfiles] = "nvidia"
 	d.Spec.Template.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": "homelab-ai"}
-	createDeployment(ctx, t, cs, demo.Workload{Deployment: d})
+	createDeployment(ctx, t, cs, seed.Workload{Deployment: d})
 	waitForEvent(ctx, t, cs, "lab", "FailedScheduling", "didn't match Pod's node affinity/selector")
 
 	r := runDoctor(ctx, t, cs, gather.Options{Target: target(t, "deployment/trainer"), Namespace: "lab", Logs: &fakeLogs{}})
@@ -339,9 +340,9 @@ func TestDoctorMissingAnnotation(t *testing.T) {
 	env := startEnv(t)
 	ctx := testContext(t)
 	cs := env.Cluster.Client
-	misplaced := demo.SharesDeployment("ai", "sdxl", 1)
+	misplaced := seed.SharesDeployment("ai", "sdxl", 1)
 	misplaced.Annotations = map[string]string{workload.AnnotationProfiles: "nvidia"}
-	if err := demo.Deploy(ctx, env.Cluster, demo.Workload{Deployment: demo.SharesDeployment("ai", "comfyui", 1)}, demo.Workload{Deployment: misplaced}); err != nil {
+	if err := demo.Deploy(ctx, env.Cluster, seed.Workload{Deployment: seed.SharesDeployment("ai", "comfyui", 1)}, seed.Workload{Deployment: misplaced}); err != nil {
 		t.Fatal(err)
 	}
 	r := runDoctor(ctx, t, cs, gather.Options{Target: target(t, "deploy/comfyui"), Namespace: "ai", Logs: &fakeLogs{}})
@@ -368,7 +369,7 @@ func TestDoctorOOMKilled(t *testing.T) {
 	env := startEnv(t)
 	ctx := testContext(t)
 	cs := env.Cluster.Client
-	if err := demo.Deploy(ctx, env.Cluster, demo.VLLMWorkload()); err != nil {
+	if err := demo.Deploy(ctx, env.Cluster, seed.VLLMWorkload()); err != nil {
 		t.Fatal(err)
 	}
 	pods, err := cs.CoreV1().Pods("ai-dev").List(ctx, metav1.ListOptions{LabelSelector: "app=vllm"})

@@ -18,6 +18,7 @@ import (
 
 	"github.com/gpuslice/gpuslice/internal/demo"
 	"github.com/gpuslice/gpuslice/internal/harness/localcluster"
+	"github.com/gpuslice/gpuslice/internal/seed"
 	"github.com/gpuslice/gpuslice/pkg/gate/live"
 	"github.com/gpuslice/gpuslice/pkg/workload"
 )
@@ -39,7 +40,7 @@ func TestGate(t *testing.T) {
 		t.Fatalf("starting the local control plane: %v", err)
 	}
 	t.Cleanup(c.Stop)
-	if _, err := c.AddNode(ctx, localcluster.HomelabAI()); err != nil {
+	if _, err := c.AddNode(ctx, seed.HomelabAI()); err != nil {
 		t.Fatal(err)
 	}
 	kubelet := c.StartKubelet(ctx)
@@ -68,7 +69,7 @@ func TestGate(t *testing.T) {
 
 	var plex, vllm *appsv1.Deployment
 	var vllmConfig *corev1.ConfigMap
-	for _, w := range demo.ArbitratedWorkloads() {
+	for _, w := range seed.ArbitratedWorkloads() {
 		switch w.Deployment.Namespace + "/" + w.Deployment.Name {
 		case "media/plex":
 			plex = w.Deployment
@@ -101,9 +102,9 @@ func TestGate(t *testing.T) {
 	})
 
 	t.Run("an unannotated pod requesting shares is sent to the gate", func(t *testing.T) {
-		d := demo.SharesDeployment("ai-dev", "trainer", 1)
+		d := seed.SharesDeployment("ai-dev", "trainer", 1)
 		d.Annotations = map[string]string{workload.AnnotationPreemptible: "true"}
-		d.Spec.Template.Spec.PriorityClassName = demo.ClassAI
+		d.Spec.Template.Spec.PriorityClassName = seed.ClassAI
 		if _, err := cs.AppsV1().Deployments("ai-dev").Create(ctx, d, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}

@@ -22,6 +22,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/gpuslice/gpuslice/internal/demo"
+	"github.com/gpuslice/gpuslice/internal/seed"
 	"github.com/gpuslice/gpuslice/pkg/ops"
 	"github.com/gpuslice/gpuslice/pkg/workload"
 )
@@ -36,15 +37,15 @@ func TestTuneMemory(t *testing.T) {
 	env := startEnv(t)
 	ctx := testContext(t)
 	cs := env.Cluster.Client
-	vllm := demo.VLLMWorkload()
-	embed := demo.SharesDeployment("ai-dev", "vllm-embed", 0)
+	vllm := seed.VLLMWorkload()
+	embed := seed.SharesDeployment("ai-dev", "vllm-embed", 0)
 	embed.Spec.Template.Spec.Containers[0].EnvFrom = vllm.Deployment.Spec.Template.Spec.Containers[0].EnvFrom
-	dashboard := demo.SharesDeployment("ai-dev", "dashboard", 0)
+	dashboard := seed.SharesDeployment("ai-dev", "dashboard", 0)
 	dashboard.Spec.Template.Spec.Volumes = []corev1.Volume{{Name: "cfg", VolumeSource: corev1.VolumeSource{
 		ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "vllm-config"}}}}}
-	envInTemplate := demo.SharesDeployment("ai-dev", "llm-env", 0)
+	envInTemplate := seed.SharesDeployment("ai-dev", "llm-env", 0)
 	envInTemplate.Spec.Template.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "GPU_MEMORY_UTILIZATION", Value: "0.9"}}
-	workloads := append(demo.SeedWorkloads(), vllm, demo.Workload{Deployment: embed}, demo.Workload{Deployment: dashboard}, demo.Workload{Deployment: envInTemplate})
+	workloads := append(seed.SeedWorkloads(), vllm, seed.Workload{Deployment: embed}, seed.Workload{Deployment: dashboard}, seed.Workload{Deployment: envInTemplate})
 	if err := demo.Deploy(ctx, env.Cluster, workloads...); err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +153,7 @@ func TestTuneShares(t *testing.T) {
 	env := startEnv(t)
 	ctx := testContext(t)
 	cs := env.Cluster.Client
-	if err := demo.Deploy(ctx, env.Cluster, append(demo.SeedWorkloads(), demo.VLLMWorkload())...); err != nil {
+	if err := demo.Deploy(ctx, env.Cluster, append(seed.SeedWorkloads(), seed.VLLMWorkload())...); err != nil {
 		t.Fatal(err)
 	}
 	before, err := cs.AppsV1().Deployments("ai-dev").Get(ctx, "vllm-server", metav1.GetOptions{})
@@ -215,9 +216,9 @@ func TestReleaseRestore(t *testing.T) {
 	env := startEnv(t)
 	ctx := testContext(t)
 	cs := env.Cluster.Client
-	batch := demo.SharesDeployment("lab", "batch", 0)
+	batch := seed.SharesDeployment("lab", "batch", 0)
 	batch.Spec.Replicas = ptr.To[int32](3)
-	if err := demo.Deploy(ctx, env.Cluster, append(demo.SeedWorkloads(), demo.Workload{Deployment: batch})...); err != nil {
+	if err := demo.Deploy(ctx, env.Cluster, append(seed.SeedWorkloads(), seed.Workload{Deployment: batch})...); err != nil {
 		t.Fatal(err)
 	}
 	ref := workload.Ref{Kind: workload.KindDeployment, Namespace: "lab", Name: "batch"}
@@ -320,7 +321,7 @@ func TestOpsPatchIsPinnedToResourceVersion(t *testing.T) {
 	if err := demo.EnsureNamespace(ctx, cs, "lab"); err != nil {
 		t.Fatal(err)
 	}
-	d, err := cs.AppsV1().Deployments("lab").Create(ctx, demo.SharesDeployment("lab", "batch", 0), metav1.CreateOptions{})
+	d, err := cs.AppsV1().Deployments("lab").Create(ctx, seed.SharesDeployment("lab", "batch", 0), metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,8 +10,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/gpuslice/gpuslice/internal/demo"
+	"github.com/gpuslice/gpuslice/internal/seed"
+	"github.com/gpuslice/gpuslice/internal/standin/plextest"
 	"github.com/gpuslice/gpuslice/pkg/plexhealth"
-	"github.com/gpuslice/gpuslice/pkg/plexhealth/plextest"
 )
 
 // cleanLogs stands in for the kubelet, which the local control plane lacks.
@@ -27,7 +28,7 @@ func TestPlexHealth(t *testing.T) {
 	env := startEnv(t)
 	ctx := testContext(t)
 	cs := env.Cluster.Client
-	if err := demo.Deploy(ctx, env.Cluster, demo.SeedWorkloads()...); err != nil {
+	if err := demo.Deploy(ctx, env.Cluster, seed.SeedWorkloads()...); err != nil {
 		t.Fatal(err)
 	}
 	plex := plextest.Start("plex-token", plextest.HardwareTranscode("Dune", "jane"), plextest.DirectPlay("Heat", "alex"))

@@ -3,9 +3,10 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"github.com/gpuslice/gpuslice/internal/golden"
 	"strings"
 	"testing"
+
+	"github.com/gpuslice/gpuslice/internal/testutil/golden"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -14,7 +15,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/gpuslice/gpuslice/internal/demo"
-	"github.com/gpuslice/gpuslice/internal/harness/localcluster"
+	"github.com/gpuslice/gpuslice/internal/seed"
 	"github.com/gpuslice/gpuslice/pkg/ledger"
 	"github.com/gpuslice/gpuslice/pkg/snapshot"
 )
@@ -39,11 +40,11 @@ func TestStatusSeedCluster(t *testing.T) {
 	env := startEnv(t)
 	ctx := testContext(t)
 	cs := env.Cluster.Client
-	if err := demo.Deploy(ctx, env.Cluster, demo.SeedWorkloads()...); err != nil {
+	if err := demo.Deploy(ctx, env.Cluster, seed.SeedWorkloads()...); err != nil {
 		t.Fatal(err)
 	}
 	golden.Check(t, "testdata/status-before.golden", statusTable(ctx, t, cs, ledger.Options{}))
-	if err := demo.Deploy(ctx, env.Cluster, demo.VLLMWorkload()); err != nil {
+	if err := demo.Deploy(ctx, env.Cluster, seed.VLLMWorkload()); err != nil {
 		t.Fatal(err)
 	}
 	golden.Check(t, "testdata/status-after.golden", statusTable(ctx, t, cs, ledger.Options{}))
@@ -92,7 +93,7 @@ func TestStatusTwoGPUNode(t *testing.T) {
 	env := startEnv(t)
 	ctx := testContext(t)
 	cs := env.Cluster.Client
-	node := localcluster.GPUNode{
+	node := seed.Node{
 		Name: "gpubox",
 		Labels: map[string]string{
 			"nvidia.com/gpu.product": "NVIDIA-RTX-A4000-SHARED", "nvidia.com/gpu.count": "2",
@@ -103,12 +104,12 @@ func TestStatusTwoGPUNode(t *testing.T) {
 	if _, err := env.Cluster.AddNode(ctx, node); err != nil {
 		t.Fatal(err)
 	}
-	var workloads []demo.Workload
+	var workloads []seed.Workload
 	for _, w := range []struct {
 		name   string
 		shares int64
 	}{{"trainer", 4}, {"embedder", 3}} {
-		wl := demo.Workload{Deployment: demo.SharesDeployment("lab", w.name, w.shares)}
+		wl := seed.Workload{Deployment: seed.SharesDeployment("lab", w.name, w.shares)}
 		wl.Deployment.Spec.Template.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": "gpubox"}
 		workloads = append(workloads, wl)
 	}

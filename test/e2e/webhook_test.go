@@ -17,6 +17,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/gpuslice/gpuslice/internal/demo"
+	"github.com/gpuslice/gpuslice/internal/seed"
 	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
@@ -55,7 +56,7 @@ func TestWebhookOnAPIServer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := wc.CoreV1().Pods("media").Create(ctx, demo.PlexPod(), metav1.CreateOptions{})
+		got, err := wc.CoreV1().Pods("media").Create(ctx, seed.PlexPod(), metav1.CreateOptions{})
 		if err != nil {
 			t.Fatalf("creating Plex: %v", err)
 		}
@@ -72,7 +73,7 @@ func TestWebhookOnAPIServer(t *testing.T) {
 		if got.Spec.RuntimeClassName == nil || *got.Spec.RuntimeClassName != "nvidia" {
 			t.Errorf("runtimeClassName = %v, want nvidia", got.Spec.RuntimeClassName)
 		}
-		if !equality.Semantic.DeepEqual(got.Spec.Containers[0].Env, demo.PlexPod().Spec.Containers[0].Env) {
+		if !equality.Semantic.DeepEqual(got.Spec.Containers[0].Env, seed.PlexPod().Spec.Containers[0].Env) {
 			t.Errorf("env changed: %+v", got.Spec.Containers[0].Env)
 		}
 		if len(rec.Warnings) == 0 {
@@ -92,7 +93,7 @@ func TestWebhookOnAPIServer(t *testing.T) {
 	})
 
 	t.Run("explicit runtime class is kept", func(t *testing.T) {
-		in := demo.PlexPod()
+		in := seed.PlexPod()
 		in.Name = "plex-cdi"
 		in.Spec.RuntimeClassName = ptr.To("nvidia-cdi")
 		got, err := cs.CoreV1().Pods("media").Create(ctx, in, metav1.CreateOptions{})
@@ -142,7 +143,7 @@ func TestWebhookOnAPIServer(t *testing.T) {
 	})
 
 	t.Run("dry run is mutated and stores nothing", func(t *testing.T) {
-		in := demo.PlexPod()
+		in := seed.PlexPod()
 		in.Name = "plex-dry"
 		got, err := cs.CoreV1().Pods("media").Create(ctx, in, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		if err != nil {
@@ -172,14 +173,14 @@ func TestWebhookOutage(t *testing.T) {
 	if err := env.StopWebhook(); err != nil {
 		t.Fatalf("stopping the webhook: %v", err)
 	}
-	_, err := cs.CoreV1().Pods("media").Create(ctx, demo.PlexPod(), metav1.CreateOptions{})
+	_, err := cs.CoreV1().Pods("media").Create(ctx, seed.PlexPod(), metav1.CreateOptions{})
 	if err == nil || !strings.Contains(err.Error(), "failed calling webhook") {
 		t.Fatalf("annotated pod with the webhook down: err = %v, want the failure-policy error", err)
 	}
 	if _, err := cs.CoreV1().Pods("plain").Create(ctx, plainPod("plain", "web"), metav1.CreateOptions{}); err != nil {
 		t.Errorf("unannotated pod refused during the outage: %v", err)
 	}
-	sys := demo.PlexPod()
+	sys := seed.PlexPod()
 	sys.Namespace = "kube-system"
 	if _, err := cs.CoreV1().Pods("kube-system").Create(ctx, sys, metav1.CreateOptions{}); err != nil {
 		t.Errorf("kube-system pod refused during the outage: %v", err)
@@ -207,7 +208,7 @@ func TestCertificateRotation(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range perCreator {
-				p := demo.PlexPod()
+				p := seed.PlexPod()
 				p.Name = fmt.Sprintf("plex-%d-%d", w, i)
 				if _, err := cs.CoreV1().Pods("media").Create(ctx, p, metav1.CreateOptions{}); err != nil {
 					errs <- fmt.Errorf("pod %s: %w", p.Name, err)

@@ -12,45 +12,13 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
 
-	"github.com/gpuslice/gpuslice/pkg/workload"
+	"github.com/gpuslice/gpuslice/internal/seed"
 )
-
-// GPUNode describes a simulated node as the NVIDIA device plugin and GPU
-// Feature Discovery would present it.
-type GPUNode struct {
-	Name string
-	// Labels are added to kubernetes.io/hostname and friends, for example
-	// GFD's nvidia.com/gpu.product.
-	Labels map[string]string
-	// Extended resources, e.g. nvidia.com/gpu.shared: 8.
-	Resources corev1.ResourceList
-}
-
-// HomelabAI is the reference cluster's node: one RTX 3080 Ti (12 GB)
-// time-sliced into 8 shares of nvidia.com/gpu.shared, with the original
-// resource renamed away.
-func HomelabAI() GPUNode {
-	return GPUNode{
-		Name: "homelabai",
-		Labels: map[string]string{
-			"nvidia.com/gpu.present":          "true",
-			"nvidia.com/gpu.product":          "NVIDIA-GeForce-RTX-3080-Ti-SHARED",
-			"nvidia.com/gpu.count":            "1",
-			"nvidia.com/gpu.memory":           "12288",
-			"nvidia.com/gpu.replicas":         "8",
-			"nvidia.com/gpu.sharing-strategy": "time-slicing",
-		},
-		Resources: corev1.ResourceList{
-			"nvidia.com/gpu":        resource.MustParse("0"),
-			workload.SharedResource: resource.MustParse("8"),
-		},
-	}
-}
 
 // AddNode registers a node and makes it schedulable as a kubelet would:
 // Ready, with capacity, and without the not-ready taint the API server puts
 // on nodes it has not heard from.
-func (c *Cluster) AddNode(ctx context.Context, n GPUNode) (*corev1.Node, error) {
+func (c *Cluster) AddNode(ctx context.Context, n seed.Node) (*corev1.Node, error) {
 	labels := map[string]string{
 		"kubernetes.io/hostname": n.Name,
 		"kubernetes.io/os":       "linux",

@@ -10,7 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/record"
 
-	"github.com/gpuslice/gpuslice/internal/gatetest"
+	"github.com/gpuslice/gpuslice/internal/seed/gatecluster"
 	"github.com/gpuslice/gpuslice/pkg/clusterview"
 	"github.com/gpuslice/gpuslice/pkg/workload"
 )
@@ -42,7 +42,7 @@ func TestAdmit(t *testing.T) {
 	tests := []struct {
 		name   string
 		synced bool
-		pod    func(c *gatetest.Cluster) *corev1.Pod
+		pod    func(c *gatecluster.Cluster) *corev1.Pod
 		dryRun bool
 		// wantMessage is empty when the pod is allowed.
 		wantMessage  string
@@ -51,39 +51,39 @@ func TestAdmit(t *testing.T) {
 	}{
 		{
 			name: "Plex not Ready", synced: true,
-			pod:          func(c *gatetest.Cluster) *corev1.Pod { return c.NewPod("ai-dev", "vllm-server") },
+			pod:          func(c *gatecluster.Cluster) *corev1.Pod { return c.NewPod("ai-dev", "vllm-server") },
 			wantMessage:  "media/plex is unhealthy on homelabai (0 of 1 pod(s) Ready)",
 			wantWorkload: "deployment ai-dev/vllm-server",
 		},
 		{
 			name: "break-glass: allowed, evented on the Deployment", synced: true,
-			pod:          func(c *gatetest.Cluster) *corev1.Pod { return withBreakGlass(c.NewPod("ai-dev", "vllm-server")) },
+			pod:          func(c *gatecluster.Cluster) *corev1.Pod { return withBreakGlass(c.NewPod("ai-dev", "vllm-server")) },
 			wantWorkload: "deployment ai-dev/vllm-server",
 			wantEvent:    `Warning BreakGlass pod vllm-server-5d9c-* admitted past the admission gate with gpuslice.io/break-glass="board demo": admission gate: preemptible deployment ai-dev/vllm-server may not start new pods: protected deployment media/plex is unhealthy`,
 		},
 		{
 			name: "break-glass on a dry run: no Event", synced: true, dryRun: true,
-			pod:          func(c *gatetest.Cluster) *corev1.Pod { return withBreakGlass(c.NewPod("ai-dev", "vllm-server")) },
+			pod:          func(c *gatecluster.Cluster) *corev1.Pod { return withBreakGlass(c.NewPod("ai-dev", "vllm-server")) },
 			wantWorkload: "deployment ai-dev/vllm-server",
 		},
 		{
 			name: "break-glass on a pod without a controller: no Event", synced: true,
-			pod: func(c *gatetest.Cluster) *corev1.Pod {
+			pod: func(c *gatecluster.Cluster) *corev1.Pod {
 				return withBreakGlass(&corev1.Pod{
 					ObjectMeta: metav1.ObjectMeta{Namespace: "ai-dev", Name: "scratch", Annotations: map[string]string{workload.AnnotationPreemptible: "true"}},
-					Spec:       gatetest.PodSpec("", 1, "homelabai"),
+					Spec:       gatecluster.PodSpec("", 1, "homelabai"),
 				})
 			},
 			wantWorkload: "pod ai-dev/scratch",
 		},
 		{
 			name:        "not listed yet",
-			pod:         func(c *gatetest.Cluster) *corev1.Pod { return c.NewPod("ai-dev", "vllm-server") },
+			pod:         func(c *gatecluster.Cluster) *corev1.Pod { return c.NewPod("ai-dev", "vllm-server") },
 			wantMessage: "still listing the cluster's nodes, pods and workloads",
 		},
 		{
 			name: "ReplicaSet not in the cache yet", synced: true,
-			pod: func(c *gatetest.Cluster) *corev1.Pod {
+			pod: func(c *gatecluster.Cluster) *corev1.Pod {
 				p := c.NewPod("ai-dev", "vllm-server")
 				p.OwnerReferences[0].Name = "vllm-server-new"
 				return p
@@ -92,7 +92,7 @@ func TestAdmit(t *testing.T) {
 		},
 		{
 			name: "Deployment not in the cache yet", synced: true,
-			pod: func(c *gatetest.Cluster) *corev1.Pod {
+			pod: func(c *gatecluster.Cluster) *corev1.Pod {
 				p := c.NewPod("ai-dev", "vllm-server")
 				c.Deployments = c.Deployments[:len(c.Deployments)-1] // vLLM's
 				return p
@@ -102,7 +102,7 @@ func TestAdmit(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := gatetest.Homelab()
+			c := gatecluster.Homelab()
 			c.PlexNotReady()
 			pod := tt.pod(c)
 			events := record.NewFakeRecorder(10)

@@ -1,7 +1,7 @@
-// Package fakeproc writes the part of a /proc tree the node agent reads
+// Package proctest writes the part of a /proc tree the node agent reads
 // (PID/cgroup), for tests, benchmarks and the end-to-end run, where the
 // GPU processes NVML reports do not exist on the machine.
-package fakeproc
+package proctest
 
 import (
 	"fmt"

@@ -1,7 +1,7 @@
-// Package gatetest builds the reference homelab as the admission gate
+// Package gatecluster builds the reference homelab as the admission gate
 // reads it (an clusterview.Cluster), for the tests of package gate and of the
 // webhook's gate.
-package gatetest
+package gatecluster
 
 import (
 	"maps"
