@@ -6,9 +6,10 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/cli-runtime/pkg/printers"
 
 	"github.com/gpuslice/gpuslice/pkg/workload"
+
+	"github.com/gpuslice/gpuslice/internal/table"
 )
 
 // WritePodReport prints what a pod received from the webhook: its runtime
@@ -24,7 +25,7 @@ func WritePodReport(w io.Writer, pod *corev1.Pod, warnings []string) error {
 	fmt.Fprintf(w, "  node:              %s (phase %s)\n", orNone(pod.Spec.NodeName), pod.Status.Phase)
 	fmt.Fprintf(w, "  runtimeClassName:  %s\n\n", rc)
 
-	tw := printers.GetNewTabWriter(w)
+	tw := table.NewWriter(w)
 	fmt.Fprintln(tw, "VOLUME\tHOST PATH\tCONTAINER\tMOUNT PATH")
 	for _, v := range pod.Spec.Volumes {
 		if v.HostPath == nil {

@@ -4,15 +4,15 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"text/tabwriter"
+
+	"github.com/gpuslice/gpuslice/internal/table"
 )
 
 // WriteTable prints the report grouped per subject, kubectl style: a
 // header line per section, then CHECK, VERDICT and EVIDENCE, with the
 // remedy of each warning or failure on the line under it; a summary last.
 func WriteTable(w io.Writer, r *Report) error {
-	// kubectl's printer settings (cli-runtime printers.GetNewTabWriter).
-	tw := tabwriter.NewWriter(w, 6, 4, 3, ' ', 0)
+	tw := table.NewWriter(w)
 	if len(r.Sections) == 0 {
 		fmt.Fprintln(tw, "No GPU workloads found.")
 	}

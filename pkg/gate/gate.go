@@ -4,7 +4,7 @@
 // a node it may land on is unhealthy, or while no such node has the free
 // shares it requests. An annotation with a reason lets it in anyway.
 //
-// Deciding is pure: the caller (the webhook) reads the cluster into an
+// Deciding is pure: the caller (the webhook) reads the cluster into a
 // clusterview.View and passes the nodes and PriorityClasses it listed.
 package gate
 

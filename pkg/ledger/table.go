@@ -6,9 +6,10 @@ import (
 	"io"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/gpuslice/gpuslice/pkg/workload"
+
+	"github.com/gpuslice/gpuslice/internal/table"
 )
 
 // sharesNA is what webhook-only workloads show instead of a share count;
@@ -47,8 +48,7 @@ var (
 // ambiguous without it.
 func WriteTable(w io.Writer, r *Report, wide bool) error {
 	var buf bytes.Buffer
-	// kubectl's printer settings (cli-runtime printers.GetNewTabWriter).
-	tw := tabwriter.NewWriter(&buf, 6, 4, 3, ' ', 0)
+	tw := table.NewWriter(&buf)
 	if len(r.Nodes) == 0 {
 		fmt.Fprintln(tw, "No GPU nodes found.")
 	}

@@ -3,14 +3,13 @@ package plexhealth
 import (
 	"fmt"
 	"io"
-	"text/tabwriter"
+
+	"github.com/gpuslice/gpuslice/internal/table"
 )
 
 // WriteTable prints the findings, the sessions, and a verdict line.
 func WriteTable(w io.Writer, r *Report) error {
-	// kubectl's printer settings (cli-runtime printers.GetNewTabWriter),
-	// without its memory of column widths: each table has its own.
-	tw := tabwriter.NewWriter(w, 6, 4, 3, ' ', 0)
+	tw := table.NewWriter(w)
 	fmt.Fprintln(tw, "CHECK\tSTATUS\tDETAIL")
 	for _, f := range r.Findings {
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", f.Check, f.Status, f.Message)

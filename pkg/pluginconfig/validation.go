@@ -6,7 +6,7 @@ import (
 	"io"
 	"strconv"
 
-	"k8s.io/cli-runtime/pkg/printers"
+	"github.com/gpuslice/gpuslice/internal/table"
 )
 
 // Validation is the outcome of checking one config, as `gpuslice config
@@ -35,7 +35,7 @@ func NewValidation(source string, cfg *Config, err error) (*Validation, error) {
 // WriteTable prints the shared resources of a valid config, or one row per
 // problem: where, what, and the fix.
 func (v *Validation) WriteTable(w io.Writer) error {
-	tw := printers.GetNewTabWriter(w)
+	tw := table.NewWriter(w)
 	if v.Valid {
 		fmt.Fprintf(w, "%s: valid\n", v.Source)
 		if len(v.SharedResources) > 0 {

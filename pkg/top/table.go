@@ -5,10 +5,11 @@ import (
 	"io"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/gpuslice/gpuslice/pkg/agent"
 	"github.com/gpuslice/gpuslice/pkg/ledger"
+
+	"github.com/gpuslice/gpuslice/internal/table"
 )
 
 // How unattributed memory shows in the POD and STATUS columns.
@@ -24,7 +25,7 @@ var unattributedRows = map[string][2]string{
 func WriteTable(w io.Writer, r *Report) error {
 	// kubectl's printer settings, as the ledger's tables; Flush reports
 	// any write error.
-	tw := tabwriter.NewWriter(w, 6, 4, 3, ' ', 0)
+	tw := table.NewWriter(w)
 	rows := tableRows(r)
 	if len(rows) == 0 {
 		fmt.Fprintln(tw, "No GPU pods found.")
