@@ -63,7 +63,7 @@ func newPlexHealthCommand(g *globals) *cobra.Command {
 Failures, which make the command exit non-zero:
   - no pod matches --selector in the namespace, or one is not Running and Ready;
   - with --url: the server does not answer GET /identity within --timeout,
-    or (with --token) rejects the token or fails GET /status/sessions.
+    or (with --plex-token) rejects the token or fails GET /status/sessions.
 
 Warnings, which point at a cause without failing:
   - error lines in the last --log-lines of each container's log, or logs
@@ -73,8 +73,8 @@ Warnings, which point at a cause without failing:
   - a transcode encoded in software although hardware was requested, or
     slower than real time without being throttled.
 
-With --token each active transcode is listed with whether it runs on the
-GPU (NVDEC/NVENC). --url and --token default to $PLEX_URL and $PLEX_TOKEN;
+With --plex-token each active transcode is listed with whether it runs on the
+GPU (NVDEC/NVENC). --url and --plex-token default to $PLEX_URL and $PLEX_TOKEN;
 the token is sent as the X-Plex-Token header. -n defaults to media.`,
 		Example: `  gpuslice plex-health
   PLEX_TOKEN=... gpuslice plex-health --url http://plex.media.svc:32400

@@ -86,7 +86,7 @@ func TestPlexHealth(t *testing.T) {
 
 	// The command line: exit 0 when healthy, non-zero once the pod is not
 	// Ready.
-	args := []string{"plex-health", "--url", plex.URL, "--token", "plex-token"}
+	args := []string{"plex-health", "--url", plex.URL, "--plex-token", "plex-token"}
 	if out, err := gpuslice(t, env, args...); err != nil || !strings.Contains(out, "Plex is healthy") {
 		t.Errorf("gpuslice plex-health, healthy: %v\n%s", err, out)
 	}
