@@ -12,7 +12,6 @@ package agent
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -68,9 +67,9 @@ type Agent struct {
 func New(o Options) (*Agent, error) {
 	switch {
 	case o.NodeName == "":
-		return nil, errors.New("the agent needs its node's name: set --node-name, or NODE_NAME from the downward API (fieldRef spec.nodeName)")
+		return nil, errors.New("agent: Options.NodeName is empty: the agent watches only its node's pods")
 	case o.Client == nil:
-		return nil, errors.New("the agent needs the API server to name pods: set --kubeconfig, or run it in a pod with a ServiceAccount")
+		return nil, errors.New("agent: Options.Client is nil: the agent needs the API server to name pods")
 	case o.Log == nil:
 		return nil, errors.New("agent: no logger")
 	}
@@ -157,18 +156,4 @@ func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
 		serving.Listener{Server: serving.NewServer(a.Handler(), a.opts.Log), Listener: ln})
 	a.opts.Log.Info("agent stopped")
 	return err
-}
-
-// Run is `gpuslice agent`: it listens on o.ListenAddress and serves until
-// ctx ends.
-func Run(ctx context.Context, o Options) error {
-	a, err := New(o)
-	if err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", o.ListenAddress)
-	if err != nil {
-		return fmt.Errorf("listening on %s: %w; choose another --listen-address", o.ListenAddress, err)
-	}
-	return a.Serve(ctx, ln)
 }

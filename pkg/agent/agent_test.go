@@ -420,10 +420,10 @@ func TestAgentNVMLLost(t *testing.T) {
 
 func TestAgentNewRejectsMissingOptions(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if _, err := New(Options{Client: fake.NewClientset(), Log: log}); err == nil || !strings.Contains(err.Error(), "NODE_NAME") {
+	if _, err := New(Options{Client: fake.NewClientset(), Log: log}); err == nil || !strings.Contains(err.Error(), "NodeName") {
 		t.Errorf("no node name: %v", err)
 	}
-	if _, err := New(Options{NodeName: node, Log: log}); err == nil || !strings.Contains(err.Error(), "--kubeconfig") {
+	if _, err := New(Options{NodeName: node, Log: log}); err == nil || !strings.Contains(err.Error(), "Client") {
 		t.Errorf("no client: %v", err)
 	}
 }
