@@ -7,10 +7,9 @@ import "fmt"
 // nvml.Utilization, nvml.ProcessInfo and nvml.Return, which
 // layout_test.go checks. go-nvml itself is not linked into the binary: its
 // bindings leave every NVML symbol undefined until libnvidia-ml.so.1 is
-// dlopened, and gpuslice links Go's plugin package (through cli-runtime and
-// kustomize), which makes the Go linker mark the binary BIND_NOW, so the
-// loader refuses to start it on any machine, with or without a GPU
-// ("symbol lookup error: undefined symbol: nvml..."). See nvml_cgo.go.
+// dlopened, which fails to load in any binary marked BIND_NOW (as linking
+// Go's plugin package does, golang/go#50500; NVIDIA/go-nvml#33, #18). Our
+// binding resolves only what the agent calls. See docs/agent.md.
 
 // Memory is nvmlMemory_t: framebuffer memory in bytes.
 type Memory struct {
