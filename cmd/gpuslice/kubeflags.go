@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -49,10 +50,21 @@ func (k *kubeFlags) restConfig() (*rest.Config, error) {
 }
 
 // client returns a clientset from the kubeconfig flags (or in-cluster).
-func (k *kubeFlags) client() (kubernetes.Interface, error) {
+func (k *kubeFlags) client() (kubernetes.Interface, error) { return k.newClient(false) }
+
+// listingClient is client with protobuf on the wire, which the API server
+// encodes and the client decodes several times faster than JSON: for the
+// commands that list whole clusters of built-in objects.
+func (k *kubeFlags) listingClient() (kubernetes.Interface, error) { return k.newClient(true) }
+
+func (k *kubeFlags) newClient(protobuf bool) (kubernetes.Interface, error) {
 	cfg, err := k.restConfig()
 	if err != nil {
 		return nil, err
+	}
+	if protobuf {
+		cfg.ContentType = runtime.ContentTypeProtobuf
+		cfg.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
 	}
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {

@@ -22,7 +22,7 @@ func (o *statusOptions) complete(g *globals, _ []string) (err error) {
 	if o.namespace, err = g.kube.namespace(scopeList); err != nil {
 		return err
 	}
-	o.client, err = g.kube.client()
+	o.client, err = g.kube.listingClient()
 	return err
 }
 

@@ -11,9 +11,11 @@ import (
 	"net/url"
 	"sort"
 
+	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/gpuslice/gpuslice/pkg/ledger"
@@ -23,38 +25,96 @@ import (
 // shares depend on every pod bound to it, whatever the namespace shown),
 // and gets the ConfigMaps GPU pods read their settings from. A ConfigMap it
 // may not read is skipped: the ledger then shows that workload's memory as
-// unknown rather than failing the whole report.
+// unknown rather than failing the whole report. Finished pods are kept:
+// doctor reads them as evidence.
 func Take(ctx context.Context, cs kubernetes.Interface, opt ledger.Options) (ledger.Input, error) {
+	return take(ctx, cs, opt, false)
+}
+
+// Ledger reads what the ledger counts and computes it. It lists less than
+// Take, filtered by the API server: no finished pods (they hold no
+// shares), and with opt.Node only that node and the pods bound to it.
+func Ledger(ctx context.Context, cs kubernetes.Interface, opt ledger.Options) (*ledger.Report, error) {
+	in, err := take(ctx, cs, opt, true)
+	if err != nil {
+		return nil, err
+	}
+	return ledger.Build(in, opt)
+}
+
+// take lists the four kinds at once, then gets the ConfigMaps; counted
+// narrows the lists to what the ledger counts.
+func take(ctx context.Context, cs kubernetes.Interface, opt ledger.Options, counted bool) (ledger.Input, error) {
 	var in ledger.Input
-	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return in, listErr("nodes", err)
-	}
-	in.Nodes = nodes.Items
-	pods, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return in, listErr("pods", err)
-	}
-	in.Pods = pods.Items
-	rss, err := cs.AppsV1().ReplicaSets("").List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return in, listErr("replicasets", err)
-	}
-	in.ReplicaSets = rss.Items
-	jobs, err := cs.BatchV1().Jobs("").List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return in, listErr("jobs", err)
-	}
-	in.Jobs = jobs.Items
-	for _, ref := range configMapRefs(in.Pods, opt) {
-		cm, err := cs.CoreV1().ConfigMaps(ref.namespace).Get(ctx, ref.name, metav1.GetOptions{})
-		if err != nil {
-			if apierrors.IsNotFound(err) || apierrors.IsForbidden(err) {
-				continue
-			}
-			return in, fmt.Errorf("reading ConfigMap %s/%s: %w", ref.namespace, ref.name, err)
+	nodeSel, podSel := fields.Everything(), fields.Everything()
+	if counted {
+		podSel = fields.AndSelectors(fields.OneTermNotEqualSelector("status.phase", string(corev1.PodSucceeded)),
+			fields.OneTermNotEqualSelector("status.phase", string(corev1.PodFailed)))
+		if opt.Node != "" {
+			nodeSel = fields.OneTermEqualSelector("metadata.name", opt.Node)
+			podSel = fields.AndSelectors(podSel, fields.OneTermEqualSelector("spec.nodeName", opt.Node))
 		}
-		in.ConfigMaps = append(in.ConfigMaps, *cm)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		l, err := cs.CoreV1().Nodes().List(gctx, metav1.ListOptions{FieldSelector: nodeSel.String()})
+		if err != nil {
+			return listErr("nodes", err)
+		}
+		in.Nodes = l.Items
+		return nil
+	})
+	g.Go(func() error {
+		l, err := cs.CoreV1().Pods("").List(gctx, metav1.ListOptions{FieldSelector: podSel.String()})
+		if err != nil {
+			return listErr("pods", err)
+		}
+		in.Pods = l.Items
+		return nil
+	})
+	g.Go(func() error {
+		l, err := cs.AppsV1().ReplicaSets("").List(gctx, metav1.ListOptions{})
+		if err != nil {
+			return listErr("replicasets", err)
+		}
+		in.ReplicaSets = l.Items
+		return nil
+	})
+	g.Go(func() error {
+		l, err := cs.BatchV1().Jobs("").List(gctx, metav1.ListOptions{})
+		if err != nil {
+			return listErr("jobs", err)
+		}
+		in.Jobs = l.Items
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		return in, err
+	}
+	refs := configMapRefs(in.Pods, opt)
+	got := make([]*corev1.ConfigMap, len(refs))
+	g, gctx = errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for i, ref := range refs {
+		g.Go(func() error {
+			cm, err := cs.CoreV1().ConfigMaps(ref.namespace).Get(gctx, ref.name, metav1.GetOptions{})
+			switch {
+			case apierrors.IsNotFound(err) || apierrors.IsForbidden(err):
+				return nil
+			case err != nil:
+				return fmt.Errorf("reading ConfigMap %s/%s: %w", ref.namespace, ref.name, err)
+			}
+			got[i] = cm
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return in, err
+	}
+	for _, cm := range got {
+		if cm != nil {
+			in.ConfigMaps = append(in.ConfigMaps, *cm)
+		}
 	}
 	return in, nil
 }
@@ -111,13 +171,4 @@ func configMapRefs(pods []corev1.Pod, opt ledger.Options) []cmRef {
 		return out[i].name < out[j].name
 	})
 	return out
-}
-
-// Ledger reads the cluster and computes the share and VRAM ledger.
-func Ledger(ctx context.Context, cs kubernetes.Interface, opt ledger.Options) (*ledger.Report, error) {
-	in, err := Take(ctx, cs, opt)
-	if err != nil {
-		return nil, err
-	}
-	return ledger.Build(in, opt)
 }
