@@ -24,6 +24,8 @@ type Server struct {
 	Log     *slog.Logger
 	// ShutdownGrace is how long in-flight requests may finish on stop.
 	ShutdownGrace time.Duration
+	// Timeouts bound slow clients; zero fields are serving's defaults.
+	Timeouts serving.Timeouts
 
 	ready    atomic.Bool
 	draining atomic.Bool
@@ -63,11 +65,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, metricsLn net.Liste
 		MinVersion:     tls.VersionTLS12,
 		GetCertificate: s.Certs.GetCertificate,
 	}
-	main := serving.NewServer(s.mux(true), s.Log)
+	main := serving.NewServerWith(s.mux(true), s.Log, s.Timeouts)
 	main.TLSConfig = tlsConfig
 	listeners := []serving.Listener{{Server: main, Listener: tls.NewListener(ln, tlsConfig)}}
 	if metricsLn != nil {
-		listeners = append(listeners, serving.Listener{Server: serving.NewServer(s.mux(false), s.Log), Listener: metricsLn})
+		listeners = append(listeners, serving.Listener{Server: serving.NewServerWith(s.mux(false), s.Log, s.Timeouts), Listener: metricsLn})
 	}
 	grace := s.ShutdownGrace
 	if grace == 0 {
