@@ -76,6 +76,9 @@ Secret, which it also writes into the registration's caBundle.`,
 	f.StringVar(&o.ConfigFile, "config", "", "device profiles and namespace policy (YAML, see docs/webhook.md); built-in nvidia profile when empty; reloaded when the file changes")
 	f.DurationVar(&o.ConfigCheckEvery, "config-check-interval", 10*time.Second, "how often --config is checked for changes")
 	f.DurationVar(&o.ShutdownGrace, "shutdown-grace", 10*time.Second, "time requests in flight get to finish on SIGTERM")
+	f.IntVar(&o.Limits.MaxConcurrent, "max-concurrent-admissions", webhook.DefaultLimits.MaxConcurrent, "admissions decoded at once; more wait up to 2s, then get HTTP 429 (bounds memory: see docs/security.md)")
+	f.StringVar(&o.TLSMinVersion, "tls-min-version", webhook.DefaultTLSMinVersion, "lowest TLS version served: VersionTLS12 or VersionTLS13")
+	f.StringSliceVar(&o.TLSCipherSuites, "tls-cipher-suites", webhook.DefaultCipherSuites, "TLS 1.2 cipher suites (IANA names); insecure and unknown names are refused")
 	f.BoolVar(&admissionGate, "admission-gate", false, "refuse new pods of preemptible GPU workloads while a protected one is unhealthy or free shares do not cover them (gpuslice.io/break-glass=REASON lets one in); watches the cluster, see docs/webhook.md")
 	return cmd
 }

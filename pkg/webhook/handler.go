@@ -37,6 +37,9 @@ type Handler struct {
 	log     *slog.Logger
 	limits  Limits
 	slots   chan struct{} // one per admission in progress
+	// configProblem is why the configuration file last failed to reload,
+	// "" while the one in force is the file's.
+	configProblem atomic.Pointer[string]
 }
 
 // NewHandler returns a handler applying cfg.
@@ -55,7 +58,21 @@ func (h *Handler) SetLimits(l Limits) {
 }
 
 // SetConfig swaps the configuration used by later requests.
-func (h *Handler) SetConfig(cfg *inject.Config) { h.config.Store(cfg) }
+func (h *Handler) SetConfig(cfg *inject.Config) {
+	h.config.Store(cfg)
+	h.configProblem.Store(nil)
+}
+
+// setConfigProblem records why the file did not reload, for /readyz.
+func (h *Handler) setConfigProblem(why string) { h.configProblem.Store(&why) }
+
+// configReady is false, with the reason, while the file does not load.
+func (h *Handler) configReady() (bool, string) {
+	if p := h.configProblem.Load(); p != nil {
+		return false, *p
+	}
+	return true, ""
+}
 
 var podKind = metav1.GroupVersionKind{Group: "", Version: "v1", Kind: "Pod"}
 

@@ -37,6 +37,11 @@ type RunOptions struct {
 	// ConfigCheckEvery is how often ConfigFile is checked for changes.
 	ConfigCheckEvery time.Duration
 	ShutdownGrace    time.Duration
+	// Limits bound admissions' cost; zero fields are DefaultLimits'.
+	Limits Limits
+	// TLSMinVersion and TLSCipherSuites as ParseTLSOptions reads them.
+	TLSMinVersion   string
+	TLSCipherSuites []string
 	// Gate, when set, is the admission gate (--admission-gate): Run starts
 	// it, and the registration also sends unannotated GPU pods.
 	Gate   Gate
@@ -46,6 +51,13 @@ type RunOptions struct {
 
 // Run serves the webhook until ctx ends.
 func Run(ctx context.Context, o RunOptions) error {
+	tlsOptions, err := ParseTLSOptions(o.TLSMinVersion, o.TLSCipherSuites)
+	if err != nil {
+		return err
+	}
+	if o.Limits.MaxConcurrent < 0 {
+		return fmt.Errorf("--max-concurrent-admissions %d: give at least 1", o.Limits.MaxConcurrent)
+	}
 	// Stamp before loading, so a change made while loading is not missed.
 	configStamp, _ := filestamp.Of(o.ConfigFile)
 	cfg, err := loadConfig(o.ConfigFile, o.Namespace)
@@ -86,6 +98,7 @@ func Run(ctx context.Context, o RunOptions) error {
 		}
 	}
 	handler := NewHandler(cfg, metrics, o.Log)
+	handler.SetLimits(o.Limits)
 	if o.Gate != nil {
 		startGate(ctx, handler, o.Gate, o.Log)
 	}
@@ -97,7 +110,7 @@ func Run(ctx context.Context, o RunOptions) error {
 		w := &ConfigWatcher{Path: o.ConfigFile, Namespace: o.Namespace, Every: every, Handler: handler, Metrics: metrics, Log: o.Log}
 		go w.Run(ctx, configStamp)
 	}
-	srv := &Server{Handler: handler, Metrics: metrics, Certs: source, Log: o.Log, ShutdownGrace: o.ShutdownGrace}
+	srv := &Server{Handler: handler, Metrics: metrics, Certs: source, Log: o.Log, ShutdownGrace: o.ShutdownGrace, TLS: tlsOptions}
 	return srv.Serve(ctx, ln, metricsLn)
 }
 
