@@ -133,13 +133,9 @@ func (c *Client) get(ctx context.Context, path string, into any) error {
 	}
 	req.Header.Set("Accept", "application/xml")
 	if c.Token != "" {
-		req.Header.Set("X-Plex-Token", c.Token)
+		req.Header.Set(tokenHeader, c.Token)
 	}
-	hc := c.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	resp, err := hc.Do(req)
+	resp, err := keepTokenHome(c.HTTP).Do(req)
 	if err != nil {
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) {
@@ -220,6 +216,41 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// tokenHeader carries Plex's token; Plex also accepts it as a query
+// parameter of the same name.
+const tokenHeader = "X-Plex-Token"
+
+// keepTokenHome is hc (or the default client) whose redirects carry the
+// token only to the host it was meant for, and never from HTTPS to plain
+// HTTP: Go's client forwards every header but a few standard ones across
+// hosts, so a redirect from Plex, or from whatever answers at its URL,
+// would otherwise hand the token to a stranger.
+func keepTokenHome(hc *http.Client) *http.Client {
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	c := *hc
+	next := hc.CheckRedirect
+	c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		first := via[0].URL
+		if !strings.EqualFold(req.URL.Hostname(), first.Hostname()) || (first.Scheme == "https" && req.URL.Scheme != "https") {
+			req.Header.Del(tokenHeader)
+			if q := req.URL.Query(); q.Has(tokenHeader) {
+				q.Del(tokenHeader)
+				req.URL.RawQuery = q.Encode()
+			}
+		}
+		if next != nil {
+			return next(req, via)
+		}
+		if len(via) >= 10 {
+			return errors.New("stopped after 10 redirects")
+		}
+		return nil
+	}
+	return &c
 }
 
 // newHTTPClient is a client that gives up after timeout: a hung Plex must
