@@ -94,14 +94,30 @@ type sessionXML struct {
 	} `xml:"TranscodeSession"`
 }
 
+// sessionsXML is /status/sessions' MediaContainer.
+type sessionsXML struct {
+	Items []sessionXML `xml:",any"`
+}
+
 // Sessions reads GET /status/sessions.
 func (c *Client) Sessions(ctx context.Context) ([]Session, error) {
-	var mc struct {
-		Items []sessionXML `xml:",any"`
-	}
+	var mc sessionsXML
 	if err := c.get(ctx, "/status/sessions", &mc); err != nil {
 		return nil, err
 	}
+	return mc.sessions(), nil
+}
+
+// ParseSessions reads a /status/sessions answer, as Sessions does.
+func ParseSessions(r io.Reader) ([]Session, error) {
+	var mc sessionsXML
+	if err := xml.NewDecoder(r).Decode(&mc); err != nil {
+		return nil, err
+	}
+	return mc.sessions(), nil
+}
+
+func (mc sessionsXML) sessions() []Session {
 	out := []Session{}
 	for _, it := range mc.Items {
 		s := Session{Type: it.Type, Title: it.Title, User: it.User.Title, Player: it.Player.Title, State: it.Player.State}
@@ -122,7 +138,7 @@ func (c *Client) Sessions(ctx context.Context) ([]Session, error) {
 		}
 		out = append(out, s)
 	}
-	return out, nil
+	return out
 }
 
 func (c *Client) get(ctx context.Context, path string, into any) error {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -147,5 +148,21 @@ func TestTokenStaysOnItsHost(t *testing.T) {
 				t.Errorf("same-host redirect lost the token: %v", err)
 			}
 		})
+	}
+}
+
+func TestParseSessionsSeed(t *testing.T) {
+	f, err := os.Open("testdata/sessions-transcodes.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sessions, err := ParseSessions(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sessions) != 3 || sessions[0].Title != "Dune" || sessions[0].Transcode.Hardware() != "full" || sessions[1].Type != "track" ||
+		sessions[1].Title != "Daft Punk: Veridis Quo" || sessions[2].Transcode.Hardware() != "software" {
+		t.Errorf("sessions %+v", sessions)
 	}
 }

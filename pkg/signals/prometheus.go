@@ -55,17 +55,20 @@ func (p *Prometheus) GPUMemory(ctx context.Context) ([]GPUMemory, error) {
 		}
 		samples = append(samples, s...)
 	}
-	label := nodeLabel(p.NodeLabel)
-	gpus, err := memoryFromSamples(samples, func(labels map[string]string) (string, error) {
-		if n := labels[label]; n != "" {
-			return n, nil
-		}
-		return "", fmt.Errorf("no %q label names the node: set the node label option to the label that does (kubernetes_node or node where a relabelling rule sets one)", label)
-	})
+	gpus, err := memoryFromSamples(samples, p.nodeOf)
 	if err != nil {
 		err = fmt.Errorf("reading GPU memory from Prometheus at %s: %w", p.URL, err)
 	}
 	return finish(gpus), err
+}
+
+// nodeOf names the node of a series by NodeLabel.
+func (p *Prometheus) nodeOf(labels map[string]string) (string, error) {
+	label := nodeLabel(p.NodeLabel)
+	if n := labels[label]; n != "" {
+		return n, nil
+	}
+	return "", fmt.Errorf("no %q label names the node: set the node label option to the label that does (kubernetes_node or node where a relabelling rule sets one)", label)
 }
 
 // promResponse is the envelope of every Prometheus HTTP API answer.
@@ -93,12 +96,19 @@ func (p *Prometheus) query(ctx context.Context, field string) ([]sample, error) 
 	if err != nil {
 		return nil, fmt.Errorf("%w; check the URL and that Prometheus runs", err)
 	}
+	return parseVector(code, body, field, q, p.URL)
+}
+
+// parseVector reads an instant query's answer (HTTP status code, body) for
+// field, queried as q from the server at base. A series whose value does
+// not parse carries the error in its sample.
+func parseVector(code int, body []byte, field, q, base string) ([]sample, error) {
 	var r promResponse
 	if err := json.Unmarshal(body, &r); err != nil {
 		if code != http.StatusOK {
-			return nil, fmt.Errorf("HTTP %d: %s; is %s the Prometheus server (not its UI behind a proxy)?", code, snippet(body), p.URL)
+			return nil, fmt.Errorf("HTTP %d: %s; is %s the Prometheus server (not its UI behind a proxy)?", code, snippet(body), base)
 		}
-		return nil, fmt.Errorf("the answer is not the Prometheus API's JSON (%w): is %s a Prometheus server?", err, p.URL)
+		return nil, fmt.Errorf("the answer is not the Prometheus API's JSON (%w): is %s a Prometheus server?", err, base)
 	}
 	switch {
 	case r.Status == "error" && r.ErrorType == "bad_data":

@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"reflect"
 	"testing"
 
@@ -133,4 +135,42 @@ func TestPrometheusSeriesThatLie(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzParsePrometheus: whatever a server at the Prometheus URL answers,
+// the parser returns series or an error without panicking, and the GPUs
+// read from them have a node and sizes a GPU can have.
+func FuzzParsePrometheus(f *testing.F) {
+	seeds, err := filepath.Glob("testdata/prometheus-*.json")
+	if err != nil || len(seeds) == 0 {
+		f.Fatalf("no seed files: %v", err)
+	}
+	for _, name := range seeds {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b, "")
+	}
+	f.Add([]byte(`{"status":"success","data":{"resultType":"vector","result":[{"metric":{"gpu":"0","node":"n"},"value":[1,"1e308"]}]}}`), "node")
+	f.Fuzz(func(t *testing.T, body []byte, label string) {
+		var samples []sample
+		for _, field := range []string{fieldFBUsed, fieldFBFree} {
+			s, err := parseVector(http.StatusOK, body, field, field, "http://prometheus")
+			if err != nil {
+				return
+			}
+			if len(s) == 0 {
+				t.Fatal("no series and no error")
+			}
+			samples = append(samples, s...)
+		}
+		p := &Prometheus{NodeLabel: label}
+		gpus, _ := memoryFromSamples(samples, p.nodeOf)
+		for _, g := range gpus {
+			if g.Node == "" || g.Used < 0 || g.Free < 0 || g.Used > maxMiB<<20 || g.Free > maxMiB<<20 {
+				t.Errorf("impossible GPU %+v", g)
+			}
+		}
+	})
 }
