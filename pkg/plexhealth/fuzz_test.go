@@ -2,24 +2,16 @@ package plexhealth
 
 import (
 	"bytes"
-	"os"
-	"path/filepath"
 	"testing"
+
+	"github.com/gpuslice/gpuslice/internal/golden"
 )
 
 // FuzzParseSessions: whatever answers at the Plex URL, the parser returns
 // sessions or an error, never panics, and every session it returns has a
 // type and a describable transcode.
 func FuzzParseSessions(f *testing.F) {
-	seeds, err := filepath.Glob("testdata/sessions-*.xml")
-	if err != nil || len(seeds) == 0 {
-		f.Fatalf("no seed files: %v", err)
-	}
-	for _, name := range seeds {
-		b, err := os.ReadFile(name)
-		if err != nil {
-			f.Fatal(err)
-		}
+	for _, b := range golden.Files(f, "testdata/sessions-*.xml") {
 		f.Add(b)
 	}
 	f.Add([]byte(`<MediaContainer><Video><TranscodeSession speed="NaN" transcodeHwFullPipeline="true"/></Video></MediaContainer>`))

@@ -4,12 +4,11 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"reflect"
 	"testing"
 
 	"github.com/gpuslice/gpuslice/internal/dcgmtest"
+	"github.com/gpuslice/gpuslice/internal/golden"
 )
 
 func TestPrometheus(t *testing.T) {
@@ -141,15 +140,7 @@ func TestPrometheusSeriesThatLie(t *testing.T) {
 // the parser returns series or an error without panicking, and the GPUs
 // read from them have a node and sizes a GPU can have.
 func FuzzParsePrometheus(f *testing.F) {
-	seeds, err := filepath.Glob("testdata/prometheus-*.json")
-	if err != nil || len(seeds) == 0 {
-		f.Fatalf("no seed files: %v", err)
-	}
-	for _, name := range seeds {
-		b, err := os.ReadFile(name)
-		if err != nil {
-			f.Fatal(err)
-		}
+	for _, b := range golden.Files(f, "testdata/prometheus-*.json") {
 		f.Add(b, "")
 	}
 	f.Add([]byte(`{"status":"success","data":{"resultType":"vector","result":[{"metric":{"gpu":"0","node":"n"},"value":[1,"1e308"]}]}}`), "node")

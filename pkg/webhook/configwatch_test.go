@@ -17,7 +17,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/gpuslice/gpuslice/internal/filestamp"
-	"github.com/gpuslice/gpuslice/pkg/certs"
 	"github.com/gpuslice/gpuslice/pkg/inject"
 )
 
@@ -98,15 +97,7 @@ func TestConfigWatcher(t *testing.T) {
 // ask its readiness.
 func readyServer(t *testing.T, h *Handler) *Server {
 	t.Helper()
-	ca, err := certs.NewCA("test", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := certs.NewIssuingSource(ca, certs.LeafOptions{CommonName: "x", ValidFor: time.Hour}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &Server{Handler: h, Metrics: h.metrics, Certs: src}
+	s := &Server{Handler: h, Metrics: h.metrics, Certs: issuingSource(t)}
 	s.ready.Store(true)
 	return s
 }

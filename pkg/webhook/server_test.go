@@ -124,7 +124,9 @@ func TestServerEndpoints(t *testing.T) {
 	}
 }
 
-func TestReadyzFailsWhenNotServingOrExpired(t *testing.T) {
+// issuingSource is a certificate source with a fresh CA.
+func issuingSource(t *testing.T) certs.Source {
+	t.Helper()
 	ca, err := certs.NewCA("test", time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -133,7 +135,11 @@ func TestReadyzFailsWhenNotServingOrExpired(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{Handler: newTestHandler(), Metrics: NewMetrics(), Certs: expiredSource{src}}
+	return src
+}
+
+func TestReadyzFailsWhenNotServingOrExpired(t *testing.T) {
+	s := &Server{Handler: newTestHandler(), Metrics: NewMetrics(), Certs: expiredSource{issuingSource(t)}}
 	rec := httptest.NewRecorder()
 	s.mux(true).ServeHTTP(rec, mustRequest(t, "/readyz"))
 	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "not serving") {
