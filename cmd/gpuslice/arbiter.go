@@ -13,6 +13,7 @@ import (
 
 	"github.com/gpuslice/gpuslice/pkg/agent"
 	"github.com/gpuslice/gpuslice/pkg/arbiter"
+	"github.com/gpuslice/gpuslice/pkg/signals"
 	"github.com/gpuslice/gpuslice/pkg/top"
 )
 
@@ -113,6 +114,7 @@ docs/arbiter.md.`,
 	f.StringVar(&o.zone, "time-zone", envOr("TZ", "UTC"), "time zone of active hours without gpuslice.io/time-zone (default $TZ or UTC)")
 	f.StringArrayVar(&src.DCGMExporters, "dcgm-exporter", nil, "dcgm-exporter /metrics URL, or NODE=URL; repeat for each node")
 	f.StringVar(&src.PrometheusURL, "prometheus-url", "", "Prometheus server that scrapes dcgm-exporter (reads DCGM_FI_DEV_FB_FREE and _USED)")
+	f.StringVar(&src.PrometheusSelector, "prometheus-selector", signals.DefaultPrometheusSelector, "label matchers picking dcgm-exporter's series in Prometheus; other series with DCGM names are ignored")
 	f.StringVar(&src.NodeLabel, "node-label", "", "label naming the node in DCGM series (default Hostname)")
 	f.BoolVar(&src.Agents, "agents", false, "read GPU memory from gpuslice's node agents (through the API server)")
 	f.StringVar(&src.AgentNamespace, "agent-namespace", os.Getenv("POD_NAMESPACE"), "namespace of the agent pods (default $POD_NAMESPACE; empty: all namespaces)")

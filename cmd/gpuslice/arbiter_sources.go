@@ -23,6 +23,9 @@ type sourceFlags struct {
 	PrometheusURL string
 	// NodeLabel names the node in DCGM series ("" = Hostname).
 	NodeLabel string
+	// PrometheusSelector picks dcgm-exporter's series in Prometheus ("" =
+	// signals.DefaultPrometheusSelector).
+	PrometheusSelector string
 	// Agents reads gpuslice's own node agents through the API server:
 	// the pods matching AgentSelector in AgentNamespace ("" = all), on
 	// AgentPort (0 = the agent's default).
@@ -55,7 +58,7 @@ func (o sourceFlags) build(cs kubernetes.Interface) (arbiter.Sources, error) {
 		if !strings.HasPrefix(o.PrometheusURL, "http://") && !strings.HasPrefix(o.PrometheusURL, "https://") {
 			return s, fmt.Errorf("--prometheus-url %q: want http://HOST:PORT of the Prometheus server", o.PrometheusURL)
 		}
-		s.Memory = append(s.Memory, &signals.Prometheus{URL: o.PrometheusURL, HTTP: client, NodeLabel: o.NodeLabel})
+		s.Memory = append(s.Memory, &signals.Prometheus{URL: o.PrometheusURL, HTTP: client, NodeLabel: o.NodeLabel, Selector: o.PrometheusSelector})
 	}
 	if o.Agents {
 		s.Memory = append(s.Memory, &signals.Agents{Client: cs, Namespace: o.AgentNamespace, Selector: o.AgentSelector, Port: o.AgentPort})

@@ -170,6 +170,9 @@ func TestWebhookFlagErrors(t *testing.T) {
 		{[]string{"webhook", "--tls-cert-file", filepath.Join(dir, "missing.crt"), "--tls-private-key-file", filepath.Join(dir, "missing.key")}, "missing.crt"},
 		{[]string{"webhook", "--log-format", "xml"}, "--log-format"},
 		{[]string{"webhook", "--config", filepath.Join(dir, "nope.yaml"), "--tls-cert-file", "x", "--tls-private-key-file", "y"}, "nope.yaml"},
+		{[]string{"webhook", "--tls-min-version", "VersionTLS10"}, "use VersionTLS12 or VersionTLS13"},
+		{[]string{"webhook", "--tls-cipher-suites", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_RSA_WITH_RC4_128_SHA"}, "TLS_RSA_WITH_RC4_128_SHA is insecure"},
+		{[]string{"webhook", "--max-concurrent-admissions", "-1"}, "give at least 1"},
 	} {
 		if _, err := run(t, "", tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("gpuslice %s: err = %v, want it to mention %q", strings.Join(tc.args, " "), err, tc.want)

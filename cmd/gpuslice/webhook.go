@@ -1,6 +1,10 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
 	"os"
 	"time"
 
@@ -11,9 +15,52 @@ import (
 	"github.com/gpuslice/gpuslice/pkg/webhook"
 )
 
+type webhookOptions struct {
+	server          webhook.RunOptions
+	admissionGate   bool
+	tlsMinVersion   string
+	tlsCipherSuites []string
+}
+
+func (o *webhookOptions) complete(g *globals, _ []string) (err error) {
+	if o.server.Log, err = g.logger(); err != nil {
+		return err
+	}
+	if o.server.SelfSigned || o.server.Register || o.admissionGate {
+		if o.server.Client, err = g.kube.client(); err != nil {
+			return err
+		}
+	}
+	if o.admissionGate {
+		o.server.Gate = live.New(live.Options{Client: o.server.Client})
+	}
+	return nil
+}
+
+// Validate refuses flag combinations that cannot serve, before anything
+// starts.
+func (o *webhookOptions) Validate() (err error) {
+	r := &o.server
+	if r.TLS, err = webhook.ParseTLSOptions(o.tlsMinVersion, o.tlsCipherSuites); err != nil {
+		return err
+	}
+	switch {
+	case r.Limits.MaxConcurrent < 0:
+		return fmt.Errorf("--max-concurrent-admissions %d: give at least 1", r.Limits.MaxConcurrent)
+	case r.SelfSigned && (r.CertFile != "" || r.KeyFile != ""):
+		return errors.New("--self-signed and --tls-cert-file/--tls-private-key-file exclude each other: pick one way to get certificates")
+	case !r.SelfSigned && (r.CertFile == "" || r.KeyFile == ""):
+		return errors.New("no serving certificate: give --tls-cert-file and --tls-private-key-file, or --self-signed")
+	}
+	return nil
+}
+
+func (o *webhookOptions) run(ctx context.Context, _ io.Writer) error {
+	return webhook.Run(ctx, o.server)
+}
+
 func newWebhookCommand(g *globals) *cobra.Command {
-	o := webhook.RunOptions{}
-	var admissionGate bool
+	o := &webhookOptions{}
 	cmd := &cobra.Command{
 		Use:   "webhook",
 		Short: "Serve the device-injection admission webhook (gpu-directory-injector)",
@@ -40,42 +87,30 @@ Secret, which it also writes into the registration's caBundle.`,
   # with cert-manager's Secret mounted at /certs
   gpuslice webhook --tls-cert-file /certs/tls.crt --tls-private-key-file /certs/tls.key`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := g.logger()
-			if err != nil {
-				return err
-			}
-			o.Log = log
-			if o.SelfSigned || o.Register || admissionGate {
-				if o.Client, err = g.kube.client(); err != nil {
-					return err
-				}
-			}
-			if admissionGate {
-				o.Gate = live.New(live.Options{Client: o.Client})
-			}
-			return webhook.Run(cmd.Context(), o)
-		},
+		RunE: runCommand(g, o),
 	}
 	ns := os.Getenv("POD_NAMESPACE")
 	if ns == "" {
 		ns = registration.DefaultNamespace
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.ListenAddress, "listen-address", ":8443", "host:port for HTTPS (/mutate, /healthz, /readyz, /metrics)")
-	f.StringVar(&o.MetricsAddress, "metrics-address", "", "host:port for plain-HTTP /metrics, /healthz and /readyz (off when empty)")
-	f.StringVar(&o.CertFile, "tls-cert-file", "", "serving certificate (PEM); reloaded when the file changes")
-	f.StringVar(&o.KeyFile, "tls-private-key-file", "", "serving certificate's private key (PEM)")
-	f.BoolVar(&o.SelfSigned, "self-signed", false, "issue serving certificates from a CA kept in --ca-secret and trust it in the registration's caBundle")
-	f.StringVar(&o.CASecret, "ca-secret", "gpu-webhook-ca", "Secret (in --webhook-namespace) holding the self-signed CA")
-	f.StringVar(&o.ServiceName, "service-name", registration.DefaultService, "Service in front of the webhook, for certificate names and registration")
-	f.StringVar(&o.Namespace, "webhook-namespace", ns, "the webhook's own namespace (default $POD_NAMESPACE or gpu-system); never mutated")
-	f.StringVar(&o.WebhookConfig, "webhook-config-name", registration.DefaultName, "MutatingWebhookConfiguration to register or keep the caBundle of")
-	f.BoolVar(&o.Register, "register", false, "create or update the MutatingWebhookConfiguration on start")
-	f.DurationVar(&o.LeafValidity, "self-signed-validity", 30*24*time.Hour, "life of a self-signed serving certificate; renewed in memory after two thirds")
-	f.StringVar(&o.ConfigFile, "config", "", "device profiles and namespace policy (YAML, see docs/webhook.md); built-in nvidia profile when empty; reloaded when the file changes")
-	f.DurationVar(&o.ConfigCheckEvery, "config-check-interval", 10*time.Second, "how often --config is checked for changes")
-	f.DurationVar(&o.ShutdownGrace, "shutdown-grace", 10*time.Second, "time requests in flight get to finish on SIGTERM")
-	f.BoolVar(&admissionGate, "admission-gate", false, "refuse new pods of preemptible GPU workloads while a protected one is unhealthy or free shares do not cover them (gpuslice.io/break-glass=REASON lets one in); watches the cluster, see docs/webhook.md")
+	f.StringVar(&o.server.ListenAddress, "listen-address", ":8443", "host:port for HTTPS (/mutate, /healthz, /readyz, /metrics)")
+	f.StringVar(&o.server.MetricsAddress, "metrics-address", "", "host:port for plain-HTTP /metrics, /healthz and /readyz (off when empty)")
+	f.StringVar(&o.server.CertFile, "tls-cert-file", "", "serving certificate (PEM); reloaded when the file changes")
+	f.StringVar(&o.server.KeyFile, "tls-private-key-file", "", "serving certificate's private key (PEM)")
+	f.BoolVar(&o.server.SelfSigned, "self-signed", false, "issue serving certificates from a CA kept in --ca-secret and trust it in the registration's caBundle")
+	f.StringVar(&o.server.CASecret, "ca-secret", "gpu-webhook-ca", "Secret (in --webhook-namespace) holding the self-signed CA")
+	f.StringVar(&o.server.ServiceName, "service-name", registration.DefaultService, "Service in front of the webhook, for certificate names and registration")
+	f.StringVar(&o.server.Namespace, "webhook-namespace", ns, "the webhook's own namespace (default $POD_NAMESPACE or gpu-system); never mutated")
+	f.StringVar(&o.server.WebhookConfig, "webhook-config-name", registration.DefaultName, "MutatingWebhookConfiguration to register or keep the caBundle of")
+	f.BoolVar(&o.server.Register, "register", false, "create or update the MutatingWebhookConfiguration on start")
+	f.DurationVar(&o.server.LeafValidity, "self-signed-validity", 30*24*time.Hour, "life of a self-signed serving certificate; renewed in memory after two thirds")
+	f.StringVar(&o.server.ConfigFile, "config", "", "device profiles and namespace policy (YAML, see docs/webhook.md); built-in nvidia profile when empty; reloaded when the file changes")
+	f.DurationVar(&o.server.ConfigCheckEvery, "config-check-interval", 10*time.Second, "how often --config is checked for changes")
+	f.DurationVar(&o.server.ShutdownGrace, "shutdown-grace", 10*time.Second, "time requests in flight get to finish on SIGTERM")
+	f.IntVar(&o.server.Limits.MaxConcurrent, "max-concurrent-admissions", webhook.DefaultLimits.MaxConcurrent, "admissions decoded at once; more wait up to 2s, then get HTTP 429 (bounds memory: see docs/security.md)")
+	f.StringVar(&o.tlsMinVersion, "tls-min-version", webhook.DefaultTLSMinVersion, "lowest TLS version served: VersionTLS12 or VersionTLS13")
+	f.StringSliceVar(&o.tlsCipherSuites, "tls-cipher-suites", webhook.DefaultCipherSuites, "TLS 1.2 cipher suites (IANA names); insecure and unknown names are refused")
+	f.BoolVar(&o.admissionGate, "admission-gate", false, "refuse new pods of preemptible GPU workloads while a protected one is unhealthy or free shares do not cover them (gpuslice.io/break-glass=REASON lets one in); watches the cluster, see docs/webhook.md")
 	return cmd
 }

@@ -563,3 +563,35 @@ func grants(rules []rbacv1.PolicyRule) map[string][]string {
 	}
 	return got
 }
+
+// TestChartGoMemLimit: every gpuslice container has a memory limit and
+// hands it to the Go runtime as GOMEMLIMIT (through the downward API), so
+// a burst collects garbage harder instead of running into an OOM kill.
+func TestChartGoMemLimit(t *testing.T) {
+	r := render(t, Options{Values: values(t, `arbiter: {enabled: true}`)})
+	var specs []corev1.PodSpec
+	for _, name := range []string{"gpuslice-webhook", "gpuslice-arbiter"} {
+		var d appsv1.Deployment
+		convert(t, r.Find("Deployment", name), &d)
+		specs = append(specs, d.Spec.Template.Spec)
+	}
+	var ds appsv1.DaemonSet
+	convert(t, r.Find("DaemonSet", "gpuslice-agent"), &ds)
+	specs = append(specs, ds.Spec.Template.Spec)
+	for _, spec := range specs {
+		for _, c := range spec.Containers {
+			if _, ok := c.Resources.Limits[corev1.ResourceMemory]; !ok {
+				t.Errorf("container %s has no memory limit", c.Name)
+			}
+			i := slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "GOMEMLIMIT" })
+			if i < 0 {
+				t.Errorf("container %s has no GOMEMLIMIT", c.Name)
+				continue
+			}
+			ref := c.Env[i].ValueFrom
+			if ref == nil || ref.ResourceFieldRef == nil || ref.ResourceFieldRef.Resource != "limits.memory" || ref.ResourceFieldRef.ContainerName != "" {
+				t.Errorf("container %s: GOMEMLIMIT from %s, want its own limits.memory", c.Name, asJSON(t, c.Env[i]))
+			}
+		}
+	}
+}

@@ -4,6 +4,7 @@
 package serving
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -43,10 +44,48 @@ type Listener struct {
 	Listener net.Listener
 }
 
-// NewServer is an http.Server with the timeouts and error log every
+// Timeouts bound how long one connection may hold a server: a client that
+// trickles its request or parks an idle keep-alive connection must not pin
+// a goroutine and a file descriptor for ever.
+type Timeouts struct {
+	ReadHeader time.Duration // request line and headers
+	Read       time.Duration // the whole request, body included
+	Write      time.Duration // from the end of the headers to the end of the response
+	Idle       time.Duration // a keep-alive connection between requests
+}
+
+// DefaultTimeouts suit every gpuslice endpoint: the API server gives a
+// webhook call at most 30 s, a scrape or probe takes milliseconds, and 90 s
+// idle matches the keep-alive of Go's and the API server's transports (and
+// controller-runtime's servers).
+var DefaultTimeouts = Timeouts{ReadHeader: 10 * time.Second, Read: 30 * time.Second, Write: 60 * time.Second, Idle: 90 * time.Second}
+
+// orDefault fills the zero fields from DefaultTimeouts.
+func (t Timeouts) orDefault() Timeouts {
+	d := DefaultTimeouts
+	return Timeouts{
+		ReadHeader: cmp.Or(t.ReadHeader, d.ReadHeader), Read: cmp.Or(t.Read, d.Read),
+		Write: cmp.Or(t.Write, d.Write), Idle: cmp.Or(t.Idle, d.Idle),
+	}
+}
+
+// maxHeaderBytes is controller-runtime's bound too; no gpuslice client
+// sends more than a few hundred bytes of headers.
+const maxHeaderBytes = 1 << 20
+
+// NewServer is an http.Server with DefaultTimeouts and the error log every
 // gpuslice server uses.
 func NewServer(h http.Handler, log *slog.Logger) *http.Server {
-	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errorLog(log)}
+	return NewServerWith(h, log, DefaultTimeouts)
+}
+
+// NewServerWith is NewServer with timeouts t (zero fields default).
+func NewServerWith(h http.Handler, log *slog.Logger, t Timeouts) *http.Server {
+	t = t.orDefault()
+	return &http.Server{
+		Handler: h, ErrorLog: errorLog(log), MaxHeaderBytes: maxHeaderBytes,
+		ReadHeaderTimeout: t.ReadHeader, ReadTimeout: t.Read, WriteTimeout: t.Write, IdleTimeout: t.Idle,
+	}
 }
 
 // Run serves every listener until ctx ends or one of them fails. Then it

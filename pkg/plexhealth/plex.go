@@ -94,14 +94,30 @@ type sessionXML struct {
 	} `xml:"TranscodeSession"`
 }
 
+// sessionsXML is /status/sessions' MediaContainer.
+type sessionsXML struct {
+	Items []sessionXML `xml:",any"`
+}
+
 // Sessions reads GET /status/sessions.
 func (c *Client) Sessions(ctx context.Context) ([]Session, error) {
-	var mc struct {
-		Items []sessionXML `xml:",any"`
-	}
+	var mc sessionsXML
 	if err := c.get(ctx, "/status/sessions", &mc); err != nil {
 		return nil, err
 	}
+	return mc.sessions(), nil
+}
+
+// ParseSessions reads a /status/sessions answer, as Sessions does.
+func ParseSessions(r io.Reader) ([]Session, error) {
+	var mc sessionsXML
+	if err := xml.NewDecoder(r).Decode(&mc); err != nil {
+		return nil, err
+	}
+	return mc.sessions(), nil
+}
+
+func (mc sessionsXML) sessions() []Session {
 	out := []Session{}
 	for _, it := range mc.Items {
 		s := Session{Type: it.Type, Title: it.Title, User: it.User.Title, Player: it.Player.Title, State: it.Player.State}
@@ -122,7 +138,7 @@ func (c *Client) Sessions(ctx context.Context) ([]Session, error) {
 		}
 		out = append(out, s)
 	}
-	return out, nil
+	return out
 }
 
 func (c *Client) get(ctx context.Context, path string, into any) error {
@@ -133,13 +149,9 @@ func (c *Client) get(ctx context.Context, path string, into any) error {
 	}
 	req.Header.Set("Accept", "application/xml")
 	if c.Token != "" {
-		req.Header.Set("X-Plex-Token", c.Token)
+		req.Header.Set(tokenHeader, c.Token)
 	}
-	hc := c.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	resp, err := hc.Do(req)
+	resp, err := keepTokenHome(c.HTTP).Do(req)
 	if err != nil {
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) {
@@ -220,6 +232,41 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// tokenHeader carries Plex's token; Plex also accepts it as a query
+// parameter of the same name.
+const tokenHeader = "X-Plex-Token"
+
+// keepTokenHome is hc (or the default client) whose redirects carry the
+// token only to the host it was meant for, and never from HTTPS to plain
+// HTTP: Go's client forwards every header but a few standard ones across
+// hosts, so a redirect from Plex, or from whatever answers at its URL,
+// would otherwise hand the token to a stranger.
+func keepTokenHome(hc *http.Client) *http.Client {
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	c := *hc
+	next := hc.CheckRedirect
+	c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		first := via[0].URL
+		if !strings.EqualFold(req.URL.Hostname(), first.Hostname()) || (first.Scheme == "https" && req.URL.Scheme != "https") {
+			req.Header.Del(tokenHeader)
+			if q := req.URL.Query(); q.Has(tokenHeader) {
+				q.Del(tokenHeader)
+				req.URL.RawQuery = q.Encode()
+			}
+		}
+		if next != nil {
+			return next(req, via)
+		}
+		if len(via) >= 10 {
+			return errors.New("stopped after 10 redirects")
+		}
+		return nil
+	}
+	return &c
 }
 
 // newHTTPClient is a client that gives up after timeout: a hung Plex must

@@ -3,6 +3,9 @@ package plexhealth
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -105,5 +108,61 @@ func TestTranscodeVerdicts(t *testing.T) {
 		if got := tc.t.Problem(); tc.problem == "" && got != "" || !strings.Contains(got, tc.problem) {
 			t.Errorf("%s: problem %q, want %q", tc.name, got, tc.problem)
 		}
+	}
+}
+
+// TestTokenStaysOnItsHost: a redirect to another host gets neither the
+// X-Plex-Token header nor the query parameter; one on the same host does.
+func TestTokenStaysOnItsHost(t *testing.T) {
+	type seen struct{ header, query string }
+	got := make(chan seen, 1)
+	stranger := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- seen{r.Header.Get("X-Plex-Token"), r.URL.Query().Get("X-Plex-Token")}
+		_, _ = w.Write([]byte(`<MediaContainer size="0"></MediaContainer>`))
+	}))
+	defer stranger.Close()
+	plex := plextest.Start("secret")
+	defer plex.Close()
+	// A proxy at Plex's URL that sends /status/sessions elsewhere, and
+	// /moved back to Plex itself.
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/moved/status/sessions" {
+			http.Redirect(w, r, plex.URL+"/status/sessions", http.StatusFound)
+			return
+		}
+		http.Redirect(w, r, strings.Replace(stranger.URL, "127.0.0.1", "localhost", 1)+"/status/sessions?X-Plex-Token=secret", http.StatusFound)
+	}))
+	defer front.Close()
+	for name, hc := range map[string]*http.Client{"default client": nil, "caller's client": newHTTPClient(5 * time.Second)} {
+		t.Run(name, func(t *testing.T) {
+			c := &Client{URL: front.URL, Token: "secret", HTTP: hc}
+			if _, err := c.Sessions(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if s := <-got; s != (seen{}) {
+				t.Errorf("the other host got the token: %+v", s)
+			}
+			// Plex on the same host (127.0.0.1, another port) still gets it.
+			c.URL = front.URL + "/moved"
+			if _, err := c.Sessions(context.Background()); err != nil {
+				t.Errorf("same-host redirect lost the token: %v", err)
+			}
+		})
+	}
+}
+
+func TestParseSessionsSeed(t *testing.T) {
+	f, err := os.Open("testdata/sessions-transcodes.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sessions, err := ParseSessions(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sessions) != 3 || sessions[0].Title != "Dune" || sessions[0].Transcode.Hardware() != "full" || sessions[1].Type != "track" ||
+		sessions[1].Title != "Daft Punk: Veridis Quo" || sessions[2].Transcode.Hardware() != "software" {
+		t.Errorf("sessions %+v", sessions)
 	}
 }

@@ -3,7 +3,9 @@ package signals
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"strings"
 )
 
@@ -36,6 +38,7 @@ type sample struct {
 	field  string
 	labels map[string]string
 	value  float64 // MiB
+	err    error   // the value did not parse
 }
 
 // describe names a series by what identifies its GPU, for errors.
@@ -58,21 +61,30 @@ type gpuField struct {
 // memoryFromSamples turns FB_USED and FB_FREE series into GPUs; nodeOf
 // names the node of a series (or says how to make it). A GPU lacking one
 // of the fields is an error, never a zero; the GPUs that have both are
-// returned beside it.
+// returned beside it. A series that is not a sound DCGM figure (no GPU
+// label, a MIG instance, a value no GPU can have) is an error that leaves
+// out every GPU of its node, whose picture is then not to be trusted,
+// and only those.
 func memoryFromSamples(samples []sample, nodeOf func(labels map[string]string) (string, error)) ([]GPUMemory, error) {
 	if len(samples) == 0 {
 		return nil, fmt.Errorf("no %s or %s series: add both to dcgm-exporter's collectors (they are in its default-counters.csv)", fieldFBUsed, fieldFBFree)
 	}
 	byKey := map[[2]string]*gpuField{}
 	var order []*gpuField
+	var errs []error
+	badNodes := map[string]bool{}
 	for _, s := range samples {
 		g, err := gpuOf(s, nodeOf)
-		if err != nil {
-			return nil, err
+		var bytes int64
+		if err == nil {
+			bytes, err = mibToBytes(s)
 		}
-		bytes, err := mibToBytes(s)
 		if err != nil {
-			return nil, err
+			errs = append(errs, err)
+			if g.Node != "" {
+				badNodes[g.Node] = true
+			}
+			continue
 		}
 		f := byKey[g.key()]
 		if f == nil {
@@ -89,13 +101,18 @@ func memoryFromSamples(samples []sample, nodeOf func(labels map[string]string) (
 		}
 	}
 	var out []GPUMemory
-	var errs []error
 	for _, f := range order {
+		if badNodes[f.Node] {
+			continue
+		}
 		if missing := missingField(f); missing != "" {
 			errs = append(errs, fmt.Errorf("GPU %s (%s) on node %s has no %s: add it to dcgm-exporter's collectors", f.GPU, orUnknown(f.UUID), f.Node, missing))
 			continue
 		}
 		out = append(out, f.GPUMemory)
+	}
+	if len(badNodes) > 0 {
+		errs = append(errs, fmt.Errorf("GPU memory of node(s) %s left out until their series are sound", strings.Join(slices.Sorted(maps.Keys(badNodes)), ", ")))
 	}
 	return out, errors.Join(errs...)
 }
@@ -110,25 +127,29 @@ func missingField(f *gpuField) string {
 	return ""
 }
 
-// gpuOf is the GPU a series describes, without its memory.
+// gpuOf is the GPU a series describes, without its memory. Its Node is
+// set whenever the series names one, even with an error.
 func gpuOf(s sample, nodeOf func(map[string]string) (string, error)) (GPUMemory, error) {
 	g := GPUMemory{GPU: s.labels[labelGPU], UUID: s.labels[labelUUID]}
+	node, err := nodeOf(s.labels)
+	if err != nil {
+		return g, fmt.Errorf("%s: %w", s.describe(), err)
+	}
+	g.Node = node
 	if g.GPU == "" && g.UUID == "" {
 		return g, fmt.Errorf("%s has neither a %s nor a %s label: is this dcgm-exporter's output?", s.describe(), labelGPU, labelUUID)
 	}
 	if id := s.labels[labelGPUInstanceID]; id != "" {
 		return g, fmt.Errorf("%s is MIG instance %s: gpuslice shares whole GPUs by time-slicing and cannot read a partitioned one's memory; read the gpuslice agents instead", s.describe(), id)
 	}
-	node, err := nodeOf(s.labels)
-	if err != nil {
-		return g, fmt.Errorf("%s: %w", s.describe(), err)
-	}
-	g.Node = node
 	return g, nil
 }
 
 // mibToBytes converts a DCGM MiB figure, refusing what is not a size.
 func mibToBytes(s sample) (int64, error) {
+	if s.err != nil {
+		return 0, s.err
+	}
 	v := s.value
 	if math.IsNaN(v) || v < 0 || v > maxMiB {
 		return 0, fmt.Errorf("%s is %v, not a memory size in MiB (DCGM reports a blank field as a huge number: is the GPU readable by dcgm-exporter?)", s.describe(), v)

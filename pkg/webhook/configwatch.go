@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -12,7 +13,9 @@ import (
 // ConfigWatcher reloads the injector configuration when its file changes,
 // as a mounted ConfigMap does some seconds after an edit. A new file that
 // does not load is logged and counted, and the previous configuration stays
-// in force: a typo in a ConfigMap must not take device injection down.
+// in force: a typo in a ConfigMap must not change what is injected. /readyz
+// fails with the reason until the file loads again, so that the broken edit
+// shows in the rollout and the pod's conditions rather than only in a log.
 type ConfigWatcher struct {
 	Path, Namespace string
 	Every           time.Duration
@@ -41,6 +44,7 @@ func (w *ConfigWatcher) Run(ctx context.Context, loaded filestamp.Stamp) {
 		cfg, err := inject.LoadConfig(w.Path, w.Namespace)
 		if err != nil {
 			w.Metrics.configReloads.WithLabelValues("error").Inc()
+			w.Handler.setConfigProblem(fmt.Sprintf("configuration %s does not load (%v): fix or revert it; the previous configuration stays in force meanwhile", w.Path, err))
 			w.Log.Error("configuration not reloaded; the previous one stays in force", "path", w.Path, "error", err.Error())
 			continue
 		}

@@ -4,9 +4,12 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -79,4 +82,22 @@ func TestConfigWatcher(t *testing.T) {
 	if got := testutil.ToFloat64(h.metrics.configReloads.WithLabelValues("success")); got != 1 {
 		t.Errorf("successful reloads = %v, want 1", got)
 	}
+	// /readyz says what is wrong until the file loads again.
+	srv := readyServer(t, h)
+	rec := httptest.NewRecorder()
+	srv.mux(false).ServeHTTP(rec, mustRequest(t, "/readyz"))
+	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "config.yaml does not load") || !strings.Contains(rec.Body.String(), "Bad Name") {
+		t.Errorf("readyz after a broken edit = %d %q", rec.Code, rec.Body.String())
+	}
+	writeConfig(t, path, qsvProfile+"  - name: nvidia-again\n    devices: [{name: ctl, hostPath: /dev/nvidiactl}]\n")
+	waitFor("the fixed file to load", func() bool { ok, _ := srv.readiness(); return ok })
+}
+
+// readyServer is a started Server around h with a valid certificate, to
+// ask its readiness.
+func readyServer(t *testing.T, h *Handler) *Server {
+	t.Helper()
+	s := &Server{Handler: h, Metrics: h.metrics, Certs: issuingSource(t)}
+	s.ready.Store(true)
+	return s
 }

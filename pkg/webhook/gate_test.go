@@ -57,6 +57,12 @@ func postReview(t *testing.T, h *Handler, pod *corev1.Pod, dryRun bool) *admissi
 			Object: runtime.RawExtension{Raw: raw},
 		},
 	})
+	return admitRaw(t, h, body)
+}
+
+// admitRaw posts a review's body to h and returns the response in it.
+func admitRaw(t *testing.T, h *Handler, body []byte) *admissionv1.AdmissionResponse {
+	t.Helper()
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/mutate", bytes.NewReader(body)))
 	var out admissionv1.AdmissionReview

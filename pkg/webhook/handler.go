@@ -25,28 +25,54 @@ import (
 	"github.com/gpuslice/gpuslice/pkg/inject"
 )
 
-// DefaultMaxBodyBytes bounds a request body. The API server caps objects at
-// about 1.5 MiB and a review carries at most two of them.
-const DefaultMaxBodyBytes = 4 << 20
+// DefaultMaxBodyBytes bounds a request body. etcd refuses objects over
+// 1.5 MiB, and the review of a pod's creation carries one object.
+const DefaultMaxBodyBytes = 2 << 20
 
 // Handler answers AdmissionReview v1 requests at /mutate.
 type Handler struct {
-	config       atomic.Pointer[inject.Config]
-	gate         atomic.Pointer[Gate] // nil: the admission gate is off
-	metrics      *Metrics
-	log          *slog.Logger
-	maxBodyBytes int64
+	config  atomic.Pointer[inject.Config]
+	gate    atomic.Pointer[Gate] // nil: the admission gate is off
+	metrics *Metrics
+	log     *slog.Logger
+	limits  Limits
+	slots   chan struct{} // one per admission in progress
+	// configProblem is why the configuration file last failed to reload,
+	// "" while the one in force is the file's.
+	configProblem atomic.Pointer[string]
 }
 
 // NewHandler returns a handler applying cfg.
 func NewHandler(cfg *inject.Config, metrics *Metrics, log *slog.Logger) *Handler {
-	h := &Handler{metrics: metrics, log: log, maxBodyBytes: DefaultMaxBodyBytes}
+	h := &Handler{metrics: metrics, log: log}
 	h.config.Store(cfg)
+	h.SetLimits(DefaultLimits)
 	return h
 }
 
+// SetLimits replaces the bounds (zero fields are DefaultLimits'); call it
+// before serving.
+func (h *Handler) SetLimits(l Limits) {
+	h.limits = l.orDefault()
+	h.slots = make(chan struct{}, h.limits.MaxConcurrent)
+}
+
 // SetConfig swaps the configuration used by later requests.
-func (h *Handler) SetConfig(cfg *inject.Config) { h.config.Store(cfg) }
+func (h *Handler) SetConfig(cfg *inject.Config) {
+	h.config.Store(cfg)
+	h.configProblem.Store(nil)
+}
+
+// setConfigProblem records why the file did not reload, for /readyz.
+func (h *Handler) setConfigProblem(why string) { h.configProblem.Store(&why) }
+
+// configReady is false, with the reason, while the file does not load.
+func (h *Handler) configReady() (bool, string) {
+	if p := h.configProblem.Load(); p != nil {
+		return false, *p
+	}
+	return true, ""
+}
 
 var podKind = metav1.GroupVersionKind{Group: "", Version: "v1", Kind: "Pod"}
 
@@ -54,6 +80,13 @@ var podKind = metav1.GroupVersionKind{Group: "", Version: "v1", Kind: "Pod"}
 // with the reason; well-formed ones always get HTTP 200 with the decision.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	release := h.acquire(w, r)
+	if release == nil {
+		h.metrics.badRequests.WithLabelValues("busy").Inc()
+		h.observe("rejected", start)
+		return
+	}
+	defer release()
 	review, status, reason, err := h.decode(w, r)
 	if err != nil {
 		h.metrics.badRequests.WithLabelValues(reason).Inc()
@@ -92,11 +125,11 @@ func (h *Handler) decode(w http.ResponseWriter, r *http.Request) (review admissi
 			return review, http.StatusUnsupportedMediaType, "content-type", fmt.Errorf("content type %q not supported: send application/json", ct)
 		}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBodyBytes))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.limits.MaxBodyBytes))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return review, http.StatusRequestEntityTooLarge, "too-large", fmt.Errorf("request body over %d bytes", h.maxBodyBytes)
+			return review, http.StatusRequestEntityTooLarge, "too-large", fmt.Errorf("request body over %d bytes: no pod etcd can store is this large", h.limits.MaxBodyBytes)
 		}
 		return review, http.StatusBadRequest, "read", fmt.Errorf("reading request body: %w", err)
 	}
@@ -132,6 +165,10 @@ func (h *Handler) admit(ctx context.Context, req *admissionv1.AdmissionRequest) 
 		h.metrics.denials.WithLabelValues("no-object").Inc()
 		return deny(req.UID, "the admission request carries no pod object"), "denied"
 	}
+	if reason, msg := h.limits.checkShape(req.Object.Raw); reason != "" {
+		h.metrics.denials.WithLabelValues(reason).Inc()
+		return deny(req.UID, msg), "denied"
+	}
 	pod, err := inject.DecodePod(req.Object.Raw)
 	if err != nil {
 		h.metrics.denials.WithLabelValues("malformed-pod").Inc()
@@ -145,6 +182,10 @@ func (h *Handler) admit(ctx context.Context, req *admissionv1.AdmissionRequest) 
 		resp := deny(req.UID, d.Message)
 		resp.Warnings = d.Warnings
 		return resp, "denied"
+	}
+	if n := len(d.Patch); n > h.limits.MaxPatchOperations {
+		h.metrics.denials.WithLabelValues("too-many-patch-operations").Inc()
+		return deny(req.UID, fmt.Sprintf("injecting %s into this pod takes %d patch operations, over the webhook's bound of %d: name fewer profiles in gpu-directories, or split the pod into smaller ones", strings.Join(d.Profiles, ","), n, h.limits.MaxPatchOperations)), "denied"
 	}
 	patch, err := d.PatchJSON()
 	if err != nil {

@@ -37,6 +37,11 @@ type RunOptions struct {
 	// ConfigCheckEvery is how often ConfigFile is checked for changes.
 	ConfigCheckEvery time.Duration
 	ShutdownGrace    time.Duration
+	// Limits bound admissions' cost; zero fields are DefaultLimits'.
+	Limits Limits
+	// TLS is the served versions and suites; zero means ParseTLSOptions'
+	// defaults.
+	TLS TLSOptions
 	// Gate, when set, is the admission gate (--admission-gate): Run starts
 	// it, and the registration also sends unannotated GPU pods.
 	Gate   Gate
@@ -44,8 +49,30 @@ type RunOptions struct {
 	Log    *slog.Logger
 }
 
+// check refuses options Run cannot serve with; the command says the same
+// in terms of its flags before it gets here.
+func (o RunOptions) check() error {
+	switch {
+	case o.SelfSigned && (o.CertFile != "" || o.KeyFile != ""):
+		return errors.New("webhook: SelfSigned and CertFile/KeyFile exclude each other")
+	case !o.SelfSigned && (o.CertFile == "" || o.KeyFile == ""):
+		return errors.New("webhook: no serving certificate: CertFile and KeyFile, or SelfSigned")
+	case (o.SelfSigned || o.Register) && o.Client == nil:
+		return errors.New("webhook: SelfSigned and Register need Client")
+	case o.Limits.MaxConcurrent < 0:
+		return fmt.Errorf("webhook: Limits.MaxConcurrent %d is negative", o.Limits.MaxConcurrent)
+	}
+	return nil
+}
+
 // Run serves the webhook until ctx ends.
 func Run(ctx context.Context, o RunOptions) error {
+	if err := o.check(); err != nil {
+		return err
+	}
+	if o.TLS.MinVersion == 0 {
+		o.TLS, _ = ParseTLSOptions("", nil)
+	}
 	// Stamp before loading, so a change made while loading is not missed.
 	configStamp, _ := filestamp.Of(o.ConfigFile)
 	cfg, err := loadConfig(o.ConfigFile, o.Namespace)
@@ -58,9 +85,6 @@ func Run(ctx context.Context, o RunOptions) error {
 		return err
 	}
 	if o.Register {
-		if o.Client == nil {
-			return errors.New("--register needs access to the cluster: set --kubeconfig or run in a pod")
-		}
 		mwc := registration.Build(registration.Options{
 			Name: o.WebhookConfig, ServiceName: o.ServiceName, ServiceNamespace: o.Namespace,
 			CABundle: caPEM, ExcludedNamespaces: cfg.ExcludedNamespaces, AdmissionGate: o.Gate != nil,
@@ -86,6 +110,7 @@ func Run(ctx context.Context, o RunOptions) error {
 		}
 	}
 	handler := NewHandler(cfg, metrics, o.Log)
+	handler.SetLimits(o.Limits)
 	if o.Gate != nil {
 		startGate(ctx, handler, o.Gate, o.Log)
 	}
@@ -97,7 +122,7 @@ func Run(ctx context.Context, o RunOptions) error {
 		w := &ConfigWatcher{Path: o.ConfigFile, Namespace: o.Namespace, Every: every, Handler: handler, Metrics: metrics, Log: o.Log}
 		go w.Run(ctx, configStamp)
 	}
-	srv := &Server{Handler: handler, Metrics: metrics, Certs: source, Log: o.Log, ShutdownGrace: o.ShutdownGrace}
+	srv := &Server{Handler: handler, Metrics: metrics, Certs: source, Log: o.Log, ShutdownGrace: o.ShutdownGrace, TLS: o.TLS}
 	return srv.Serve(ctx, ln, metricsLn)
 }
 
@@ -136,12 +161,7 @@ func certificateSource(ctx context.Context, o RunOptions, m *Metrics) (certs.Sou
 		}
 	}
 	switch {
-	case o.SelfSigned && (o.CertFile != "" || o.KeyFile != ""):
-		return nil, nil, errors.New("--self-signed and --tls-cert-file/--tls-private-key-file exclude each other: pick one way to get certificates")
 	case o.SelfSigned:
-		if o.Client == nil {
-			return nil, nil, errors.New("--self-signed keeps its CA in a Secret and needs access to the cluster: set --kubeconfig or run in a pod")
-		}
 		ca, err := registration.BootstrapCA(ctx, o.Client, o.Namespace, o.CASecret)
 		if err != nil {
 			return nil, nil, err
@@ -156,8 +176,6 @@ func certificateSource(ctx context.Context, o RunOptions, m *Metrics) (certs.Sou
 			ValidFor:   validity,
 		}, onReload)
 		return src, ca.CertPEM, err
-	case o.CertFile == "" || o.KeyFile == "":
-		return nil, nil, errors.New("no serving certificate: give --tls-cert-file and --tls-private-key-file, or --self-signed")
 	default:
 		src, err := certs.NewFileSource(o.CertFile, o.KeyFile, onReload)
 		return src, nil, err

@@ -24,6 +24,10 @@ type Server struct {
 	Log     *slog.Logger
 	// ShutdownGrace is how long in-flight requests may finish on stop.
 	ShutdownGrace time.Duration
+	// Timeouts bound slow clients; zero fields are serving's defaults.
+	Timeouts serving.Timeouts
+	// TLS is the protocol floor and cipher suites; zero is the defaults.
+	TLS TLSOptions
 
 	ready    atomic.Bool
 	draining atomic.Bool
@@ -42,6 +46,7 @@ func (s *Server) mux(withMutate bool) *http.ServeMux {
 // readiness is what /readyz answers.
 func (s *Server) readiness() (bool, string) {
 	gateOK, gateWhy := s.Handler.gateReady()
+	configOK, configWhy := s.Handler.configReady()
 	switch {
 	case s.draining.Load():
 		return false, "shutting down"
@@ -49,6 +54,8 @@ func (s *Server) readiness() (bool, string) {
 		return false, "not serving yet"
 	case !gateOK:
 		return false, gateWhy
+	case !configOK:
+		return false, configWhy
 	case time.Now().After(s.Certs.NotAfter()):
 		return false, fmt.Sprintf("serving certificate expired at %s: renew it (cert-manager, or restart with --self-signed)", s.Certs.NotAfter().Format(time.RFC3339))
 	}
@@ -59,15 +66,17 @@ func (s *Server) readiness() (bool, string) {
 // ctx ends, then drains: /readyz fails at once, and requests in flight get
 // ShutdownGrace to finish.
 func (s *Server) Serve(ctx context.Context, ln net.Listener, metricsLn net.Listener) error {
+	t := s.TLS.orDefault()
 	tlsConfig := &tls.Config{
-		MinVersion:     tls.VersionTLS12,
+		MinVersion:     t.MinVersion,
+		CipherSuites:   t.CipherSuites,
 		GetCertificate: s.Certs.GetCertificate,
 	}
-	main := serving.NewServer(s.mux(true), s.Log)
+	main := serving.NewServerWith(s.mux(true), s.Log, s.Timeouts)
 	main.TLSConfig = tlsConfig
 	listeners := []serving.Listener{{Server: main, Listener: tls.NewListener(ln, tlsConfig)}}
 	if metricsLn != nil {
-		listeners = append(listeners, serving.Listener{Server: serving.NewServer(s.mux(false), s.Log), Listener: metricsLn})
+		listeners = append(listeners, serving.Listener{Server: serving.NewServerWith(s.mux(false), s.Log, s.Timeouts), Listener: metricsLn})
 	}
 	grace := s.ShutdownGrace
 	if grace == 0 {

@@ -17,12 +17,19 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/gpuslice/gpuslice/internal/serving"
+	"github.com/gpuslice/gpuslice/internal/serving/servingtest"
 	"github.com/gpuslice/gpuslice/pkg/certs"
 )
 
 // startServer serves on loopback with a fresh CA and returns a client that
 // trusts it, the TLS and plain base URLs, and a stop function.
 func startServer(t *testing.T) (client *http.Client, tlsURL, plainURL string, stop func() error) {
+	t.Helper()
+	return startServerWith(t, serving.Timeouts{})
+}
+
+func startServerWith(t *testing.T, timeouts serving.Timeouts) (client *http.Client, tlsURL, plainURL string, stop func() error) {
 	t.Helper()
 	ca, err := certs.NewCA("test", time.Hour)
 	if err != nil {
@@ -51,7 +58,7 @@ func startServer(t *testing.T) (client *http.Client, tlsURL, plainURL string, st
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv := &Server{Handler: newTestHandler(), Metrics: m, Certs: src, Log: log, ShutdownGrace: time.Second}
+	srv := &Server{Handler: newTestHandler(), Metrics: m, Certs: src, Log: log, ShutdownGrace: time.Second, Timeouts: timeouts}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln, plain) }()
@@ -117,7 +124,9 @@ func TestServerEndpoints(t *testing.T) {
 	}
 }
 
-func TestReadyzFailsWhenNotServingOrExpired(t *testing.T) {
+// issuingSource is a certificate source with a fresh CA.
+func issuingSource(t *testing.T) certs.Source {
+	t.Helper()
 	ca, err := certs.NewCA("test", time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -126,7 +135,11 @@ func TestReadyzFailsWhenNotServingOrExpired(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{Handler: newTestHandler(), Metrics: NewMetrics(), Certs: expiredSource{src}}
+	return src
+}
+
+func TestReadyzFailsWhenNotServingOrExpired(t *testing.T) {
+	s := &Server{Handler: newTestHandler(), Metrics: NewMetrics(), Certs: expiredSource{issuingSource(t)}}
 	rec := httptest.NewRecorder()
 	s.mux(true).ServeHTTP(rec, mustRequest(t, "/readyz"))
 	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "not serving") {
@@ -143,3 +156,18 @@ func TestReadyzFailsWhenNotServingOrExpired(t *testing.T) {
 type expiredSource struct{ certs.Source }
 
 func (expiredSource) NotAfter() time.Time { return time.Now().Add(-time.Minute) }
+
+// TestServerCutsSlowClients: a client trickling an AdmissionReview, or
+// parking a keep-alive connection, is cut off on both listeners.
+func TestServerCutsSlowClients(t *testing.T) {
+	short := 200 * time.Millisecond
+	client, tlsURL, plainURL, _ := startServerWith(t, serving.Timeouts{Read: short, Idle: short})
+	tlsConfig := client.Transport.(*http.Transport).TLSClientConfig
+	dialTLS := func() (net.Conn, error) {
+		return tls.Dial("tcp", strings.TrimPrefix(tlsURL, "https://"), tlsConfig)
+	}
+	dialPlain := func() (net.Conn, error) { return net.Dial("tcp", strings.TrimPrefix(plainURL, "http://")) }
+	t.Run("trickled review", func(t *testing.T) { servingtest.TrickledBodyCut(t, dialTLS, "/mutate") })
+	t.Run("idle over TLS", func(t *testing.T) { servingtest.IdleClosed(t, dialTLS, "/healthz") })
+	t.Run("idle over plain HTTP", func(t *testing.T) { servingtest.IdleClosed(t, dialPlain, "/healthz") })
+}

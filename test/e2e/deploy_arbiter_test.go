@@ -158,7 +158,8 @@ arbiter:
 }
 
 // podEnv resolves the container's env as the kubelet would, for the
-// downward-API fields given; any other kind of value fails the test.
+// downward-API fields given and the container's own memory limit; any
+// other kind of value fails the test.
 func podEnv(t *testing.T, ctr corev1.Container, fields map[string]string) []string {
 	t.Helper()
 	var env []string
@@ -168,6 +169,10 @@ func podEnv(t *testing.T, ctr corev1.Container, fields map[string]string) []stri
 			env = append(env, e.Name+"="+e.Value)
 		case e.ValueFrom.FieldRef != nil && fields[e.ValueFrom.FieldRef.FieldPath] != "":
 			env = append(env, e.Name+"="+fields[e.ValueFrom.FieldRef.FieldPath])
+		case e.ValueFrom.ResourceFieldRef != nil && e.ValueFrom.ResourceFieldRef.Resource == "limits.memory" &&
+			e.ValueFrom.ResourceFieldRef.ContainerName == "" && e.ValueFrom.ResourceFieldRef.Divisor.IsZero():
+			// The kubelet writes the limit in bytes, as GOMEMLIMIT reads it.
+			env = append(env, e.Name+"="+strconv.FormatInt(ctr.Resources.Limits.Memory().Value(), 10))
 		default:
 			t.Fatalf("env %s: cannot resolve %+v here", e.Name, e.ValueFrom)
 		}

@@ -12,6 +12,7 @@ package dcgmtest
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -64,6 +65,7 @@ type Server struct {
 	omit      []string
 	status    int
 	nodeLabel string
+	extra     []promSeries
 
 	scrapes, queries atomic.Int64
 }
@@ -140,6 +142,15 @@ func (s *Server) SetPrometheusNodeLabel(label string) {
 	s.nodeLabel = label
 }
 
+// AddPrometheusSeries adds a series the query endpoint returns beside the
+// exporter's: one from another job that reuses a DCGM name, or one with a
+// value no GPU can have. value is written as the API writes a sample.
+func (s *Server) AddPrometheusSeries(labels map[string]string, value string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.extra = append(s.extra, promSeries{Metric: maps.Clone(labels), Value: [2]any{0.0, value}})
+}
+
 // Scrapes counts requests to /metrics, Queries those to /api/v1/query.
 func (s *Server) Scrapes() int64 { return s.scrapes.Load() }
 func (s *Server) Queries() int64 { return s.queries.Load() }
@@ -150,6 +161,7 @@ type state struct {
 	omit      []string
 	status    int
 	nodeLabel string
+	extra     []promSeries
 }
 
 func (s *Server) state() state {
@@ -159,5 +171,5 @@ func (s *Server) state() state {
 	for i := range gpus {
 		gpus[i].Pods = slices.Clone(gpus[i].Pods)
 	}
-	return state{gpus: gpus, omit: slices.Clone(s.omit), status: s.status, nodeLabel: s.nodeLabel}
+	return state{gpus: gpus, omit: slices.Clone(s.omit), status: s.status, nodeLabel: s.nodeLabel, extra: slices.Clone(s.extra)}
 }

@@ -113,6 +113,19 @@ func TestQuery(t *testing.T) {
 	if _, a := query(t, s, "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL"); a.Status != "success" || a.Data == nil || len(a.Data.Result) != 0 {
 		t.Errorf("unserved field: %+v", a)
 	}
+	for q, want := range map[string]int{
+		`DCGM_FI_DEV_FB_FREE{job=~".*dcgm-exporter", kubernetes_node="homelabai"}`: 1,
+		`DCGM_FI_DEV_FB_FREE{job="node-exporter"}`:                                 0,
+		`DCGM_FI_DEV_FB_FREE{job!~"dcgm.*"}`:                                       0,
+	} {
+		if _, a := query(t, s, q); a.Data == nil || len(a.Data.Result) != want {
+			t.Errorf("%s: %+v, want %d series", q, a, want)
+		}
+	}
+	s.AddPrometheusSeries(map[string]string{"__name__": "DCGM_FI_DEV_FB_FREE", "job": "spoof", "gpu": "0"}, "0")
+	if _, a := query(t, s, `DCGM_FI_DEV_FB_FREE{job="spoof"}`); a.Data == nil || len(a.Data.Result) != 1 || a.Data.Result[0].Value[1] != "0" {
+		t.Errorf("added series: %+v", a)
+	}
 	if code, a := query(t, s, "sum(DCGM_FI_DEV_FB_FREE)"); code != http.StatusBadRequest || a.ErrorType != "bad_data" {
 		t.Errorf("expression: HTTP %d %+v", code, a)
 	}
@@ -120,8 +133,8 @@ func TestQuery(t *testing.T) {
 	if code, a := query(t, s, "DCGM_FI_DEV_FB_FREE"); code != http.StatusServiceUnavailable || a.Status != "error" || a.ErrorType != "unavailable" {
 		t.Errorf("failing: HTTP %d %+v", code, a)
 	}
-	if n := s.Queries(); n != 4 {
-		t.Errorf("%d queries, want 4", n)
+	if n := s.Queries(); n != 8 {
+		t.Errorf("%d queries, want 8", n)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"flag"
 	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -27,4 +28,23 @@ func Check(t testing.TB, path string, got []byte) {
 	if !bytes.Equal(got, want) {
 		t.Errorf("%s differs (go test -update rewrites it if the change is intended)\n--- got\n%s--- want\n%s", path, got, want)
 	}
+}
+
+// Files reads every file matching pattern (a filepath.Glob), for seed
+// corpora; it fails t when none match.
+func Files(t testing.TB, pattern string) [][]byte {
+	t.Helper()
+	names, err := filepath.Glob(pattern)
+	if err != nil || len(names) == 0 {
+		t.Fatalf("no files match %s: %v", pattern, err)
+	}
+	out := make([][]byte, 0, len(names))
+	for _, name := range names {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, b)
+	}
+	return out
 }

@@ -124,3 +124,13 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end }}
+
+{{/* GOMEMLIMIT from the container's own memory limit: the Go runtime reads it
+at start and collects harder as the heap nears the limit, instead of
+growing past it into an OOM kill. */}}
+{{- define "gpuslice.goMemLimit" -}}
+- name: GOMEMLIMIT
+  valueFrom:
+    resourceFieldRef:
+      resource: limits.memory
+{{- end }}
