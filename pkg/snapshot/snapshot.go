@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"sort"
+	"sync"
 
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
@@ -55,45 +56,54 @@ func take(ctx context.Context, cs kubernetes.Interface, opt ledger.Options, coun
 			podSel = fields.AndSelectors(podSel, fields.OneTermEqualSelector("spec.nodeName", opt.Node))
 		}
 	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		l, err := cs.CoreV1().Nodes().List(gctx, metav1.ListOptions{FieldSelector: nodeSel.String()})
+	// Each list's error in a fixed order, so that a user without RBAC is
+	// told every grant missing, nodes first.
+	var errs [4]error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		l, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{FieldSelector: nodeSel.String()})
 		if err != nil {
-			return listErr("nodes", err)
+			errs[0] = listErr("nodes", err)
+			return
 		}
 		in.Nodes = l.Items
-		return nil
 	})
-	g.Go(func() error {
-		l, err := cs.CoreV1().Pods("").List(gctx, metav1.ListOptions{FieldSelector: podSel.String()})
+	wg.Go(func() {
+		l, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: podSel.String()})
 		if err != nil {
-			return listErr("pods", err)
+			errs[1] = listErr("pods", err)
+			return
 		}
 		in.Pods = l.Items
-		return nil
 	})
-	g.Go(func() error {
-		l, err := cs.AppsV1().ReplicaSets("").List(gctx, metav1.ListOptions{})
+	wg.Go(func() {
+		l, err := cs.AppsV1().ReplicaSets("").List(ctx, metav1.ListOptions{})
 		if err != nil {
-			return listErr("replicasets", err)
+			errs[2] = listErr("replicasets", err)
+			return
 		}
 		in.ReplicaSets = l.Items
-		return nil
 	})
-	g.Go(func() error {
-		l, err := cs.BatchV1().Jobs("").List(gctx, metav1.ListOptions{})
+	wg.Go(func() {
+		l, err := cs.BatchV1().Jobs("").List(ctx, metav1.ListOptions{})
 		if err != nil {
-			return listErr("jobs", err)
+			errs[3] = listErr("jobs", err)
+			return
 		}
 		in.Jobs = l.Items
-		return nil
 	})
-	if err := g.Wait(); err != nil {
+	wg.Wait()
+	for _, err := range errs {
+		if isUnreachable(err) {
+			return in, err // one "cannot reach" says it all
+		}
+	}
+	if err := errors.Join(errs[:]...); err != nil {
 		return in, err
 	}
 	refs := configMapRefs(in.Pods, opt)
 	got := make([]*corev1.ConfigMap, len(refs))
-	g, gctx = errgroup.WithContext(ctx)
+	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
 	for i, ref := range refs {
 		g.Go(func() error {
