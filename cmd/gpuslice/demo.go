@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"io"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -9,9 +11,35 @@ import (
 	"github.com/gpuslice/gpuslice/internal/demo/evening"
 )
 
+type demoOptions struct {
+	print *printFlags
+	keep  bool
+	demo  demo.Options
+}
+
+func (o *demoOptions) complete(g *globals, _ []string) error {
+	log, err := g.logger()
+	if err != nil {
+		return err
+	}
+	o.demo = demo.Options{Out: os.Stdout, Progress: os.Stderr, Log: log, Keep: o.keep, Evening: evening.Play(log)}
+	return nil
+}
+
+func (o *demoOptions) Validate() error { return o.print.Validate() }
+
+func (o *demoOptions) run(ctx context.Context, out io.Writer) error {
+	if o.print.structured() {
+		o.demo.Out = io.Discard
+		o.demo.Result = func(r *demo.Result) error { return o.print.print(out, r, nil) }
+	} else {
+		o.demo.Out = out
+	}
+	return demo.Run(ctx, o.demo)
+}
+
 func newDemoCommand(g *globals) *cobra.Command {
-	var keep bool
-	var outFlags *printFlags
+	o := &demoOptions{}
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Play the reference homelab cluster on a local control plane",
@@ -32,23 +60,10 @@ KUBEBUILDER_ASSETS to a folder holding the four binaries.`,
   gpuslice demo -o yaml      # the mutated Plex pod and both ledgers
   gpuslice demo --keep       # leave the cluster running; prints its KUBECONFIG`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := g.logger()
-			if err != nil {
-				return err
-			}
-			if err := outFlags.Validate(); err != nil {
-				return err
-			}
-			o := demo.Options{Out: os.Stdout, Progress: os.Stderr, Log: log, Keep: keep, Evening: evening.Play(log)}
-			if outFlags.structured() {
-				o.Result = func(r *demo.Result) error { return outFlags.print(os.Stdout, r, nil) }
-			}
-			return demo.Run(cmd.Context(), o)
-		},
+		RunE: runCommand(g, o),
 	}
-	cmd.Flags().BoolVar(&keep, "keep", false, "keep the cluster running until Ctrl-C")
-	outFlags = addPrintFlags(cmd, false)
+	cmd.Flags().BoolVar(&o.keep, "keep", false, "keep the cluster running until Ctrl-C")
+	o.print = addPrintFlags(cmd, false)
 	// The demo's webhook logs are noise next to its story.
 	cmd.PreRun = func(*cobra.Command, []string) {
 		if !cmd.Flags().Changed("log-level") && !cmd.Root().PersistentFlags().Changed("log-level") {
