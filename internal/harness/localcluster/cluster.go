@@ -41,6 +41,11 @@ type Options struct {
 	// Dir keeps data, certificates, kubeconfig and logs; empty means a
 	// temporary folder removed by Stop.
 	Dir string
+	// AdvertiseAddress, for a real node (StartRealNode), is a host address
+	// pods reach: the API server listens on every address, advertises this
+	// one as the kubernetes Service's endpoint, and its certificate names it.
+	// Service-account admission is then on, as pods need their tokens.
+	AdvertiseAddress string
 }
 
 // Cluster is a running control plane.
@@ -87,7 +92,22 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 			c.Stop()
 		}
 	}()
-	pki, err := writePKI(c.Dir)
+	var extraIPs []net.IP
+	bind, advertise := "127.0.0.1", "127.0.0.1"
+	// Without a kubelet nothing mounts service-account tokens, and the
+	// plugin would refuse pods until the controller manager has made each
+	// namespace's default ServiceAccount.
+	admission := "--disable-admission-plugins=ServiceAccount"
+	if opts.AdvertiseAddress != "" {
+		ip := net.ParseIP(opts.AdvertiseAddress)
+		if ip == nil {
+			return nil, fmt.Errorf("advertise address %q is not an IP address", opts.AdvertiseAddress)
+		}
+		extraIPs = append(extraIPs, ip)
+		bind, advertise = "0.0.0.0", opts.AdvertiseAddress
+		admission = "--enable-admission-plugins=ServiceAccount"
+	}
+	pki, err := writePKI(c.Dir, extraIPs...)
 	if err != nil {
 		return nil, err
 	}
@@ -109,7 +129,7 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	}
 	if err := c.run(binDir, KubeAPIServer,
 		"--etcd-servers="+etcdURL,
-		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+		"--bind-address="+bind, "--advertise-address="+advertise,
 		"--secure-port="+strconv.Itoa(apiPort),
 		"--tls-cert-file="+pki.serving, "--tls-private-key-file="+pki.servingKey,
 		"--client-ca-file="+pki.ca,
@@ -119,13 +139,11 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		"--service-cluster-ip-range=10.96.0.0/16",
 		"--authorization-mode=RBAC",
 		"--allow-privileged=true",
-		// Without a kubelet nothing mounts service-account tokens, and the
-		// plugin would refuse pods until the controller manager has made
-		// each namespace's default ServiceAccount.
-		"--disable-admission-plugins=ServiceAccount",
+		admission,
 		// Simulated nodes have no kubelet; dialling their InternalIP
 		// (127.0.0.1) for logs fails at once on loopback instead of
-		// resolving the node's hostname through the network's DNS.
+		// resolving the node's hostname through the network's DNS. A real
+		// node's InternalIP is its bridge address.
 		"--kubelet-preferred-address-types=InternalIP",
 		"--cert-dir="+filepath.Join(c.Dir, "apiserver-certs"),
 	); err != nil {
@@ -200,11 +218,15 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 }
 
 func (c *Cluster) run(binDir, name string, args ...string) error {
+	return c.start(name, exec.Command(filepath.Join(binDir, name), args...))
+}
+
+// start runs cmd as the component name, its output in Dir/name.log.
+func (c *Cluster) start(name string, cmd *exec.Cmd) error {
 	logFile, err := os.Create(filepath.Join(c.Dir, name+".log"))
 	if err != nil {
 		return fmt.Errorf("creating log for %s: %w", name, err)
 	}
-	cmd := exec.Command(filepath.Join(binDir, name), args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// Its own process group, and killed with its parent on Linux, so a
 	// crashed test leaves no orphan apiserver behind.
@@ -284,7 +306,7 @@ type pkiFiles struct{ ca, serving, servingKey, admin, adminKey, saKey string }
 // writePKI creates the cluster CA, the API server's serving certificate, an
 // admin client certificate (group system:masters) and the service-account
 // signing key.
-func writePKI(dir string) (pkiFiles, error) {
+func writePKI(dir string, extraIPs ...net.IP) (pkiFiles, error) {
 	pdir := filepath.Join(dir, "pki")
 	f := pkiFiles{
 		ca: filepath.Join(pdir, "ca.crt"), serving: filepath.Join(pdir, "apiserver.crt"), servingKey: filepath.Join(pdir, "apiserver.key"),
@@ -302,7 +324,7 @@ func writePKI(dir string) (pkiFiles, error) {
 	}
 	serving, err := ca.Issue(certs.LeafOptions{
 		CommonName: "kube-apiserver", DNSNames: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"},
-		IPs: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.96.0.1")}, ValidFor: 24 * time.Hour * 365,
+		IPs: append([]net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.96.0.1")}, extraIPs...), ValidFor: 24 * time.Hour * 365,
 	})
 	if err != nil {
 		return f, err
