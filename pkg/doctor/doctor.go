@@ -229,7 +229,7 @@ func judgeWorkload(ev *Evidence, w *WorkloadEvidence) []Result {
 		mem, node := ev.memorySettings(p.Pod), ev.nodeMemory(p.Pod.Spec.NodeName, w)
 		perPod = append(perPod, []Result{
 			JudgeScheduling(p),
-			JudgeRuntimeClass(p.Pod, ev.RuntimeClasses, p.Pod.Annotations[inject.AnnotationProfiles] != "", true),
+			JudgeRuntimeHandler(JudgeRuntimeClass(p.Pod, ev.RuntimeClasses, p.Pod.Annotations[inject.AnnotationProfiles] != "", true), p),
 			JudgeDevices(p.Pod, ev.profiles()),
 			JudgeNvidiaEnv(p.Pod, ev.ConfigMaps),
 			JudgeCrash(p.Pod, mem, node),

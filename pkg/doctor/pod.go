@@ -166,6 +166,34 @@ func JudgeRuntimeClass(pod *corev1.Pod, rcs RuntimeClasses, annotated, admitted 
 	return res
 }
 
+// JudgeRuntimeHandler refines a pod's runtime-class result with what the
+// kubelet reported: a RuntimeClass that exists but names a handler the
+// node's containerd lacks fails every sandbox with "no runtime for
+// \"nvidia\" is configured" (a K3s started before the NVIDIA container
+// toolkit was installed).
+func JudgeRuntimeHandler(rc Result, p *PodEvidence) Result {
+	if rc.Verdict != OK {
+		return rc
+	}
+	for _, e := range p.Events {
+		if e.Reason != "FailedCreatePodSandBox" || !strings.Contains(e.Message, "no runtime for") {
+			continue
+		}
+		handler := "nvidia"
+		if name := p.Pod.Spec.RuntimeClassName; name != nil {
+			handler = *name
+		}
+		if _, h, ok := strings.Cut(rc.Evidence, "(handler "); ok {
+			handler = strings.TrimSuffix(h, ")")
+		}
+		rc.Verdict = Fail
+		rc.Evidence = fmt.Sprintf("%s, but the node's container runtime has no handler %s: FailedCreatePodSandBox (x%d): %s", rc.Evidence, handler, max(e.Count, 1), strings.TrimSpace(e.Message))
+		rc.Remedy = fmt.Sprintf("register the %s runtime with the node's containerd: on K3s install the NVIDIA container toolkit on the node and restart k3s, which then adds it to /var/lib/rancher/k3s/agent/etc/containerd/config.toml; elsewhere add it under [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.%s] and restart containerd", handler, handler)
+		return rc
+	}
+	return rc
+}
+
 // missingDevices compares a pod with a profile's devices: the host paths
 // without a hostPath volume, and per container the mount paths without a
 // mount. Volume names do not matter: the webhook reuses a pod's own.

@@ -66,6 +66,20 @@ func TestDoctorJudgeRuntimeClass(t *testing.T) {
 	}
 }
 
+// TestDoctorJudgeRuntimeHandler: the kubelet's event when containerd has
+// no runtime for the RuntimeClass's handler, as the real node produces it.
+func TestDoctorJudgeRuntimeHandler(t *testing.T) {
+	rcs := RuntimeClasses{Handlers: map[string]string{"nvidia": "nvidia"}}
+	p := pod("ai-dev", "vllm", "homelabai", 2, annotated, withRuntimeClass)
+	failed := Event{Type: "Warning", Reason: "FailedCreatePodSandBox", Count: 3,
+		Message: `Failed to create pod sandbox: rpc error: code = Unknown desc = failed to get sandbox runtime: no runtime for "nvidia" is configured`}
+	expect(t, JudgeRuntimeHandler(JudgeRuntimeClass(p, rcs, true, true), &PodEvidence{Pod: p, Events: []Event{failed}}), Fail,
+		"has no handler nvidia", `no runtime for "nvidia" is configured`, "NVIDIA container toolkit", "restart k3s")
+	expect(t, JudgeRuntimeHandler(JudgeRuntimeClass(p, rcs, true, true), &PodEvidence{Pod: p}), OK, "runtimeClassName nvidia (handler nvidia)")
+	missing := JudgeRuntimeClass(p, RuntimeClasses{Handlers: map[string]string{}}, true, true)
+	expect(t, JudgeRuntimeHandler(missing, &PodEvidence{Pod: p, Events: []Event{failed}}), Fail, "RuntimeClass nvidia does not exist")
+}
+
 func TestDoctorJudgeDevices(t *testing.T) {
 	profiles := inject.DefaultConfig("").Profiles
 	withInit := func(p *corev1.Pod) {

@@ -1,0 +1,209 @@
+package realnode
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	nodev1 "k8s.io/api/node/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/restmapper"
+
+	"github.com/gpuslice/gpuslice/internal/chart"
+	"github.com/gpuslice/gpuslice/internal/demo"
+	"github.com/gpuslice/gpuslice/internal/harness/localcluster"
+	"github.com/gpuslice/gpuslice/internal/image"
+)
+
+const fieldManager = "gpuslice-realnode-test"
+
+var (
+	installOnce sync.Once
+	installErr  error
+)
+
+// installChart builds the gpuslice image with hack/image's code, imports
+// it into the node's containerd as a K3s user would (ctr -n k8s.io images
+// import), and applies the chart rendered with its defaults, plus the
+// RuntimeClass nvidia K3s ships. It waits for the webhook Deployment to be
+// available. Once per run: later tests build on the install.
+func installChart(t *testing.T) {
+	t.Helper()
+	n := realNode(t)
+	installOnce.Do(func() { installErr = install(n) })
+	if installErr != nil {
+		t.Fatal(installErr)
+	}
+}
+
+func install(n *localcluster.RealNode) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	wd, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	root, err := chart.RepoRoot(wd)
+	if err != nil {
+		return err
+	}
+	version, err := image.ChartVersion(root)
+	if err != nil {
+		return err
+	}
+	spec := image.GpusliceSpec(root, version, image.GitCommit(ctx, root))
+	img, err := image.Build(ctx, spec, image.HostPlatform())
+	if err != nil {
+		return err
+	}
+	file := filepath.Join(n.NodeDir(), "images", "gpuslice.tar")
+	if err := image.WriteTarball(file, spec.Ref, img); err != nil {
+		return err
+	}
+	if err := n.ImportImage(ctx, file); err != nil {
+		return err
+	}
+	ch, err := chart.Load(root)
+	if err != nil {
+		return err
+	}
+	r, err := chart.Render(ch, chart.Options{Plain: true})
+	if err != nil {
+		return err
+	}
+	if err := demo.EnsureNamespace(ctx, n.Client, chart.DefaultNamespace); err != nil {
+		return err
+	}
+	if err := applyAll(ctx, n, r.Objects()); err != nil {
+		return err
+	}
+	rc := &nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: "nvidia"}, Handler: "nvidia"}
+	if _, err := n.Client.NodeV1().RuntimeClasses().Create(ctx, rc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("creating RuntimeClass nvidia: %w", err)
+	}
+	var d appsv1.Deployment
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(r.Find("Deployment", "gpuslice-webhook").Object, &d); err != nil {
+		return err
+	}
+	var last string
+	err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
+		got, err := n.Client.AppsV1().Deployments(d.Namespace).Get(ctx, d.Name, metav1.GetOptions{})
+		if err != nil {
+			last = err.Error()
+			return false, nil
+		}
+		last = fmt.Sprintf("%d/%d available", got.Status.AvailableReplicas, *d.Spec.Replicas)
+		return got.Status.AvailableReplicas == *d.Spec.Replicas, nil
+	})
+	if err != nil {
+		pods, _ := n.Client.CoreV1().Pods(d.Namespace).List(ctx, metav1.ListOptions{})
+		var states []string
+		for _, p := range pods.Items {
+			states = append(states, fmt.Sprintf("%s %s %v%s", p.Name, p.Status.Phase, p.Status.ContainerStatuses, events(ctx, n, p.Namespace, p.Name)))
+		}
+		return fmt.Errorf("the webhook Deployment %s/%s never became available (%s): %w\npods:\n%s", d.Namespace, d.Name, last, err, strings.Join(states, "\n"))
+	}
+	return nil
+}
+
+// applyAll is kubectl apply --server-side of each object, in order.
+func applyAll(ctx context.Context, n *localcluster.RealNode, objs []*unstructured.Unstructured) error {
+	dyn, err := dynamic.NewForConfig(n.Config)
+	if err != nil {
+		return err
+	}
+	dc, err := discovery.NewDiscoveryClientForConfig(n.Config)
+	if err != nil {
+		return err
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
+	for _, obj := range objs {
+		gvk := obj.GroupVersionKind()
+		m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if err != nil {
+			return fmt.Errorf("no resource for %s: %w", gvk, err)
+		}
+		var ri dynamic.ResourceInterface = dyn.Resource(m.Resource)
+		if obj.GetNamespace() != "" {
+			ri = dyn.Resource(m.Resource).Namespace(obj.GetNamespace())
+		}
+		if _, err := ri.Apply(ctx, obj.GetName(), obj, metav1.ApplyOptions{FieldManager: fieldManager, Force: true}); err != nil {
+			return fmt.Errorf("applying %s %s/%s: %w", obj.GetKind(), obj.GetNamespace(), obj.GetName(), err)
+		}
+	}
+	return nil
+}
+
+// gpusliceBinary builds the gpuslice command for this test run.
+var gpusliceBinary = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "gpuslice-bin-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "gpuslice")
+	cmd := exec.Command("go", "build", "-o", bin, "github.com/gpuslice/gpuslice/cmd/gpuslice")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/gpuslice: %w\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// gpuslice runs the gpuslice command against the node's API server.
+func gpuslice(ctx context.Context, t *testing.T, n *localcluster.RealNode, args ...string) (string, error) {
+	t.Helper()
+	bin, err := gpusliceBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.CommandContext(ctx, bin, append(args, "--kubeconfig", n.Kubeconfig)...).CombinedOutput()
+	return string(out), err
+}
+
+// TestChartWebhookFromImage: the chart's webhook runs from the built image
+// on the real node, the API server calls it through its Service (and
+// kube-proxy), and gpuslice doctor finds the install healthy.
+func TestChartWebhookFromImage(t *testing.T) {
+	n := realNode(t)
+	installChart(t)
+	ctx := testContext(t, 3*time.Minute)
+	pods, err := n.Client.CoreV1().Pods(chart.DefaultNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=webhook"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods.Items {
+		for _, c := range p.Status.ContainerStatuses {
+			if !strings.Contains(c.Image, "ghcr.io/gpuslice/gpuslice:") {
+				t.Errorf("webhook pod %s runs %s, want the built ghcr.io/gpuslice/gpuslice image", p.Name, c.Image)
+			}
+		}
+	}
+	// The API server mutates an annotated pod only by calling the webhook.
+	p := testboxPod("default", "probe")
+	p.Annotations = map[string]string{"gpu-directories": "nvidia"}
+	got, err := n.Client.CoreV1().Pods(p.Namespace).Create(ctx, p, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+	if err != nil {
+		t.Fatalf("creating an annotated pod (dry run) through the webhook: %v", err)
+	}
+	if len(got.Spec.Volumes) < 3 {
+		t.Errorf("the webhook did not inject the devices: volumes %v", got.Spec.Volumes)
+	}
+	out, err := gpuslice(ctx, t, n, "doctor")
+	if err != nil {
+		t.Errorf("gpuslice doctor on the real node's install: %v\n%s", err, out)
+	}
+	t.Logf("gpuslice doctor:\n%s", out)
+}
