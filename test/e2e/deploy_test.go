@@ -706,7 +706,6 @@ func TestDeployBinary(t *testing.T) {
 	})
 }
 
-
 // kubeAPI sends unstructured objects to the API server, finding their
 // resources through discovery.
 type kubeAPI struct {
