@@ -176,14 +176,19 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		}
 	}
 	if opts.ControllerManager {
+		// nodelifecycle would taint simulated nodes not-ready, since no
+		// kubelet renews their leases; a real node needs it to lift the
+		// not-ready taint the kubelet registers with.
+		controllers := "--controllers=*,-nodelifecycle"
+		if opts.AdvertiseAddress != "" {
+			controllers = "--controllers=*"
+		}
 		if err := c.run(binDir, KubeControllerManager,
 			"--kubeconfig="+c.Kubeconfig,
 			"--authentication-kubeconfig="+c.Kubeconfig, "--authorization-kubeconfig="+c.Kubeconfig,
 			"--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(freePort()),
 			"--leader-elect=false",
-			// nodelifecycle would taint simulated nodes not-ready, since no
-			// kubelet renews their leases.
-			"--controllers=*,-nodelifecycle",
+			controllers,
 			"--service-account-private-key-file="+pki.saKey,
 			"--root-ca-file="+pki.ca,
 			"--use-service-account-credentials=false",

@@ -173,13 +173,18 @@ func StartRealNode(ctx context.Context, opts RealNodeOptions) (n *RealNode, err 
 		return nil, err
 	}
 	if err := n.waitNode(ctx, func(node *corev1.Node) bool {
+		for _, t := range node.Spec.Taints {
+			if t.Effect == corev1.TaintEffectNoSchedule || t.Effect == corev1.TaintEffectNoExecute {
+				return false
+			}
+		}
 		for _, c := range node.Status.Conditions {
 			if c.Type == corev1.NodeReady {
 				return c.Status == corev1.ConditionTrue
 			}
 		}
 		return false
-	}, "Ready"); err != nil {
+	}, "Ready and untainted"); err != nil {
 		return nil, err
 	}
 	n.Plugin = NewDevicePlugin()
@@ -495,7 +500,7 @@ func (n *RealNode) waitNode(ctx context.Context, ok func(*corev1.Node) bool, wha
 			last = err.Error()
 			return false, nil
 		}
-		last = fmt.Sprintf("conditions %v, allocatable %v", node.Status.Conditions, node.Status.Allocatable)
+		last = fmt.Sprintf("taints %v, conditions %v, allocatable %v", node.Spec.Taints, node.Status.Conditions, node.Status.Allocatable)
 		return ok(node), nil
 	})
 	if err != nil {
