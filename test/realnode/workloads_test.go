@@ -143,7 +143,10 @@ func TestSeedWorkloadsOnRealNode(t *testing.T) {
 		if err != nil {
 			return false, err
 		}
-		return p.Status.Phase == corev1.PodFailed && strings.Contains(p.Status.Reason, "OutOf"), nil
+		// The kubelet's device manager: "Allocate failed due to requested
+		// number of devices unavailable for nvidia.com/gpu.shared.
+		// Requested: 3, Available: 2".
+		return p.Status.Phase == corev1.PodFailed && strings.Contains(p.Status.Message, "devices unavailable for "+sharedResource+". Requested: 3, Available: 2"), nil
 	})
 	if err != nil {
 		p, _ := n.Client.CoreV1().Pods("ai").Get(ctx, bound.Name, metav1.GetOptions{})
