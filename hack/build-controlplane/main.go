@@ -26,11 +26,7 @@ func main() {
 }
 
 func run(node bool) error {
-	wd, err := os.Getwd()
-	if err != nil {
-		return err
-	}
-	root, err := localcluster.FindRepoRoot(wd)
+	root, err := localcluster.RepoRoot()
 	if err != nil {
 		return err
 	}

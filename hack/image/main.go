@@ -37,11 +37,7 @@ func run(out, platforms string) error {
 	if err != nil {
 		return err
 	}
-	wd, err := os.Getwd()
-	if err != nil {
-		return err
-	}
-	root, err := localcluster.FindRepoRoot(wd)
+	root, err := localcluster.RepoRoot()
 	if err != nil {
 		return err
 	}

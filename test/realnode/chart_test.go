@@ -53,11 +53,7 @@ func installChart(t *testing.T) {
 func install(n *localcluster.RealNode) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	wd, err := os.Getwd()
-	if err != nil {
-		return err
-	}
-	root, err := chart.RepoRoot(wd)
+	root, err := localcluster.RepoRoot()
 	if err != nil {
 		return err
 	}

@@ -50,6 +50,15 @@ func FindRepoRoot(dir string) (string, error) {
 	}
 }
 
+// RepoRoot is the checkout above the working directory.
+func RepoRoot() (string, error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("finding the working directory: %w", err)
+	}
+	return FindRepoRoot(wd)
+}
+
 // CacheDir is where a checkout keeps its built binaries (git-ignored).
 func CacheDir(repoRoot string) string {
 	return filepath.Join(repoRoot, ".cache", "controlplane", KubernetesVersion)
@@ -64,11 +73,7 @@ func FindBinaries() (string, error) {
 		}
 		return dir, nil
 	}
-	wd, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("finding the working directory: %w", err)
-	}
-	root, err := FindRepoRoot(wd)
+	root, err := RepoRoot()
 	if err != nil {
 		return "", err
 	}
@@ -88,11 +93,7 @@ func EnsureBinaries(ctx context.Context, progress io.Writer) (string, error) {
 	if err == nil || os.Getenv("KUBEBUILDER_ASSETS") != "" {
 		return dir, err
 	}
-	wd, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("finding the working directory: %w", err)
-	}
-	root, err := FindRepoRoot(wd)
+	root, err := RepoRoot()
 	if err != nil {
 		return "", err
 	}

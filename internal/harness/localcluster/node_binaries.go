@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"path/filepath"
 )
@@ -93,11 +92,7 @@ func BuildNodeBinaries(ctx context.Context, repoRoot string, progress io.Writer)
 // EnsureNodeBinaries finds the checkout from the working directory and
 // builds what its cache lacks.
 func EnsureNodeBinaries(ctx context.Context, progress io.Writer) (NodeBinaries, error) {
-	wd, err := os.Getwd()
-	if err != nil {
-		return NodeBinaries{}, fmt.Errorf("finding the working directory: %w", err)
-	}
-	root, err := FindRepoRoot(wd)
+	root, err := RepoRoot()
 	if err != nil {
 		return NodeBinaries{}, err
 	}

@@ -391,11 +391,7 @@ func (n *RealNode) ImportImage(ctx context.Context, tarball string) error {
 // importHarnessImages builds the pause and testbox images from
 // internal/harness/testbox and imports them.
 func (n *RealNode) importHarnessImages(ctx context.Context) error {
-	wd, err := os.Getwd()
-	if err != nil {
-		return err
-	}
-	root, err := FindRepoRoot(wd)
+	root, err := RepoRoot()
 	if err != nil {
 		return err
 	}
