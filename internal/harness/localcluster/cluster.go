@@ -87,9 +87,12 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		}
 		c.removeDir = true
 	}
+	// Every error return sets c to nil: stop what started through its own
+	// variable.
+	started := c
 	defer func() {
 		if err != nil {
-			c.Stop()
+			started.Stop()
 		}
 	}()
 	var extraIPs []net.IP
