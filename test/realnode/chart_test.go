@@ -12,6 +12,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	nodev1 "k8s.io/api/node/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -113,7 +114,28 @@ func install(n *localcluster.RealNode) error {
 		}
 		return fmt.Errorf("the webhook Deployment %s/%s never became available (%s): %w\npods:\n%s", d.Namespace, d.Name, last, err, strings.Join(states, "\n"))
 	}
+	// Ready pods are not yet a routed Service: kube-proxy programs the
+	// ClusterIP once it sees the endpoints. The API server calling the
+	// webhook for a dry-run pod is the condition that matters.
+	err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		_, err := mutateProbe(ctx, n)
+		if err != nil {
+			last = err.Error()
+		}
+		return err == nil, nil
+	})
+	if err != nil {
+		return fmt.Errorf("the API server never reached the webhook through its Service: %w (last: %s)", err, last)
+	}
 	return nil
+}
+
+// mutateProbe creates an annotated pod as a dry run, which the API server
+// sends to the webhook through its Service.
+func mutateProbe(ctx context.Context, n *localcluster.RealNode) (*corev1.Pod, error) {
+	p := testboxPod("default", "probe")
+	p.Annotations = map[string]string{"gpu-directories": "nvidia"}
+	return n.Client.CoreV1().Pods(p.Namespace).Create(ctx, p, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 }
 
 // applyAll is kubectl apply --server-side of each object, in order.
@@ -188,9 +210,7 @@ func TestChartWebhookFromImage(t *testing.T) {
 		}
 	}
 	// The API server mutates an annotated pod only by calling the webhook.
-	p := testboxPod("default", "probe")
-	p.Annotations = map[string]string{"gpu-directories": "nvidia"}
-	got, err := n.Client.CoreV1().Pods(p.Namespace).Create(ctx, p, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+	got, err := mutateProbe(ctx, n)
 	if err != nil {
 		t.Fatalf("creating an annotated pod (dry run) through the webhook: %v", err)
 	}
