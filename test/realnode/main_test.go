@@ -14,6 +14,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 	"testing"
 	"time"
 
@@ -51,7 +53,18 @@ func run(m *testing.M) int {
 	}
 	fmt.Fprintf(os.Stderr, "real node: started in %s\n", time.Since(start).Round(time.Second))
 	node = n
+	// Interrupted (Ctrl-C, or CI cancelling), stop the node before going:
+	// the test binary would otherwise exit leaving it running.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		s := <-sigs
+		fmt.Fprintf(os.Stderr, "real node: %v, stopping the node\n", s)
+		n.Stop()
+		os.Exit(1)
+	}()
 	code := m.Run()
+	signal.Stop(sigs)
 	n.Stop()
 	if left := n.Leftovers(); len(left) > 0 {
 		fmt.Fprintf(os.Stderr, "FAIL: the stopped real node left behind:\n")
