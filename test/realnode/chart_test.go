@@ -222,4 +222,15 @@ func TestChartWebhookFromImage(t *testing.T) {
 		t.Errorf("gpuslice doctor on the real node's install: %v\n%s", err, out)
 	}
 	t.Logf("gpuslice doctor:\n%s", out)
+	// The agent DaemonSet runs from the same static image; it cannot load
+	// NVML (docs/notes-realnode.md). Log what it does, for issue 12.
+	agents, err := n.Client.CoreV1().Pods(chart.DefaultNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=agent"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range agents.Items {
+		for _, c := range p.Status.ContainerStatuses {
+			t.Logf("agent pod %s: %s, container %s ready=%v restarts=%d", p.Name, p.Status.Phase, c.Name, c.Ready, c.RestartCount)
+		}
+	}
 }
