@@ -2,6 +2,7 @@ package realnode
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -28,6 +29,7 @@ import (
 	"github.com/gpuslice/gpuslice/internal/demo"
 	"github.com/gpuslice/gpuslice/internal/harness/localcluster"
 	"github.com/gpuslice/gpuslice/internal/image"
+	"github.com/gpuslice/gpuslice/internal/version"
 )
 
 const fieldManager = "gpuslice-realnode-test"
@@ -35,6 +37,8 @@ const fieldManager = "gpuslice-realnode-test"
 var (
 	installOnce sync.Once
 	installErr  error
+	// installed is the image the chart runs: its labels.
+	installed map[string]string
 )
 
 // installChart builds the gpuslice image with hack/image's code, imports
@@ -67,6 +71,11 @@ func install(n *localcluster.RealNode) error {
 	if err != nil {
 		return err
 	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return err
+	}
+	installed = cfg.Config.Labels
 	file := filepath.Join(n.NodeDir(), "images", "gpuslice.tar")
 	if err := image.WriteTarball(file, spec.Ref, img); err != nil {
 		return err
@@ -202,12 +211,24 @@ func TestChartWebhookFromImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(pods.Items) == 0 {
+		t.Fatal("no webhook pods")
+	}
 	for _, p := range pods.Items {
 		for _, c := range p.Status.ContainerStatuses {
 			if !strings.Contains(c.Image, "ghcr.io/gpuslice/gpuslice:") {
 				t.Errorf("webhook pod %s runs %s, want the built ghcr.io/gpuslice/gpuslice image", p.Name, c.Image)
 			}
 		}
+	}
+	// The binary in the running container says what the image's labels say.
+	var v version.Info
+	out := execIn(ctx, t, n, &pods.Items[0], "/gpuslice", "version", "-o", "json")
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		t.Fatalf("gpuslice version -o json in the webhook pod: %v: %s", err, out)
+	}
+	if v.Version != installed[image.LabelVersion] || v.Commit != installed[image.LabelRevision] || v.Version == "dev" {
+		t.Errorf("gpuslice version in the image: %+v; the image's labels: version %q, revision %q", v, installed[image.LabelVersion], installed[image.LabelRevision])
 	}
 	// The API server mutates an annotated pod only by calling the webhook.
 	got, err := mutateProbe(ctx, n)
@@ -217,7 +238,7 @@ func TestChartWebhookFromImage(t *testing.T) {
 	if len(got.Spec.Volumes) < 3 {
 		t.Errorf("the webhook did not inject the devices: volumes %v", got.Spec.Volumes)
 	}
-	out, err := gpuslice(ctx, t, n, "doctor")
+	out, err = gpuslice(ctx, t, n, "doctor")
 	if err != nil {
 		t.Errorf("gpuslice doctor on the real node's install: %v\n%s", err, out)
 	}
