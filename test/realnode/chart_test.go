@@ -56,7 +56,8 @@ func installChart(t *testing.T) {
 }
 
 func install(n *localcluster.RealNode) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	// Cold (CI), the image's static build compiles the whole module again.
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	root, err := localcluster.RepoRoot()
 	if err != nil {
