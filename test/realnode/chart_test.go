@@ -28,6 +28,7 @@ import (
 	"github.com/gpuslice/gpuslice/internal/chart"
 	"github.com/gpuslice/gpuslice/internal/demo"
 	"github.com/gpuslice/gpuslice/internal/harness/localcluster"
+	rn "github.com/gpuslice/gpuslice/internal/harness/localcluster/realnode"
 	"github.com/gpuslice/gpuslice/internal/image"
 	"github.com/gpuslice/gpuslice/internal/version"
 )
@@ -55,7 +56,7 @@ func installChart(t *testing.T) {
 	}
 }
 
-func install(n *localcluster.RealNode) error {
+func install(n *rn.RealNode) error {
 	// Cold (CI), the image's static build compiles the whole module again.
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
@@ -142,14 +143,14 @@ func install(n *localcluster.RealNode) error {
 
 // mutateProbe creates an annotated pod as a dry run, which the API server
 // sends to the webhook through its Service.
-func mutateProbe(ctx context.Context, n *localcluster.RealNode) (*corev1.Pod, error) {
+func mutateProbe(ctx context.Context, n *rn.RealNode) (*corev1.Pod, error) {
 	p := testboxPod("default", "probe")
 	p.Annotations = map[string]string{"gpu-directories": "nvidia"}
 	return n.Client.CoreV1().Pods(p.Namespace).Create(ctx, p, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 }
 
 // applyAll is kubectl apply --server-side of each object, in order.
-func applyAll(ctx context.Context, n *localcluster.RealNode, objs []*unstructured.Unstructured) error {
+func applyAll(ctx context.Context, n *rn.RealNode, objs []*unstructured.Unstructured) error {
 	dyn, err := dynamic.NewForConfig(n.Config)
 	if err != nil {
 		return err
@@ -191,7 +192,7 @@ var gpusliceBinary = sync.OnceValues(func() (string, error) {
 })
 
 // gpuslice runs the gpuslice command against the node's API server.
-func gpuslice(ctx context.Context, t *testing.T, n *localcluster.RealNode, args ...string) (string, error) {
+func gpuslice(ctx context.Context, t *testing.T, n *rn.RealNode, args ...string) (string, error) {
 	t.Helper()
 	bin, err := gpusliceBinary()
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/tools/remotecommand"
 
 	"github.com/gpuslice/gpuslice/internal/harness/localcluster"
+	rn "github.com/gpuslice/gpuslice/internal/harness/localcluster/realnode"
 )
 
 // testboxPod is a pod running the testbox image on the real node.
@@ -24,7 +25,7 @@ func testboxPod(ns, name string) *corev1.Pod {
 		Spec: corev1.PodSpec{
 			NodeSelector: map[string]string{"kubernetes.io/hostname": localcluster.HomelabAI().Name},
 			Containers: []corev1.Container{{
-				Name: "main", Image: localcluster.TestboxImage, ImagePullPolicy: corev1.PullNever,
+				Name: "main", Image: rn.TestboxImage, ImagePullPolicy: corev1.PullNever,
 				Command: []string{"/testbox", "sleep"},
 			}},
 			TerminationGracePeriodSeconds: new(int64),
@@ -38,7 +39,7 @@ func testboxPod(ns, name string) *corev1.Pod {
 func useTestbox(spec *corev1.PodSpec) {
 	for i := range spec.Containers {
 		c := &spec.Containers[i]
-		c.Image, c.ImagePullPolicy = localcluster.TestboxImage, corev1.PullNever
+		c.Image, c.ImagePullPolicy = rn.TestboxImage, corev1.PullNever
 		c.Command, c.Args = []string{"/testbox", "sleep"}, nil
 		c.LivenessProbe, c.ReadinessProbe, c.StartupProbe = nil, nil, nil
 	}
@@ -47,7 +48,7 @@ func useTestbox(spec *corev1.PodSpec) {
 
 // waitRunning waits until the pod's containers all run, failing early with
 // its events when it cannot.
-func waitRunning(ctx context.Context, t *testing.T, n *localcluster.RealNode, ns, name string) *corev1.Pod {
+func waitRunning(ctx context.Context, t *testing.T, n *rn.RealNode, ns, name string) *corev1.Pod {
 	t.Helper()
 	var pod *corev1.Pod
 	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
@@ -76,7 +77,7 @@ func waitRunning(ctx context.Context, t *testing.T, n *localcluster.RealNode, ns
 }
 
 // events lists an object's events, for failure messages.
-func events(ctx context.Context, n *localcluster.RealNode, ns, name string) string {
+func events(ctx context.Context, n *rn.RealNode, ns, name string) string {
 	list, err := n.Client.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + name})
 	if err != nil {
 		return err.Error()
@@ -90,7 +91,7 @@ func events(ctx context.Context, n *localcluster.RealNode, ns, name string) stri
 
 // execIn runs a command in a pod's container through the API server and
 // the kubelet, as kubectl exec does.
-func execIn(ctx context.Context, t *testing.T, n *localcluster.RealNode, pod *corev1.Pod, command ...string) string {
+func execIn(ctx context.Context, t *testing.T, n *rn.RealNode, pod *corev1.Pod, command ...string) string {
 	t.Helper()
 	req := n.Client.CoreV1().RESTClient().Post().Resource("pods").Namespace(pod.Namespace).Name(pod.Name).SubResource("exec").
 		VersionedParams(&corev1.PodExecOptions{Container: pod.Spec.Containers[0].Name, Command: command, Stdout: true, Stderr: true}, scheme.ParameterCodec)
@@ -109,7 +110,7 @@ func execIn(ctx context.Context, t *testing.T, n *localcluster.RealNode, pod *co
 // the host has them.
 func deviceLines(present bool) string {
 	var b strings.Builder
-	for _, d := range localcluster.FakeDevices {
+	for _, d := range rn.FakeDevices {
 		if present {
 			fmt.Fprintf(&b, "%s char %d:%d\n", d.Path, d.Major, d.Minor)
 		} else {
@@ -121,7 +122,7 @@ func deviceLines(present bool) string {
 
 func devicePaths() []string {
 	var out []string
-	for _, d := range localcluster.FakeDevices {
+	for _, d := range rn.FakeDevices {
 		out = append(out, d.Path)
 	}
 	return out

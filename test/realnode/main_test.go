@@ -1,6 +1,6 @@
 // Package realnode runs gpuslice on a real node: the local control plane
 // with a kubelet, containerd and runc, kube-proxy and the CNI bridge on
-// this machine (localcluster.StartRealNode), the chart's pods running from
+// this machine (rn.StartRealNode), the chart's pods running from
 // the image hack/image builds.
 //
 // It needs root. Without it, or where the node cannot start, every test
@@ -20,12 +20,13 @@ import (
 	"time"
 
 	"github.com/gpuslice/gpuslice/internal/harness/localcluster"
+	rn "github.com/gpuslice/gpuslice/internal/harness/localcluster/realnode"
 )
 
 // node is the one real node every test shares (starting it takes a while,
 // building it the first time much longer).
 var (
-	node       *localcluster.RealNode
+	node       *rn.RealNode
 	skipReason string
 )
 
@@ -39,12 +40,12 @@ func run(m *testing.M) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
 	start := time.Now()
-	n, err := localcluster.StartRealNode(ctx, localcluster.RealNodeOptions{
+	n, err := rn.StartRealNode(ctx, rn.RealNodeOptions{
 		Labels:   localcluster.HomelabAI().Labels,
 		Progress: os.Stderr,
 	})
 	if err != nil {
-		if errors.Is(err, localcluster.ErrRealNodeUnavailable) && os.Getenv("GPUSLICE_REQUIRE_REAL_NODE") != "1" {
+		if errors.Is(err, rn.ErrRealNodeUnavailable) && os.Getenv("GPUSLICE_REQUIRE_REAL_NODE") != "1" {
 			skipReason = err.Error()
 			return m.Run()
 		}
@@ -79,7 +80,7 @@ func run(m *testing.M) int {
 
 // realNode returns the shared node, or skips the test saying why there is
 // none.
-func realNode(t *testing.T) *localcluster.RealNode {
+func realNode(t *testing.T) *rn.RealNode {
 	t.Helper()
 	if node == nil {
 		t.Skipf("no real node: %s", skipReason)

@@ -7,7 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/gpuslice/gpuslice/internal/harness/localcluster"
+	rn "github.com/gpuslice/gpuslice/internal/harness/localcluster/realnode"
 )
 
 // TestNodeRegistered: the kubelet registered the seed's node with its
@@ -25,15 +25,15 @@ func TestNodeRegistered(t *testing.T) {
 			internal = a.Address
 		}
 	}
-	if internal != localcluster.NodeIP {
-		t.Errorf("InternalIP %q, want the bridge's %s", internal, localcluster.NodeIP)
+	if internal != rn.NodeIP {
+		t.Errorf("InternalIP %q, want the bridge's %s", internal, rn.NodeIP)
 	}
 	q := got.Status.Allocatable["nvidia.com/gpu.shared"]
 	if q.Value() != 8 {
 		t.Errorf("allocatable nvidia.com/gpu.shared %v, want 8", q.String())
 	}
-	if ids := n.Plugin.DeviceIDs(); ids[0] != localcluster.FakeGPUUUID+"::0" || ids[7] != localcluster.FakeGPUUUID+"::7" {
-		t.Errorf("device IDs %v, want time-slicing's replicated %s::0..7", ids, localcluster.FakeGPUUUID)
+	if ids := n.Plugin.DeviceIDs(); ids[0] != rn.FakeGPUUUID+"::0" || ids[7] != rn.FakeGPUUUID+"::7" {
+		t.Errorf("device IDs %v, want time-slicing's replicated %s::0..7", ids, rn.FakeGPUUUID)
 	}
 }
 

@@ -21,7 +21,7 @@ import (
 	podresources "k8s.io/kubelet/pkg/apis/podresources/v1"
 
 	"github.com/gpuslice/gpuslice/internal/demo"
-	"github.com/gpuslice/gpuslice/internal/harness/localcluster"
+	rn "github.com/gpuslice/gpuslice/internal/harness/localcluster/realnode"
 )
 
 const sharedResource = "nvidia.com/gpu.shared"
@@ -29,7 +29,7 @@ const sharedResource = "nvidia.com/gpu.shared"
 // deploySeed creates the seed's workloads after the AI-dev deployment
 // (examples/ holds the same, a test in test/e2e checks) running the
 // testbox image, and waits for each one's pod to run on the real node.
-func deploySeed(ctx context.Context, t *testing.T, n *localcluster.RealNode) map[string]*corev1.Pod {
+func deploySeed(ctx context.Context, t *testing.T, n *rn.RealNode) map[string]*corev1.Pod {
 	t.Helper()
 	pods := map[string]*corev1.Pod{}
 	workloads := append(demo.SeedWorkloads(), demo.VLLMWorkload())
@@ -89,8 +89,8 @@ func TestSeedWorkloadsOnRealNode(t *testing.T) {
 		t.Errorf("ollama (shares only, no annotation) sees:\n%s\nwant none:\n%s", got, want)
 	}
 	// The device plugin's Allocate answer reached the container.
-	if got := execIn(ctx, t, n, pods["ollama"], "/testbox", "env", "NVIDIA_VISIBLE_DEVICES"); got != "NVIDIA_VISIBLE_DEVICES="+localcluster.FakeGPUUUID+"\n" {
-		t.Errorf("ollama's NVIDIA_VISIBLE_DEVICES: %q, want the device plugin's %s", got, localcluster.FakeGPUUUID)
+	if got := execIn(ctx, t, n, pods["ollama"], "/testbox", "env", "NVIDIA_VISIBLE_DEVICES"); got != "NVIDIA_VISIBLE_DEVICES="+rn.FakeGPUUUID+"\n" {
+		t.Errorf("ollama's NVIDIA_VISIBLE_DEVICES: %q, want the device plugin's %s", got, rn.FakeGPUUUID)
 	}
 
 	golden, err := os.ReadFile(filepath.Join("..", "e2e", "testdata", "status-after.golden"))
@@ -159,7 +159,7 @@ func TestSeedWorkloadsOnRealNode(t *testing.T) {
 
 // kubeletAllocated asks the kubelet's pod-resources API which of the
 // plugin's device IDs each pod holds, keyed by namespace/name.
-func kubeletAllocated(ctx context.Context, t *testing.T, n *localcluster.RealNode) map[string][]string {
+func kubeletAllocated(ctx context.Context, t *testing.T, n *rn.RealNode) map[string][]string {
 	t.Helper()
 	sock := filepath.Join(n.NodeDir(), "kubelet", "root", "pod-resources", "kubelet.sock")
 	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -190,7 +190,7 @@ func kubeletAllocated(ctx context.Context, t *testing.T, n *localcluster.RealNod
 
 // waitEvent waits for an event of reason about the object whose message
 // holds text.
-func waitEvent(ctx context.Context, t *testing.T, n *localcluster.RealNode, ns, name, reason, text string) string {
+func waitEvent(ctx context.Context, t *testing.T, n *rn.RealNode, ns, name, reason, text string) string {
 	t.Helper()
 	var msg string
 	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {

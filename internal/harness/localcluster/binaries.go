@@ -136,7 +136,7 @@ func buildSet(ctx context.Context, repoRoot string, set binarySet, progress io.W
 	if err := os.MkdirAll(set.dir, 0o755); err != nil {
 		return fmt.Errorf("creating %s: %w", set.dir, err)
 	}
-	unlock, err := lockFile(filepath.Join(set.dir, ".build.lock"))
+	unlock, err := LockFile(filepath.Join(set.dir, ".build.lock"))
 	if err != nil {
 		return err
 	}
@@ -192,7 +192,9 @@ func missingIn(dir string, targets []buildTarget) []string {
 	return missing
 }
 
-func lockFile(path string) (func(), error) {
+// LockFile takes an exclusive lock on path, waiting for it; the returned
+// function releases it.
+func LockFile(path string) (func(), error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("opening lock %s: %w", path, err)

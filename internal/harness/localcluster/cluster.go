@@ -114,7 +114,7 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
-	etcdPort, peerPort, apiPort := freePort(), freePort(), freePort()
+	etcdPort, peerPort, apiPort := FreePort(), FreePort(), FreePort()
 	if etcdPort == 0 || peerPort == 0 || apiPort == 0 {
 		return nil, errors.New("no free loopback port for the control plane")
 	}
@@ -172,7 +172,7 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		if err := c.run(binDir, KubeScheduler,
 			"--kubeconfig="+c.Kubeconfig,
 			"--authentication-kubeconfig="+c.Kubeconfig, "--authorization-kubeconfig="+c.Kubeconfig,
-			"--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(freePort()),
+			"--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(FreePort()),
 			"--leader-elect=false",
 		); err != nil {
 			return nil, err
@@ -189,7 +189,7 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		if err := c.run(binDir, KubeControllerManager,
 			"--kubeconfig="+c.Kubeconfig,
 			"--authentication-kubeconfig="+c.Kubeconfig, "--authorization-kubeconfig="+c.Kubeconfig,
-			"--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(freePort()),
+			"--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(FreePort()),
 			"--leader-elect=false",
 			controllers,
 			"--service-account-private-key-file="+pki.saKey,
@@ -209,7 +209,7 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 	defer cancel()
 	var last error
 	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		if err := c.exited(); err != nil {
+		if err := c.Exited(); err != nil {
 			return false, err
 		}
 		body, err := c.Client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
@@ -226,11 +226,12 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 }
 
 func (c *Cluster) run(binDir, name string, args ...string) error {
-	return c.start(name, exec.Command(filepath.Join(binDir, name), args...))
+	return c.RunCommand(name, exec.Command(filepath.Join(binDir, name), args...))
 }
 
-// start runs cmd as the component name, its output in Dir/name.log.
-func (c *Cluster) start(name string, cmd *exec.Cmd) error {
+// RunCommand runs cmd as the component name, its output in Dir/name.log,
+// stopped by Stop with the rest.
+func (c *Cluster) RunCommand(name string, cmd *exec.Cmd) error {
 	logFile, err := os.Create(filepath.Join(c.Dir, name+".log"))
 	if err != nil {
 		return fmt.Errorf("creating log for %s: %w", name, err)
@@ -256,8 +257,8 @@ func (c *Cluster) start(name string, cmd *exec.Cmd) error {
 	return nil
 }
 
-// exited reports a component that stopped on its own, with its log's tail.
-func (c *Cluster) exited() error {
+// Exited reports a component that stopped on its own, with its log's tail.
+func (c *Cluster) Exited() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, p := range c.procs {
@@ -269,6 +270,10 @@ func (c *Cluster) exited() error {
 	}
 	return nil
 }
+
+// NewProcesses is an empty group of components kept in dir (their logs),
+// for harnesses that start their own: RunCommand, Exited and Stop.
+func NewProcesses(dir string) *Cluster { return &Cluster{Dir: dir} }
 
 // Stop ends every component, newest first, and removes a temporary folder.
 func (c *Cluster) Stop() {
@@ -370,9 +375,9 @@ func writeKubeconfig(path, server string, f pkiFiles) error {
 	return nil
 }
 
-// freePort asks the kernel for a free loopback port. Another process could
+// FreePort asks the kernel for a free loopback port. Another process could
 // take it before the component binds it; that shows as a clear start error.
-func freePort() int {
+func FreePort() int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0

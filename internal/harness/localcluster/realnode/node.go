@@ -1,4 +1,10 @@
-package localcluster
+// Package realnode runs a real node beside the local control plane
+// (localcluster): containerd and runc, the CNI bridge, a kubelet,
+// kube-proxy and a stand-in NVIDIA device plugin, as root, for the tests in
+// test/realnode. It is a package of its own so that the gpuslice binary,
+// which runs the simulated control plane for its demo, does not carry the
+// CRI, device-plugin and image-building code.
+package realnode
 
 import (
 	"context"
@@ -20,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	criapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/gpuslice/gpuslice/internal/harness/localcluster"
 	"github.com/gpuslice/gpuslice/internal/image"
 )
 
@@ -74,17 +81,17 @@ type RealNodeOptions struct {
 // the CNI bridge, a kubelet registered as Name, kube-proxy, and the
 // stand-in NVIDIA device plugin advertising nvidia.com/gpu.shared ×8.
 type RealNode struct {
-	*Cluster
+	*localcluster.Cluster
 	Name   string
-	Bins   NodeBinaries
+	Bins   localcluster.NodeBinaries
 	Plugin *DevicePlugin
 	// ContainerdSocket is containerd's address, for ctr -a.
 	ContainerdSocket string
 
 	dir       string
 	removeDir bool
-	runtime   *Cluster // containerd
-	agents    *Cluster // kubelet, kube-proxy
+	runtime   *localcluster.Cluster // containerd
+	agents    *localcluster.Cluster // kubelet, kube-proxy
 	before    hostState
 	made      madeState
 	unlock    func()
@@ -104,22 +111,22 @@ func StartRealNode(ctx context.Context, opts RealNodeOptions) (n *RealNode, err 
 		return nil, err
 	}
 	if opts.Name == "" {
-		opts.Name = HomelabAI().Name
+		opts.Name = localcluster.HomelabAI().Name
 	}
 	if opts.Progress == nil {
 		opts.Progress = io.Discard
 	}
-	cpDir, err := EnsureBinaries(ctx, opts.Progress)
+	cpDir, err := localcluster.EnsureBinaries(ctx, opts.Progress)
 	if err != nil {
 		return nil, err
 	}
-	bins, err := EnsureNodeBinaries(ctx, opts.Progress)
+	bins, err := localcluster.EnsureNodeBinaries(ctx, opts.Progress)
 	if err != nil {
 		return nil, err
 	}
 	// One real node per machine: they share the bridge, /dev and the
 	// kubelet's device-plugin folder.
-	unlock, err := lockFile("/run/gpuslice-realnode.lock")
+	unlock, err := localcluster.LockFile("/run/gpuslice-realnode.lock")
 	if err != nil {
 		return nil, err
 	}
@@ -152,11 +159,11 @@ func StartRealNode(ctx context.Context, opts RealNodeOptions) (n *RealNode, err 
 		return nil, err
 	}
 	fmt.Fprintln(opts.Progress, "real node: starting the control plane")
-	if n.Cluster, err = Start(ctx, Options{BinDir: cpDir, Scheduler: true, ControllerManager: true, Dir: filepath.Join(n.dir, "cp"), AdvertiseAddress: NodeIP}); err != nil {
+	if n.Cluster, err = localcluster.Start(ctx, localcluster.Options{BinDir: cpDir, Scheduler: true, ControllerManager: true, Dir: filepath.Join(n.dir, "cp"), AdvertiseAddress: NodeIP}); err != nil {
 		return nil, err
 	}
-	n.runtime = &Cluster{Dir: n.dir}
-	n.agents = &Cluster{Dir: n.dir}
+	n.runtime = localcluster.NewProcesses(n.dir)
+	n.agents = localcluster.NewProcesses(n.dir)
 	fmt.Fprintln(opts.Progress, "real node: starting containerd")
 	if err := n.startContainerd(ctx); err != nil {
 		return nil, err
@@ -335,12 +342,12 @@ state = %q
 	cmd := exec.Command(n.Bins.Containerd, "--config", cfgPath, "--log-level", "warn")
 	// containerd finds its shim, and the shim runc, through PATH.
 	cmd.Env = append(os.Environ(), "PATH="+n.Bins.ContainerdDir+":"+n.Bins.RuncDir+":"+os.Getenv("PATH"))
-	if err := n.runtime.start("containerd", cmd); err != nil {
+	if err := n.runtime.RunCommand("containerd", cmd); err != nil {
 		return err
 	}
 	var last error
 	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		if err := n.runtime.exited(); err != nil {
+		if err := n.runtime.Exited(); err != nil {
 			return false, err
 		}
 		rt, closeConn, err := n.cri()
@@ -391,7 +398,7 @@ func (n *RealNode) ImportImage(ctx context.Context, tarball string) error {
 // importHarnessImages builds the pause and testbox images from
 // internal/harness/testbox and imports them.
 func (n *RealNode) importHarnessImages(ctx context.Context) error {
-	root, err := RepoRoot()
+	root, err := localcluster.RepoRoot()
 	if err != nil {
 		return err
 	}
@@ -417,7 +424,7 @@ func (n *RealNode) importHarnessImages(ctx context.Context) error {
 
 func (n *RealNode) startKubelet(labels map[string]string) error {
 	kd := filepath.Join(n.dir, "kubelet")
-	port := freePort()
+	port := localcluster.FreePort()
 	cfg := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: %s
@@ -453,7 +460,7 @@ resolvConf: /etc/resolv.conf
 	for k, v := range labels {
 		ls = append(ls, k+"="+v)
 	}
-	return n.agents.start("kubelet", exec.Command(n.Bins.Kubelet,
+	return n.agents.RunCommand("kubelet", exec.Command(n.Bins.Kubelet,
 		"--config="+cfgPath, "--kubeconfig="+n.Kubeconfig,
 		"--hostname-override="+n.Name, "--node-ip="+NodeIP,
 		"--root-dir="+filepath.Join(kd, "root"), "--cert-dir="+filepath.Join(kd, "pki"),
@@ -474,20 +481,20 @@ metricsBindAddress: 127.0.0.1:%d
 # Leave the host's conntrack sysctls as they are.
 conntrack: {maxPerCore: 0, min: 0}
 iptables: {localhostNodePorts: false}
-`, n.Kubeconfig, PodSubnet, n.Name, freePort(), freePort())
+`, n.Kubeconfig, PodSubnet, n.Name, localcluster.FreePort(), localcluster.FreePort())
 	cfgPath := filepath.Join(n.dir, "kube-proxy.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return fmt.Errorf("writing kube-proxy's config: %w", err)
 	}
-	return n.agents.start("kube-proxy", exec.Command(n.Bins.KubeProxy, "--config="+cfgPath, "--v=1"))
+	return n.agents.RunCommand("kube-proxy", exec.Command(n.Bins.KubeProxy, "--config="+cfgPath, "--v=1"))
 }
 
 // waitNode polls the node until ok, reporting a component that exits.
 func (n *RealNode) waitNode(ctx context.Context, ok func(*corev1.Node) bool, what string) error {
 	var last string
 	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
-		for _, g := range []*Cluster{n.runtime, n.agents} {
-			if err := g.exited(); err != nil {
+		for _, g := range []*localcluster.Cluster{n.runtime, n.agents} {
+			if err := g.Exited(); err != nil {
 				return false, err
 			}
 		}
