@@ -234,7 +234,7 @@ func (n *RealNode) LogFile(component string) string {
 	return filepath.Join(n.dir, component+".log")
 }
 
-// Dir is the node's folder.
+// NodeDir is the node's folder: logs, configs, the kubelet's root, images.
 func (n *RealNode) NodeDir() string { return n.dir }
 
 func (n *RealNode) makeDevices() error {
