@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -177,13 +176,10 @@ func applyAll(ctx context.Context, n *rn.RealNode, objs []*unstructured.Unstruct
 	return nil
 }
 
-// gpusliceBinary builds the gpuslice command for this test run.
+// gpusliceBinary builds the gpuslice command for this test run, in the
+// node's folder (removed when the node stops).
 var gpusliceBinary = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "gpuslice-bin-")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "gpuslice")
+	bin := filepath.Join(node.NodeDir(), "gpuslice")
 	cmd := exec.Command("go", "build", "-o", bin, "github.com/gpuslice/gpuslice/cmd/gpuslice")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build ./cmd/gpuslice: %w\n%s", err, out)
