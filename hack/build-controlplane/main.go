@@ -2,10 +2,14 @@
 // (etcd, kube-apiserver, kube-scheduler, kube-controller-manager) into
 // .cache/controlplane/<version>/ if they are not there yet, and prints that
 // folder: the value for KUBEBUILDER_ASSETS.
+//
+// With -node it also builds the real node's binaries (kubelet, kube-proxy,
+// containerd, runc, the CNI plugins) into .cache/node/.
 package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 
@@ -13,17 +17,29 @@ import (
 )
 
 func main() {
-	wd, err := os.Getwd()
-	if err == nil {
-		var root string
-		if root, err = localcluster.FindRepoRoot(wd); err == nil {
-			var dir string
-			if dir, err = localcluster.BuildBinaries(context.Background(), root, os.Stderr); err == nil {
-				fmt.Println(dir)
-				return
-			}
+	node := flag.Bool("node", false, "also build the real node's binaries (kubelet, kube-proxy, containerd, runc, CNI plugins)")
+	flag.Parse()
+	if err := run(*node); err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(1)
+	}
+}
+
+func run(node bool) error {
+	root, err := localcluster.RepoRoot()
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	dir, err := localcluster.BuildBinaries(ctx, root, os.Stderr)
+	if err != nil {
+		return err
+	}
+	if node {
+		if _, err := localcluster.BuildNodeBinaries(ctx, root, os.Stderr); err != nil {
+			return err
 		}
 	}
-	fmt.Fprintln(os.Stderr, "error:", err)
-	os.Exit(1)
+	fmt.Println(dir)
+	return nil
 }

@@ -165,8 +165,28 @@ func JudgeRuntimeClass(in *PodInput) Result {
 		}
 		res.Verdict = OK
 		res.Evidence = fmt.Sprintf("runtimeClassName %s (handler %s)", *name, handler)
+		if admitted {
+			res = withRuntimeHandler(res, handler, in.Events)
+		}
 	}
 	return res
+}
+
+// withRuntimeHandler fails a runtime class that exists when the kubelet
+// reported that the node's containerd lacks its handler: every sandbox
+// fails with "no runtime for \"nvidia\" is configured" (a K3s started
+// before the NVIDIA container toolkit was installed).
+func withRuntimeHandler(rc Result, handler string, events []Event) Result {
+	for _, e := range events {
+		if e.Reason != "FailedCreatePodSandBox" || !strings.Contains(e.Message, "no runtime for") {
+			continue
+		}
+		rc.Verdict = Fail
+		rc.Evidence = fmt.Sprintf("%s, but the node's container runtime has no handler %s: FailedCreatePodSandBox (x%d): %s", rc.Evidence, handler, max(e.Count, 1), strings.TrimSpace(e.Message))
+		rc.Remedy = fmt.Sprintf("register the %s runtime with the node's containerd: on K3s install the NVIDIA container toolkit on the node and restart k3s, which then adds it to /var/lib/rancher/k3s/agent/etc/containerd/config.toml; elsewhere add it under [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.%s] and restart containerd", handler, handler)
+		return rc
+	}
+	return rc
 }
 
 // missingDevices compares a pod with a profile's devices: the host paths

@@ -67,6 +67,19 @@ func TestDoctorJudgeRuntimeClass(t *testing.T) {
 	}
 }
 
+// TestDoctorJudgeRuntimeHandler: the kubelet's event when containerd has
+// no runtime for the RuntimeClass's handler, as the real node produces it.
+func TestDoctorJudgeRuntimeHandler(t *testing.T) {
+	rcs := RuntimeClasses{Handlers: map[string]string{"nvidia": "nvidia"}}
+	p := pod("ai-dev", "vllm", "homelabai", 2, annotated, withRuntimeClass)
+	failed := Event{Type: "Warning", Reason: "FailedCreatePodSandBox", Count: 3,
+		Message: `Failed to create pod sandbox: rpc error: code = Unknown desc = failed to get sandbox runtime: no runtime for "nvidia" is configured`}
+	expect(t, JudgeRuntimeClass(&PodInput{PodEvidence: PodEvidence{Pod: p, Events: []Event{failed}}, RuntimeClasses: rcs}), Fail,
+		"has no handler nvidia", `no runtime for "nvidia" is configured`, "NVIDIA container toolkit", "restart k3s")
+	expect(t, JudgeRuntimeClass(&PodInput{PodEvidence: PodEvidence{Pod: p}, RuntimeClasses: rcs}), OK, "runtimeClassName nvidia (handler nvidia)")
+	expect(t, JudgeRuntimeClass(&PodInput{PodEvidence: PodEvidence{Pod: p, Events: []Event{failed}}, RuntimeClasses: RuntimeClasses{Handlers: map[string]string{}}}), Fail, "RuntimeClass nvidia does not exist")
+}
+
 func TestDoctorJudgeDevices(t *testing.T) {
 	profiles := inject.DefaultConfig("").Profiles
 	withInit := func(p *corev1.Pod) {

@@ -25,7 +25,7 @@ const (
 )
 
 // buildTargets maps each binary to its package in the tools module.
-var buildTargets = []struct{ name, pkg string }{
+var buildTargets = []buildTarget{
 	{Etcd, "./etcd"},
 	{KubeAPIServer, "k8s.io/kubernetes/cmd/kube-apiserver"},
 	{KubeScheduler, "k8s.io/kubernetes/cmd/kube-scheduler"},
@@ -50,6 +50,15 @@ func FindRepoRoot(dir string) (string, error) {
 	}
 }
 
+// RepoRoot is the checkout above the working directory.
+func RepoRoot() (string, error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("finding the working directory: %w", err)
+	}
+	return FindRepoRoot(wd)
+}
+
 // CacheDir is where a checkout keeps its built binaries (git-ignored).
 func CacheDir(repoRoot string) string {
 	return filepath.Join(repoRoot, ".cache", "controlplane", KubernetesVersion)
@@ -64,11 +73,7 @@ func FindBinaries() (string, error) {
 		}
 		return dir, nil
 	}
-	wd, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("finding the working directory: %w", err)
-	}
-	root, err := FindRepoRoot(wd)
+	root, err := RepoRoot()
 	if err != nil {
 		return "", err
 	}
@@ -88,11 +93,7 @@ func EnsureBinaries(ctx context.Context, progress io.Writer) (string, error) {
 	if err == nil || os.Getenv("KUBEBUILDER_ASSETS") != "" {
 		return dir, err
 	}
-	wd, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("finding the working directory: %w", err)
-	}
-	root, err := FindRepoRoot(wd)
+	root, err := RepoRoot()
 	if err != nil {
 		return "", err
 	}
@@ -102,42 +103,88 @@ func EnsureBinaries(ctx context.Context, progress io.Writer) (string, error) {
 // BuildBinaries builds whichever binaries the checkout's cache lacks.
 func BuildBinaries(ctx context.Context, repoRoot string, progress io.Writer) (string, error) {
 	dir := CacheDir(repoRoot)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("creating %s: %w", dir, err)
-	}
-	unlock, err := lockFile(filepath.Join(dir, ".build.lock"))
-	if err != nil {
+	if err := buildSet(ctx, repoRoot, controlPlaneSet(dir), progress); err != nil {
 		return "", err
-	}
-	defer unlock()
-	toolsDir := filepath.Join(repoRoot, "hack", "controlplane")
-	for i, t := range buildTargets {
-		if _, err := os.Stat(filepath.Join(dir, t.name)); err == nil {
-			fmt.Fprintf(progress, "control plane: %s %s present (%d/%d)\n", t.name, KubernetesVersion, i+1, len(buildTargets))
-			continue
-		}
-		fmt.Fprintf(progress, "control plane: building %s %s from the Go module proxy (%d/%d; the first build takes minutes)...\n", t.name, KubernetesVersion, i+1, len(buildTargets))
-		start := time.Now()
-		// Build to a temporary name and rename, so an interrupted build never
-		// leaves a truncated binary that looks present.
-		tmp := filepath.Join(dir, "."+t.name+".tmp")
-		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", tmp, t.pkg)
-		cmd.Dir = toolsDir
-		cmd.Stdout, cmd.Stderr = progress, progress
-		if err := cmd.Run(); err != nil {
-			return "", fmt.Errorf("building %s in %s: %w", t.name, toolsDir, err)
-		}
-		if err := os.Rename(tmp, filepath.Join(dir, t.name)); err != nil {
-			return "", fmt.Errorf("installing %s: %w", t.name, err)
-		}
-		fmt.Fprintf(progress, "control plane: built %s in %s\n", t.name, time.Since(start).Round(time.Second))
 	}
 	return dir, nil
 }
 
-func missingBinaries(dir string) []string {
+// binarySet is the binaries one tools module builds into one cache folder,
+// under one lock.
+type binarySet struct {
+	what    string // progress lines' prefix, e.g. "control plane"
+	version string
+	dir     string // cache folder
+	module  string // tools module, relative to the repository root
+	cgo     bool
+	tags    string
+	// prereq, when set, checks what the build needs from the host and
+	// says how to install it.
+	prereq  func() error
+	targets []buildTarget
+}
+
+type buildTarget struct{ name, pkg string }
+
+func controlPlaneSet(dir string) binarySet {
+	return binarySet{what: "control plane", version: KubernetesVersion, dir: dir, module: "hack/controlplane", cgo: true, targets: buildTargets}
+}
+
+// buildSet builds whichever of set's binaries its folder lacks. Concurrent
+// callers wait on the folder's lock instead of building twice.
+func buildSet(ctx context.Context, repoRoot string, set binarySet, progress io.Writer) error {
+	if err := os.MkdirAll(set.dir, 0o755); err != nil {
+		return fmt.Errorf("creating %s: %w", set.dir, err)
+	}
+	unlock, err := LockFile(filepath.Join(set.dir, ".build.lock"))
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if len(missingIn(set.dir, set.targets)) > 0 && set.prereq != nil {
+		if err := set.prereq(); err != nil {
+			return err
+		}
+	}
+	toolsDir := filepath.Join(repoRoot, set.module)
+	for i, t := range set.targets {
+		if _, err := os.Stat(filepath.Join(set.dir, t.name)); err == nil {
+			fmt.Fprintf(progress, "%s: %s %s present (%d/%d)\n", set.what, t.name, set.version, i+1, len(set.targets))
+			continue
+		}
+		fmt.Fprintf(progress, "%s: building %s %s from the Go module proxy (%d/%d; the first build takes minutes)...\n", set.what, t.name, set.version, i+1, len(set.targets))
+		start := time.Now()
+		// Build to a temporary name and rename, so an interrupted build never
+		// leaves a truncated binary that looks present.
+		tmp := filepath.Join(set.dir, "."+t.name+".tmp")
+		args := []string{"build", "-trimpath", "-ldflags=-s -w", "-o", tmp}
+		if set.tags != "" {
+			args = append(args, "-tags", set.tags)
+		}
+		cmd := exec.CommandContext(ctx, "go", append(args, t.pkg)...)
+		cmd.Dir = toolsDir
+		cmd.Stdout, cmd.Stderr = progress, progress
+		if !set.cgo {
+			// Static binaries: they run in any mount namespace the node
+			// gives them (the shim, the CNI plugins).
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		}
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("building %s in %s: %w", t.name, toolsDir, err)
+		}
+		if err := os.Rename(tmp, filepath.Join(set.dir, t.name)); err != nil {
+			return fmt.Errorf("installing %s: %w", t.name, err)
+		}
+		fmt.Fprintf(progress, "%s: built %s in %s\n", set.what, t.name, time.Since(start).Round(time.Second))
+	}
+	return nil
+}
+
+func missingBinaries(dir string) []string { return missingIn(dir, buildTargets) }
+
+func missingIn(dir string, targets []buildTarget) []string {
 	var missing []string
-	for _, t := range buildTargets {
+	for _, t := range targets {
 		if fi, err := os.Stat(filepath.Join(dir, t.name)); err != nil || fi.IsDir() {
 			missing = append(missing, t.name)
 		}
@@ -145,7 +192,9 @@ func missingBinaries(dir string) []string {
 	return missing
 }
 
-func lockFile(path string) (func(), error) {
+// LockFile takes an exclusive lock on path, waiting for it; the returned
+// function releases it.
+func LockFile(path string) (func(), error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("opening lock %s: %w", path, err)

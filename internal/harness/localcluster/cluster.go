@@ -41,6 +41,11 @@ type Options struct {
 	// Dir keeps data, certificates, kubeconfig and logs; empty means a
 	// temporary folder removed by Stop.
 	Dir string
+	// AdvertiseAddress, for a real node (StartRealNode), is a host address
+	// pods reach: the API server listens on every address, advertises this
+	// one as the kubernetes Service's endpoint, and its certificate names it.
+	// Service-account admission is then on, as pods need their tokens.
+	AdvertiseAddress string
 }
 
 // Cluster is a running control plane.
@@ -82,16 +87,34 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		}
 		c.removeDir = true
 	}
+	// Every error return sets c to nil: stop what started through its own
+	// variable.
+	started := c
 	defer func() {
 		if err != nil {
-			c.Stop()
+			started.Stop()
 		}
 	}()
-	pki, err := writePKI(c.Dir)
+	var extraIPs []net.IP
+	bind, advertise := "127.0.0.1", "127.0.0.1"
+	// Without a kubelet nothing mounts service-account tokens, and the
+	// plugin would refuse pods until the controller manager has made each
+	// namespace's default ServiceAccount.
+	admission := "--disable-admission-plugins=ServiceAccount"
+	if opts.AdvertiseAddress != "" {
+		ip := net.ParseIP(opts.AdvertiseAddress)
+		if ip == nil {
+			return nil, fmt.Errorf("advertise address %q is not an IP address", opts.AdvertiseAddress)
+		}
+		extraIPs = append(extraIPs, ip)
+		bind, advertise = "0.0.0.0", opts.AdvertiseAddress
+		admission = "--enable-admission-plugins=ServiceAccount"
+	}
+	pki, err := writePKI(c.Dir, extraIPs...)
 	if err != nil {
 		return nil, err
 	}
-	etcdPort, peerPort, apiPort := freePort(), freePort(), freePort()
+	etcdPort, peerPort, apiPort := FreePort(), FreePort(), FreePort()
 	if etcdPort == 0 || peerPort == 0 || apiPort == 0 {
 		return nil, errors.New("no free loopback port for the control plane")
 	}
@@ -109,7 +132,7 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	}
 	if err := c.run(binDir, KubeAPIServer,
 		"--etcd-servers="+etcdURL,
-		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+		"--bind-address="+bind, "--advertise-address="+advertise,
 		"--secure-port="+strconv.Itoa(apiPort),
 		"--tls-cert-file="+pki.serving, "--tls-private-key-file="+pki.servingKey,
 		"--client-ca-file="+pki.ca,
@@ -119,13 +142,11 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		"--service-cluster-ip-range=10.96.0.0/16",
 		"--authorization-mode=RBAC",
 		"--allow-privileged=true",
-		// Without a kubelet nothing mounts service-account tokens, and the
-		// plugin would refuse pods until the controller manager has made
-		// each namespace's default ServiceAccount.
-		"--disable-admission-plugins=ServiceAccount",
+		admission,
 		// Simulated nodes have no kubelet; dialling their InternalIP
 		// (127.0.0.1) for logs fails at once on loopback instead of
-		// resolving the node's hostname through the network's DNS.
+		// resolving the node's hostname through the network's DNS. A real
+		// node's InternalIP is its bridge address.
 		"--kubelet-preferred-address-types=InternalIP",
 		"--cert-dir="+filepath.Join(c.Dir, "apiserver-certs"),
 	); err != nil {
@@ -151,21 +172,26 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		if err := c.run(binDir, KubeScheduler,
 			"--kubeconfig="+c.Kubeconfig,
 			"--authentication-kubeconfig="+c.Kubeconfig, "--authorization-kubeconfig="+c.Kubeconfig,
-			"--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(freePort()),
+			"--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(FreePort()),
 			"--leader-elect=false",
 		); err != nil {
 			return nil, err
 		}
 	}
 	if opts.ControllerManager {
+		// nodelifecycle would taint simulated nodes not-ready, since no
+		// kubelet renews their leases; a real node needs it to lift the
+		// not-ready taint the kubelet registers with.
+		controllers := "--controllers=*,-nodelifecycle"
+		if opts.AdvertiseAddress != "" {
+			controllers = "--controllers=*"
+		}
 		if err := c.run(binDir, KubeControllerManager,
 			"--kubeconfig="+c.Kubeconfig,
 			"--authentication-kubeconfig="+c.Kubeconfig, "--authorization-kubeconfig="+c.Kubeconfig,
-			"--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(freePort()),
+			"--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(FreePort()),
 			"--leader-elect=false",
-			// nodelifecycle would taint simulated nodes not-ready, since no
-			// kubelet renews their leases.
-			"--controllers=*,-nodelifecycle",
+			controllers,
 			"--service-account-private-key-file="+pki.saKey,
 			"--root-ca-file="+pki.ca,
 			"--use-service-account-credentials=false",
@@ -183,7 +209,7 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 	defer cancel()
 	var last error
 	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		if err := c.exited(); err != nil {
+		if err := c.Exited(); err != nil {
 			return false, err
 		}
 		body, err := c.Client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
@@ -200,11 +226,16 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 }
 
 func (c *Cluster) run(binDir, name string, args ...string) error {
+	return c.RunCommand(name, exec.Command(filepath.Join(binDir, name), args...))
+}
+
+// RunCommand runs cmd as the component name, its output in Dir/name.log,
+// stopped by Stop with the rest.
+func (c *Cluster) RunCommand(name string, cmd *exec.Cmd) error {
 	logFile, err := os.Create(filepath.Join(c.Dir, name+".log"))
 	if err != nil {
 		return fmt.Errorf("creating log for %s: %w", name, err)
 	}
-	cmd := exec.Command(filepath.Join(binDir, name), args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// Its own process group, and killed with its parent on Linux, so a
 	// crashed test leaves no orphan apiserver behind.
@@ -226,8 +257,8 @@ func (c *Cluster) run(binDir, name string, args ...string) error {
 	return nil
 }
 
-// exited reports a component that stopped on its own, with its log's tail.
-func (c *Cluster) exited() error {
+// Exited reports a component that stopped on its own, with its log's tail.
+func (c *Cluster) Exited() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, p := range c.procs {
@@ -239,6 +270,10 @@ func (c *Cluster) exited() error {
 	}
 	return nil
 }
+
+// NewProcesses is an empty group of components kept in dir (their logs),
+// for harnesses that start their own: RunCommand, Exited and Stop.
+func NewProcesses(dir string) *Cluster { return &Cluster{Dir: dir} }
 
 // Stop ends every component, newest first, and removes a temporary folder.
 func (c *Cluster) Stop() {
@@ -284,7 +319,7 @@ type pkiFiles struct{ ca, serving, servingKey, admin, adminKey, saKey string }
 // writePKI creates the cluster CA, the API server's serving certificate, an
 // admin client certificate (group system:masters) and the service-account
 // signing key.
-func writePKI(dir string) (pkiFiles, error) {
+func writePKI(dir string, extraIPs ...net.IP) (pkiFiles, error) {
 	pdir := filepath.Join(dir, "pki")
 	f := pkiFiles{
 		ca: filepath.Join(pdir, "ca.crt"), serving: filepath.Join(pdir, "apiserver.crt"), servingKey: filepath.Join(pdir, "apiserver.key"),
@@ -302,7 +337,7 @@ func writePKI(dir string) (pkiFiles, error) {
 	}
 	serving, err := ca.Issue(certs.LeafOptions{
 		CommonName: "kube-apiserver", DNSNames: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"},
-		IPs: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.96.0.1")}, ValidFor: 24 * time.Hour * 365,
+		IPs: append([]net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.96.0.1")}, extraIPs...), ValidFor: 24 * time.Hour * 365,
 	})
 	if err != nil {
 		return f, err
@@ -340,9 +375,9 @@ func writeKubeconfig(path, server string, f pkiFiles) error {
 	return nil
 }
 
-// freePort asks the kernel for a free loopback port. Another process could
+// FreePort asks the kernel for a free loopback port. Another process could
 // take it before the component binds it; that shows as a clear start error.
-func freePort() int {
+func FreePort() int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0
