@@ -5,7 +5,10 @@
 # As root it also builds the real node (kubelet, kube-proxy, containerd,
 # runc, CNI plugins; about 10 more minutes the first time) and installs the
 # Debian packages it needs when they are missing: libseccomp-dev and
-# pkg-config (runc's seccomp build) and iptables (kube-proxy, CNI portmap).
+# pkg-config (runc's seccomp build), iptables (kube-proxy, CNI portmap) and
+# gcc (the gpuslice image's cgo build, the stand-in NVML). The tests build
+# images for this machine's architecture only, so the arm64 cross packages
+# are not installed; go run ./hack/image names them when needed.
 # The real-node tests in test/realnode skip without root, saying why, unless
 # GPUSLICE_REQUIRE_REAL_NODE=1 (set by .ci/run) turns the skip into a failure.
 set -euo pipefail
@@ -15,6 +18,7 @@ if [ "$(id -u)" = 0 ]; then
 	missing=()
 	pkg-config --exists libseccomp 2>/dev/null || missing+=(libseccomp-dev pkg-config)
 	command -v iptables >/dev/null || missing+=(iptables)
+	command -v gcc >/dev/null || missing+=(gcc)
 	if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null; then
 		echo "installing ${missing[*]} for the real node" >&2
 		apt-get update -qq

@@ -9,6 +9,11 @@
 // With several platforms it writes one tarball per platform, the
 // architecture added before the extension (gpuslice-arm64.tar): docker
 // load and K3s's images folder take one image per name and tag.
+//
+// The binary is a cgo build with glibc from Debian's packages beside it
+// (the agent dlopens NVML, a glibc library): it needs gcc and libc6 for
+// this machine's architecture, and for another one Debian's cross compiler
+// and libc (gcc-aarch64-linux-gnu and libc6-arm64-cross for arm64 on amd64).
 package main
 
 import (

@@ -1,8 +1,9 @@
 // Package image builds gpuslice's container images without a container
-// engine: a static Go binary in a single layer, with CA certificates and a
-// non-root user, written as a tarball that `ctr images import`,
-// `k3s ctr images import`, K3s's air-gap images folder and `docker load`
-// all read. hack/image builds the image the chart runs; the real-node tests
+// engine: a Go binary in a single layer, with CA certificates and a
+// non-root user (static, or a cgo build carrying glibc from Debian's
+// packages; see Spec.Glibc), written as a tarball that `ctr images
+// import`, `k3s ctr images import`, K3s's air-gap images folder and
+// `docker load` all read. hack/image builds the image the chart runs; the real-node tests
 // build their helper images with the same code.
 package image
 
@@ -10,6 +11,8 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"debug/elf"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -68,6 +71,12 @@ type Spec struct {
 	// Root leaves the user as root (the sandbox's pause image needs none,
 	// but the kubelet's runAsNonRoot checks only images that say so).
 	Root bool
+	// Glibc builds with cgo, dynamically linked against glibc, and puts
+	// glibc's loader and libraries from Debian's packages in the layer:
+	// the agent dlopens NVML (libnvidia-ml.so.1, which the NVIDIA
+	// container toolkit mounts from the host and which needs glibc). Off,
+	// the binary is static (CGO_ENABLED=0) and the layer has no libraries.
+	Glibc bool
 }
 
 // Platform is an OS and architecture, e.g. linux/arm64.
@@ -92,8 +101,9 @@ func ParsePlatforms(s string) ([]Platform, error) {
 // HostPlatform is the platform this program runs on.
 func HostPlatform() Platform { return Platform{OS: runtime.GOOS, Arch: runtime.GOARCH} }
 
-// Build compiles spec's package for platform (CGO_ENABLED=0: a static
-// binary) and returns the image.
+// Build compiles spec's package for platform and returns the image: a
+// static binary (CGO_ENABLED=0), or with spec.Glibc a cgo build with
+// glibc's runtime files beside it.
 func Build(ctx context.Context, spec Spec, p Platform) (v1.Image, error) {
 	tmp, err := os.MkdirTemp("", "gpuslice-image-")
 	if err != nil {
@@ -108,9 +118,24 @@ func Build(ctx context.Context, spec Spec, p Platform) (v1.Image, error) {
 	if spec.Commit != "" {
 		ldflags += " -X " + versionPkg + ".Commit=" + spec.Commit
 	}
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags="+ldflags, "-o", bin, spec.Package)
+	args := []string{"build", "-trimpath", "-ldflags=" + ldflags}
+	env := append(os.Environ(), "GOOS="+p.OS, "GOARCH="+p.Arch)
+	var libc *glibcLayout
+	if spec.Glibc {
+		if libc, err = glibcFor(p); err != nil {
+			return nil, err
+		}
+		// cgo only for NVML: the pure-Go resolver and user lookup keep
+		// DNS as it was in the static build and need no NSS files.
+		args = append(args, "-tags=netgo,osusergo")
+		env = append(env, "CGO_ENABLED=1", "CC="+libc.cc)
+	} else {
+		env = append(env, "CGO_ENABLED=0")
+	}
+	args = append(args, "-o", bin, spec.Package)
+	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = spec.Dir
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+p.OS, "GOARCH="+p.Arch)
+	cmd.Env = env
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("building %s for %s in %s: %w\n%s", spec.Package, p, spec.Dir, err, out)
 	}
@@ -118,13 +143,19 @@ func Build(ctx context.Context, spec Spec, p Platform) (v1.Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the built binary: %w", err)
 	}
+	var extra []layerFile
+	if libc != nil {
+		if extra, err = libc.files(binary); err != nil {
+			return nil, err
+		}
+	}
 	var ca []byte
 	if spec.CACerts != "" {
 		if ca, err = os.ReadFile(spec.CACerts); err != nil {
 			return nil, fmt.Errorf("reading CA certificates %s (Debian's ca-certificates package provides them): %w", spec.CACerts, err)
 		}
 	}
-	layerTar, err := rootfs(spec, binary, ca)
+	layerTar, err := rootfs(spec, binary, ca, extra)
 	if err != nil {
 		return nil, err
 	}
@@ -162,25 +193,36 @@ func Build(ctx context.Context, spec Spec, p Platform) (v1.Image, error) {
 // epoch is every file's time, so the same sources give the same image.
 var epoch = time.Unix(0, 0)
 
+// layerFile is a file or, with Link set, a symlink in the layer.
+type layerFile struct {
+	Path, Link string
+	Data       []byte
+	Mode       int64
+}
+
 // rootfs is the layer: the binary, its links, /etc/passwd and /etc/group
-// naming the non-root user, CA certificates, and /tmp.
-func rootfs(spec Spec, binary, ca []byte) ([]byte, error) {
-	files := map[string][]byte{
-		spec.Binary:   binary,
-		"/etc/passwd": fmt.Appendf(nil, "root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:%d:%d:nonroot:/home/nonroot:/sbin/nologin\n", NonRootUID, NonRootUID),
-		"/etc/group":  fmt.Appendf(nil, "root:x:0:\nnonroot:x:%d:\n", NonRootUID),
+// naming the non-root user, CA certificates, /tmp, and extra (glibc).
+func rootfs(spec Spec, binary, ca []byte, extra []layerFile) ([]byte, error) {
+	entries := []layerFile{
+		{Path: spec.Binary, Data: binary, Mode: 0o755},
+		{Path: "/etc/passwd", Data: fmt.Appendf(nil, "root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:%d:%d:nonroot:/home/nonroot:/sbin/nologin\n", NonRootUID, NonRootUID), Mode: 0o644},
+		{Path: "/etc/group", Data: fmt.Appendf(nil, "root:x:0:\nnonroot:x:%d:\n", NonRootUID), Mode: 0o644},
 	}
 	if ca != nil {
-		files["/etc/ssl/certs/ca-certificates.crt"] = ca
-	}
-	dirs := map[string]bool{"/tmp": true, "/home/nonroot": true}
-	for p := range files {
-		for d := path.Dir(p); d != "/"; d = path.Dir(d) {
-			dirs[d] = true
-		}
+		entries = append(entries, layerFile{Path: "/etc/ssl/certs/ca-certificates.crt", Data: ca, Mode: 0o644})
 	}
 	for _, l := range spec.Links {
-		for d := path.Dir(l); d != "/"; d = path.Dir(d) {
+		entries = append(entries, layerFile{Path: l, Link: spec.Binary})
+	}
+	entries = append(entries, extra...)
+	dirs := map[string]bool{"/tmp": true, "/home/nonroot": true}
+	byPath := make(map[string]layerFile, len(entries))
+	for _, e := range entries {
+		if _, dup := byPath[e.Path]; dup {
+			return nil, fmt.Errorf("the layer has %s twice", e.Path)
+		}
+		byPath[e.Path] = e
+		for d := path.Dir(e.Path); d != "/"; d = path.Dir(d) {
 			dirs[d] = true
 		}
 	}
@@ -198,24 +240,20 @@ func rootfs(spec Spec, binary, ca []byte) ([]byte, error) {
 			return nil, fmt.Errorf("writing the layer: %w", err)
 		}
 	}
-	names := make(map[string]bool, len(files))
-	for p := range files {
+	names := make(map[string]bool, len(byPath))
+	for p := range byPath {
 		names[p] = true
 	}
 	for _, p := range sorted(names) {
-		mode := int64(0o644)
-		if p == spec.Binary {
-			mode = 0o755
+		e := byPath[p]
+		h := &tar.Header{Typeflag: tar.TypeReg, Name: strings.TrimPrefix(p, "/"), Mode: e.Mode, Size: int64(len(e.Data)), ModTime: epoch}
+		if e.Link != "" {
+			h = &tar.Header{Typeflag: tar.TypeSymlink, Name: strings.TrimPrefix(p, "/"), Linkname: e.Link, Mode: 0o777, ModTime: epoch}
 		}
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: strings.TrimPrefix(p, "/"), Mode: mode, Size: int64(len(files[p])), ModTime: epoch}); err != nil {
+		if err := tw.WriteHeader(h); err != nil {
 			return nil, fmt.Errorf("writing the layer: %w", err)
 		}
-		if _, err := tw.Write(files[p]); err != nil {
-			return nil, fmt.Errorf("writing the layer: %w", err)
-		}
-	}
-	for _, l := range spec.Links {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: strings.TrimPrefix(l, "/"), Linkname: spec.Binary, Mode: 0o777, ModTime: epoch}); err != nil {
+		if _, err := tw.Write(e.Data); err != nil {
 			return nil, fmt.Errorf("writing the layer: %w", err)
 		}
 	}
@@ -223,6 +261,111 @@ func rootfs(spec Spec, binary, ca []byte) ([]byte, error) {
 		return nil, fmt.Errorf("writing the layer: %w", err)
 	}
 	return buf.Bytes(), nil
+}
+
+// glibcLayout is where one architecture's C compiler and glibc files are
+// on this (Debian) machine, and where they go in the image.
+type glibcLayout struct {
+	arch string
+	// cc compiles cgo; ccPkg is the Debian package that has it.
+	cc, ccPkg string
+	// srcDir holds the libraries on this machine; libcPkg ships them.
+	srcDir, libcPkg string
+	// libDir is the libraries' folder in the image, loader the binary's
+	// interpreter (PT_INTERP) and loaderFile its real file in libDir.
+	libDir, loader, loaderFile string
+}
+
+// glibcLibs are the libraries put in the image: libc, and the small
+// compatibility libraries glibc 2.34+ keeps (empty since libc absorbed
+// them) that NVML from older drivers still names as DT_NEEDED.
+var glibcLibs = []string{"libc.so.6", "libm.so.6", "libdl.so.2", "libpthread.so.0", "librt.so.1"}
+
+// glibcFor is p's layout: Debian's libc6 for the machine's own
+// architecture, its libc6-ARCH-cross package and cross compiler otherwise.
+func glibcFor(p Platform) (*glibcLayout, error) {
+	if p.OS != "linux" {
+		return nil, fmt.Errorf("a glibc image for %s: only linux has glibc", p)
+	}
+	var l glibcLayout
+	switch p.Arch {
+	case "amd64":
+		l = glibcLayout{arch: p.Arch, libDir: "/lib/x86_64-linux-gnu", loader: "/lib64/ld-linux-x86-64.so.2", loaderFile: "ld-linux-x86-64.so.2"}
+	case "arm64":
+		l = glibcLayout{arch: p.Arch, libDir: "/lib/aarch64-linux-gnu", loader: "/lib/ld-linux-aarch64.so.1", loaderFile: "ld-linux-aarch64.so.1"}
+	default:
+		return nil, fmt.Errorf("a glibc image for %s: only linux/amd64 and linux/arm64 are laid out; build it for one of them", p)
+	}
+	triplet := path.Base(l.libDir)
+	if p.Arch == runtime.GOARCH {
+		l.cc, l.ccPkg = "gcc", "gcc"
+		l.srcDir, l.libcPkg = l.libDir, "libc6"
+	} else {
+		l.cc, l.ccPkg = triplet+"-gcc", "gcc-"+triplet
+		l.srcDir, l.libcPkg = "/usr/"+triplet+"/lib", "libc6-"+p.Arch+"-cross"
+	}
+	if _, err := exec.LookPath(l.cc); err != nil {
+		return nil, fmt.Errorf("the %s image is a cgo build and needs the C compiler %s, which is not on PATH: install Debian's %s package (apt-get install -y %s)", p, l.cc, l.ccPkg, l.ccPkg)
+	}
+	return &l, nil
+}
+
+// files are glibc's loader and libraries for the layer, real files read
+// from this machine (symlinks followed), the loader also linked from the
+// path the binary names. It fails if the binary needs a library or an
+// interpreter the layout lacks.
+func (l *glibcLayout) files(binary []byte) ([]layerFile, error) {
+	interp, needed, err := dynamicDeps(binary)
+	if err != nil {
+		return nil, err
+	}
+	if interp != l.loader {
+		return nil, fmt.Errorf("the %s binary's interpreter is %q, want %s: is it a cgo build linked against glibc?", l.arch, interp, l.loader)
+	}
+	have := map[string]bool{}
+	var out []layerFile
+	for _, name := range append([]string{l.loaderFile}, glibcLibs...) {
+		src := filepath.Join(l.srcDir, name)
+		data, err := os.ReadFile(src)
+		if err != nil {
+			return nil, fmt.Errorf("reading glibc's %s for the %s image: %w; install Debian's %s package (apt-get install -y %s)", name, l.arch, err, l.libcPkg, l.libcPkg)
+		}
+		out = append(out, layerFile{Path: path.Join(l.libDir, name), Data: data, Mode: 0o755})
+		have[name] = true
+	}
+	if l.loader != path.Join(l.libDir, l.loaderFile) {
+		out = append(out, layerFile{Path: l.loader, Link: path.Join(l.libDir, l.loaderFile)})
+	}
+	for _, n := range needed {
+		if !have[n] {
+			return nil, fmt.Errorf("the %s binary needs %s, which the image's glibc files lack: add it to glibcLibs in internal/image", l.arch, n)
+		}
+	}
+	return out, nil
+}
+
+// dynamicDeps reads an ELF binary's interpreter and DT_NEEDED libraries;
+// both are empty for a static binary.
+func dynamicDeps(binary []byte) (interp string, needed []string, err error) {
+	f, err := elf.NewFile(bytes.NewReader(binary))
+	if err != nil {
+		return "", nil, fmt.Errorf("reading the built binary as ELF: %w", err)
+	}
+	defer f.Close()
+	for _, prog := range f.Progs {
+		if prog.Type == elf.PT_INTERP {
+			b, err := io.ReadAll(prog.Open())
+			if err != nil {
+				return "", nil, fmt.Errorf("reading the binary's interpreter: %w", err)
+			}
+			interp = strings.TrimRight(string(b), "\x00")
+		}
+	}
+	needed, err = f.ImportedLibraries()
+	if err != nil && !errors.Is(err, elf.ErrNoSymbols) {
+		return "", nil, fmt.Errorf("reading the binary's libraries: %w", err)
+	}
+	return interp, needed, nil
 }
 
 func sorted(set map[string]bool) []string {
@@ -257,6 +400,7 @@ func GpusliceSpec(repoRoot, version, commit string) Spec {
 		Binary: "/gpuslice", Links: []string{"/usr/local/bin/kubectl-gpuslice", "/usr/local/bin/gpuslice"},
 		Version: version, Commit: commit, Title: "gpuslice",
 		CACerts: "/etc/ssl/certs/ca-certificates.crt",
+		Glibc:   true,
 	}
 }
 

@@ -241,8 +241,9 @@ func TestChartWebhookFromImage(t *testing.T) {
 		t.Errorf("gpuslice doctor on the real node's install: %v\n%s", err, out)
 	}
 	t.Logf("gpuslice doctor:\n%s", out)
-	// The agent DaemonSet runs from the same static image; it cannot load
-	// NVML (docs/notes-realnode.md). Log what it does, for issue 12.
+	// The agent DaemonSet runs from the same image; the stand-in node has
+	// no libnvidia-ml.so.1 to mount, so it cannot load NVML
+	// (docs/notes-realnode.md). Log what it does, for issue 12.
 	agents, err := n.Client.CoreV1().Pods(chart.DefaultNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=agent"})
 	if err != nil {
 		t.Fatal(err)
