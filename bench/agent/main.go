@@ -313,7 +313,8 @@ func measureBinary(ctx context.Context, scrapes int) (*rss, error) {
 	defer os.RemoveAll(work)
 	bin, lib, procRoot := filepath.Join(work, "gpuslice"), filepath.Join(work, "libnvidia-ml.so.1"), filepath.Join(work, "proc")
 	for _, c := range [][]string{
-		{"go", "build", "-o", bin, "./cmd/gpuslice"},
+		// Built as the image ships it (internal/image): stripped, trimmed paths.
+		{"go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "./cmd/gpuslice"},
 		{cc, "-shared", "-fPIC", "-o", lib, "pkg/gpu/testdata/fake_nvml.c"},
 	} {
 		cmd := exec.CommandContext(ctx, c[0], c[1:]...)
