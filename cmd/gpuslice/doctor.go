@@ -6,7 +6,6 @@ import (
 	"io"
 
 	"github.com/spf13/cobra"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/gpuslice/gpuslice/pkg/doctor"
 	"github.com/gpuslice/gpuslice/pkg/doctor/gather"
@@ -18,7 +17,7 @@ type doctorOptions struct {
 	print          *printFlags
 	gather         gather.Options
 	injectorConfig string
-	client         kubernetes.Interface
+	kube           *kubeFlags
 }
 
 func (o *doctorOptions) complete(g *globals, args []string) error {
@@ -39,14 +38,18 @@ func (o *doctorOptions) complete(g *globals, args []string) error {
 			return err
 		}
 	}
-	o.client, err = g.kube.client()
-	return err
+	o.kube = g.kube
+	return nil
 }
 
 func (o *doctorOptions) Validate() error { return o.print.Validate() }
 
 func (o *doctorOptions) run(ctx context.Context, out io.Writer) error {
-	ev, err := gather.Collect(ctx, o.client, o.gather)
+	cs, err := o.kube.client()
+	if err != nil {
+		return err
+	}
+	ev, err := gather.Collect(ctx, cs, o.gather)
 	if err != nil {
 		return err
 	}

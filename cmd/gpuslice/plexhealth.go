@@ -7,15 +7,14 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/gpuslice/gpuslice/pkg/plexhealth"
 )
 
 type plexHealthOptions struct {
-	print  *printFlags
-	check  plexhealth.Options
-	client kubernetes.Interface
+	print *printFlags
+	check plexhealth.Options
+	kube  *kubeFlags
 }
 
 func (o *plexHealthOptions) complete(g *globals, _ []string) (err error) {
@@ -28,17 +27,19 @@ func (o *plexHealthOptions) complete(g *globals, _ []string) (err error) {
 	if o.check.Token == "" {
 		o.check.Token = os.Getenv("PLEX_TOKEN")
 	}
-	if o.client, err = g.kube.client(); err != nil {
-		return err
-	}
-	o.check.Logs = plexhealth.KubeLogs{Client: o.client}
+	o.kube = g.kube
 	return nil
 }
 
 func (o *plexHealthOptions) Validate() error { return o.print.Validate() }
 
 func (o *plexHealthOptions) run(ctx context.Context, out io.Writer) error {
-	report, err := plexhealth.Check(ctx, o.client, o.check)
+	cs, err := o.kube.client()
+	if err != nil {
+		return err
+	}
+	o.check.Logs = plexhealth.KubeLogs{Client: cs}
+	report, err := plexhealth.Check(ctx, cs, o.check)
 	if err != nil {
 		return err
 	}

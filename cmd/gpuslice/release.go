@@ -71,8 +71,8 @@ type opsCommand[R any] struct {
 	op       func(context.Context, kubernetes.Interface, workload.Ref) (R, error)
 	text     func(io.Writer, R) error
 
-	ref    workload.Ref
-	client kubernetes.Interface
+	ref  workload.Ref
+	kube *kubeFlags
 }
 
 // newOpsCommand adds the flags every runbook command has (--dry-run
@@ -98,8 +98,8 @@ func (c *opsCommand[R]) complete(g *globals, args []string) error {
 			return err
 		}
 	}
-	c.client, err = g.kube.client()
-	return err
+	c.kube = g.kube
+	return nil
 }
 
 func (c *opsCommand[R]) Validate() error {
@@ -113,7 +113,11 @@ func (c *opsCommand[R]) Validate() error {
 }
 
 func (c *opsCommand[R]) run(ctx context.Context, out io.Writer) error {
-	res, err := c.op(ctx, c.client, c.ref)
+	cs, err := c.kube.client()
+	if err != nil {
+		return err
+	}
+	res, err := c.op(ctx, cs, c.ref)
 	if err != nil {
 		return err
 	}

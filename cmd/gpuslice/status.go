@@ -5,7 +5,6 @@ import (
 	"io"
 
 	"github.com/spf13/cobra"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/gpuslice/gpuslice/pkg/ledger"
 	"github.com/gpuslice/gpuslice/pkg/snapshot"
@@ -15,21 +14,25 @@ type statusOptions struct {
 	print     *printFlags
 	node      string
 	namespace string
-	client    kubernetes.Interface
+	kube      *kubeFlags
 }
 
 func (o *statusOptions) complete(g *globals, _ []string) (err error) {
 	if o.namespace, err = g.kube.namespace(scopeList); err != nil {
 		return err
 	}
-	o.client, err = g.kube.listingClient()
-	return err
+	o.kube = g.kube
+	return nil
 }
 
 func (o *statusOptions) Validate() error { return o.print.Validate() }
 
 func (o *statusOptions) run(ctx context.Context, out io.Writer) error {
-	report, err := snapshot.Ledger(ctx, o.client, ledger.Options{Node: o.node, Namespace: o.namespace})
+	cs, err := o.kube.listingClient()
+	if err != nil {
+		return err
+	}
+	report, err := snapshot.Ledger(ctx, cs, ledger.Options{Node: o.node, Namespace: o.namespace})
 	if err != nil {
 		return err
 	}

@@ -5,30 +5,33 @@ import (
 	"io"
 
 	"github.com/spf13/cobra"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/gpuslice/gpuslice/pkg/agent"
 	"github.com/gpuslice/gpuslice/pkg/top"
 )
 
 type topOptions struct {
-	print  *printFlags
-	top    top.Options
-	client kubernetes.Interface
+	print *printFlags
+	top   top.Options
+	kube  *kubeFlags
 }
 
 func (o *topOptions) complete(g *globals, _ []string) (err error) {
 	if o.top.Namespace, err = g.kube.namespace(scopeList); err != nil {
 		return err
 	}
-	o.client, err = g.kube.client()
-	return err
+	o.kube = g.kube
+	return nil
 }
 
 func (o *topOptions) Validate() error { return o.print.Validate() }
 
 func (o *topOptions) run(ctx context.Context, out io.Writer) error {
-	report, err := top.Collect(ctx, o.client, o.top)
+	cs, err := o.kube.client()
+	if err != nil {
+		return err
+	}
+	report, err := top.Collect(ctx, cs, o.top)
 	if err != nil {
 		return err
 	}
