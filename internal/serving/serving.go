@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/gpuslice/gpuslice/internal/version"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -123,4 +124,19 @@ func errorLog(log *slog.Logger) *stdlog.Logger {
 		log = slog.Default()
 	}
 	return slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+}
+
+// NewRegistry is the metrics registry every gpuslice server starts from:
+// it holds gpuslice_build_info, 1 with the build's version, revision and
+// Go version as labels, as Prometheus exporters publish theirs, so a
+// dashboard can tell which build each replica runs.
+func NewRegistry() *prometheus.Registry {
+	r := prometheus.NewRegistry()
+	info := version.Get()
+	r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "gpuslice_build_info",
+		Help:        "Always 1; the labels say which gpuslice build this process runs.",
+		ConstLabels: prometheus.Labels{"version": info.Version, "revision": info.Commit, "goversion": info.GoVersion},
+	}, func() float64 { return 1 }))
+	return r
 }

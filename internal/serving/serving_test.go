@@ -2,13 +2,17 @@ package serving
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/gpuslice/gpuslice/internal/serving/servingtest"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // TestTimeoutsCutSlowClients: the agent's and the arbiter's server (both
@@ -51,5 +55,20 @@ func TestNewServerHasEveryTimeout(t *testing.T) {
 		if d <= 0 {
 			t.Errorf("%s is %v: a slow client could hold the server", name, d)
 		}
+	}
+}
+
+func TestNewRegistryPublishesBuildInfo(t *testing.T) {
+	r := NewRegistry()
+	problems, err := testutil.GatherAndLint(r)
+	if err != nil || len(problems) > 0 {
+		t.Fatalf("lint: %v %v", err, problems)
+	}
+	want := fmt.Sprintf(`# HELP gpuslice_build_info Always 1; the labels say which gpuslice build this process runs.
+# TYPE gpuslice_build_info gauge
+gpuslice_build_info{goversion=%q,revision="unknown",version="dev"} 1
+`, runtime.Version())
+	if err := testutil.GatherAndCompare(r, strings.NewReader(want), "gpuslice_build_info"); err != nil {
+		t.Error(err)
 	}
 }

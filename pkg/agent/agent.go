@@ -90,7 +90,7 @@ func New(o Options) (*Agent, error) {
 		opts:     o,
 		nvml:     NewNVMLSession(o.NVML, o.Log, o.RetryMin, o.RetryMax),
 		pods:     pods,
-		registry: prometheus.NewRegistry(),
+		registry: serving.NewRegistry(),
 	}
 	a.registry.MustRegister(
 		NewExporter(ExporterOptions{Node: o.NodeName, GPUs: a.nvml, Pods: pods, ProcRoot: o.ProcRoot, Log: o.Log}),

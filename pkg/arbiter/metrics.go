@@ -1,6 +1,7 @@
 package arbiter
 
 import (
+	"github.com/gpuslice/gpuslice/internal/serving"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -20,7 +21,7 @@ type metrics struct {
 
 func newMetrics() *metrics {
 	m := &metrics{
-		registry: prometheus.NewRegistry(),
+		registry: serving.NewRegistry(),
 		leader: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gpuslice_arbiter_leader",
 			Help: "1 while this replica holds the leader lease and acts, 0 on standby.",

@@ -3,6 +3,7 @@ package webhook
 import (
 	"time"
 
+	"github.com/gpuslice/gpuslice/internal/serving"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -26,7 +27,7 @@ type Metrics struct {
 // NewMetrics registers the webhook's metrics and the Go runtime's.
 func NewMetrics() *Metrics {
 	m := &Metrics{
-		Registry: prometheus.NewRegistry(),
+		Registry: serving.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gpuslice_webhook_admission_requests_total",
 			Help: "Admission requests answered, by outcome: mutated, unchanged, denied or rejected (HTTP 4xx).",
