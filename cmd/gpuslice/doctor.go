@@ -14,10 +14,9 @@ import (
 )
 
 type doctorOptions struct {
-	print          *printFlags
+	clusterCommand
 	gather         gather.Options
 	injectorConfig string
-	kube           *kubeFlags
 }
 
 func (o *doctorOptions) complete(g *globals, args []string) error {
@@ -29,20 +28,18 @@ func (o *doctorOptions) complete(g *globals, args []string) error {
 		}
 		o.gather.Target, scope = &t, scopeObject
 	}
-	var err error
-	if o.gather.Namespace, err = g.kube.namespace(scope); err != nil {
+	if err := o.completeIn(g, scope); err != nil {
 		return err
 	}
+	o.gather.Namespace = o.namespace
 	if o.injectorConfig != "" {
+		var err error
 		if o.gather.Injector, err = inject.LoadConfig(o.injectorConfig, o.gather.WebhookNamespace); err != nil {
 			return err
 		}
 	}
-	o.kube = g.kube
 	return nil
 }
-
-func (o *doctorOptions) Validate() error { return o.print.Validate() }
 
 func (o *doctorOptions) run(ctx context.Context, out io.Writer) error {
 	cs, err := o.kube.client()

@@ -12,26 +12,23 @@ import (
 )
 
 type plexHealthOptions struct {
-	print *printFlags
+	clusterCommand
 	check plexhealth.Options
-	kube  *kubeFlags
 }
 
-func (o *plexHealthOptions) complete(g *globals, _ []string) (err error) {
-	if o.check.Namespace, err = g.kube.namespace(scopeList); err != nil {
+func (o *plexHealthOptions) complete(g *globals, _ []string) error {
+	if err := o.completeIn(g, scopeList); err != nil {
 		return err
 	}
+	o.check.Namespace = o.namespace
 	if o.check.URL == "" {
 		o.check.URL = os.Getenv("PLEX_URL")
 	}
 	if o.check.Token == "" {
 		o.check.Token = os.Getenv("PLEX_TOKEN")
 	}
-	o.kube = g.kube
 	return nil
 }
-
-func (o *plexHealthOptions) Validate() error { return o.print.Validate() }
 
 func (o *plexHealthOptions) run(ctx context.Context, out io.Writer) error {
 	cs, err := o.kube.client()

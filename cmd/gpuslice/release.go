@@ -63,7 +63,7 @@ you meant otherwise.`,
 // one workload argument resolved in -n or the context's namespace, then
 // op, its result printed as data or for people.
 type opsCommand[R any] struct {
-	print *printFlags
+	clusterCommand
 	// extra reads the arguments after the workload, and validate checks
 	// the command's own flags; either may be nil.
 	extra    func(args []string) error
@@ -71,8 +71,7 @@ type opsCommand[R any] struct {
 	op       func(context.Context, kubernetes.Interface, workload.Ref) (R, error)
 	text     func(io.Writer, R) error
 
-	ref  workload.Ref
-	kube *kubeFlags
+	ref workload.Ref
 }
 
 // newOpsCommand adds the flags every runbook command has (--dry-run
@@ -86,11 +85,11 @@ func newOpsCommand[R any](cmd *cobra.Command, g *globals, dryRun *bool, op func(
 }
 
 func (c *opsCommand[R]) complete(g *globals, args []string) error {
-	ns, err := g.kube.namespace(scopeObject)
-	if err != nil {
+	if err := c.completeIn(g, scopeObject); err != nil {
 		return err
 	}
-	if c.ref, err = workload.ParseRef(args[0], ns); err != nil {
+	var err error
+	if c.ref, err = workload.ParseRef(args[0], c.namespace); err != nil {
 		return err
 	}
 	if c.extra != nil {
@@ -98,12 +97,11 @@ func (c *opsCommand[R]) complete(g *globals, args []string) error {
 			return err
 		}
 	}
-	c.kube = g.kube
 	return nil
 }
 
 func (c *opsCommand[R]) Validate() error {
-	if err := c.print.Validate(); err != nil {
+	if err := c.clusterCommand.Validate(); err != nil {
 		return err
 	}
 	if c.validate != nil {

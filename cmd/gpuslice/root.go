@@ -115,3 +115,21 @@ func (g *globals) logger() (*slog.Logger, error) {
 	klog.SetSlogLogger(log)
 	return log, nil
 }
+
+// clusterCommand is what every command that reads the cluster shares:
+// its -o, the namespace it works in, and the kubeconfig flags Run makes a
+// client from (in Run, so that a bad -o is reported without a kubeconfig).
+type clusterCommand struct {
+	print     *printFlags
+	namespace string
+	kube      *kubeFlags
+}
+
+// completeIn is the namespace step for scope.
+func (c *clusterCommand) completeIn(g *globals, scope int) (err error) {
+	c.kube = g.kube
+	c.namespace, err = g.kube.namespace(scope)
+	return err
+}
+
+func (c *clusterCommand) Validate() error { return c.print.Validate() }

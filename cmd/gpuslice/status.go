@@ -11,21 +11,11 @@ import (
 )
 
 type statusOptions struct {
-	print     *printFlags
-	node      string
-	namespace string
-	kube      *kubeFlags
+	clusterCommand
+	node string
 }
 
-func (o *statusOptions) complete(g *globals, _ []string) (err error) {
-	if o.namespace, err = g.kube.namespace(scopeList); err != nil {
-		return err
-	}
-	o.kube = g.kube
-	return nil
-}
-
-func (o *statusOptions) Validate() error { return o.print.Validate() }
+func (o *statusOptions) complete(g *globals, _ []string) error { return o.completeIn(g, scopeList) }
 
 func (o *statusOptions) run(ctx context.Context, out io.Writer) error {
 	cs, err := o.kube.listingClient()

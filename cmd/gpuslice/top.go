@@ -11,20 +11,15 @@ import (
 )
 
 type topOptions struct {
-	print *printFlags
-	top   top.Options
-	kube  *kubeFlags
+	clusterCommand
+	top top.Options
 }
 
-func (o *topOptions) complete(g *globals, _ []string) (err error) {
-	if o.top.Namespace, err = g.kube.namespace(scopeList); err != nil {
-		return err
-	}
-	o.kube = g.kube
-	return nil
+func (o *topOptions) complete(g *globals, _ []string) error {
+	err := o.completeIn(g, scopeList)
+	o.top.Namespace = o.namespace
+	return err
 }
-
-func (o *topOptions) Validate() error { return o.print.Validate() }
 
 func (o *topOptions) run(ctx context.Context, out io.Writer) error {
 	cs, err := o.kube.client()

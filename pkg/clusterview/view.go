@@ -313,16 +313,19 @@ func statefulSetRolledOut(s *appsv1.StatefulSet) bool {
 // LoweredRolledOut says whether a lowered workload's pods run with the
 // current phase's fraction: restarted at the phase's time, and the
 // rollout finished.
-func (w *Workload) LoweredRolledOut() bool {
-	return w.Template.Annotations[workload.AnnotationRestartedAt] == w.Lowered.PhaseRestart() && w.RolledOut
+func (w *Workload) LoweredRolledOut() bool { return w.phaseRestarted() && w.RolledOut }
+
+// phaseRestarted says whether the pod template carries the restart of the
+// lower record's current phase.
+func (w *Workload) phaseRestarted() bool {
+	return w.Template.Annotations[workload.AnnotationRestartedAt] == w.Lowered.PhaseRestart()
 }
 
 // LowerUnfinished says whether a lower-memory step was cut short (the
 // arbiter stopped between its writes): the record is there, but the
 // restart of its phase is not, or a finished restore left the record.
 func (w *Workload) LowerUnfinished() bool {
-	return w.Lowered != nil && w.Record == nil &&
-		(w.Lowered.Restoring || w.Template.Annotations[workload.AnnotationRestartedAt] != w.Lowered.PhaseRestart())
+	return w.Lowered != nil && w.Record == nil && (w.Lowered.Restoring || !w.phaseRestarted())
 }
 
 // Object is the Deployment or StatefulSet ref names, nil when the cluster
