@@ -10,6 +10,7 @@ import (
 	"github.com/gpuslice/gpuslice/pkg/doctor"
 	"github.com/gpuslice/gpuslice/pkg/doctor/gather"
 	"github.com/gpuslice/gpuslice/pkg/inject"
+	"github.com/gpuslice/gpuslice/pkg/ops"
 	"github.com/gpuslice/gpuslice/pkg/registration"
 )
 
@@ -91,8 +92,9 @@ Exit status 1 when a check fails; warnings do not change it.`,
 		Example: `  gpuslice doctor deploy/vllm-server -n ai-dev
   gpuslice doctor                      # every GPU workload, the webhook, every GPU node's VRAM
   gpuslice doctor -n media -o json`,
-		Args: cobra.MaximumNArgs(1),
-		RunE: runCommand(g, o),
+		Args:              cobra.MaximumNArgs(1),
+		ValidArgsFunction: completeWorkloads(g, ops.CompleteOptions{}),
+		RunE:              runCommand(g, o),
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.gather.WebhookConfig, "webhook-config", registration.DefaultName, "MutatingWebhookConfiguration of the device-injection webhook")

@@ -12,12 +12,15 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/gpuslice/gpuslice/internal/harness/localcluster"
 	"github.com/gpuslice/gpuslice/internal/seed"
 	"github.com/gpuslice/gpuslice/pkg/ledger"
 	"github.com/gpuslice/gpuslice/pkg/pluginconfig"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // run executes the gpuslice command line in-process.
@@ -157,6 +160,49 @@ func TestClusterCommands(t *testing.T) {
 	}
 	if _, err := run(t, "", "status", "--node", "nope", "--kubeconfig", c.Kubeconfig); err == nil || !strings.Contains(err.Error(), "nope") {
 		t.Errorf("--node nope: %v", err)
+	}
+	checkWorkloadCompletion(ctx, t, c)
+}
+
+// checkWorkloadCompletion: the shell completes a workload argument with
+// the namespace's GPU Deployments (for restore, the released ones), never
+// with one that uses no GPU.
+func checkWorkloadCompletion(ctx context.Context, t *testing.T, c *localcluster.Cluster) {
+	t.Helper()
+	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "lab"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	released := seed.SharesDeployment("lab", "trainer-old", 1)
+	released.Annotations = map[string]string{workload.AnnotationReleasedReplicas: "1"}
+	for _, d := range []*appsv1.Deployment{seed.SharesDeployment("lab", "trainer", 2), seed.SharesDeployment("lab", "web", 0), released} {
+		if _, err := c.Client.AppsV1().Deployments("lab").Create(ctx, d, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		args      []string
+		want, not []string
+	}{
+		{args: []string{"release", ""}, want: []string{"deploy/trainer\n", "deploy/trainer-old\n"}, not: []string{"web"}},
+		{args: []string{"tune", "shares", "deploy/trainer-"}, want: []string{"deploy/trainer-old\n"}, not: []string{"deploy/trainer\n", "web"}},
+		{args: []string{"doctor", "d"}, want: []string{"deploy/trainer\n"}, not: []string{"web"}},
+		{args: []string{"restore", ""}, want: []string{"deploy/trainer-old\n"}, not: []string{"deploy/trainer\n", "web"}},
+		{args: []string{"tune", "memory", "deploy/trainer", ""}, not: []string{"deploy/"}},
+	} {
+		out, err := run(t, "", append([]string{"__complete", "--kubeconfig", c.Kubeconfig, "-n", "lab"}, tc.args...)...)
+		if err != nil {
+			t.Fatalf("completing %q: %v", tc.args, err)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("completing %q: no %q in\n%s", tc.args, w, out)
+			}
+		}
+		for _, n := range tc.not {
+			if strings.Contains(out, n) {
+				t.Errorf("completing %q: %q offered in\n%s", tc.args, n, out)
+			}
+		}
 	}
 }
 

@@ -28,7 +28,8 @@ nothing and says so. A workload annotated gpuslice.io/protected: "true"
 (Plex in the reference cluster) is refused.`,
 		Example: `  gpuslice release vllm-server -n ai-dev --reason "Plex transcodes stutter"
   gpuslice release deploy/whisper -n ai --dry-run`,
-		Args: cobra.ExactArgs(1),
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeWorkloads(g, ops.CompleteOptions{}),
 	}
 	cmd.Flags().StringVar(&opts.Reason, "reason", "", "why, recorded in gpuslice.io/released-reason")
 	cmd.Flags().StringVar(&opts.By, "by", "", "who, recorded in gpuslice.io/released-by (default: the Kubernetes user)")
@@ -50,8 +51,9 @@ A workload that was not released is left alone and says so. One scaled by
 hand since its release is set to the recorded count all the same: the
 record is what the release promised to bring back; scale it afterwards if
 you meant otherwise.`,
-		Example: `  gpuslice restore vllm-server -n ai-dev`,
-		Args:    cobra.ExactArgs(1),
+		Example:           `  gpuslice restore vllm-server -n ai-dev`,
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeWorkloads(g, ops.CompleteOptions{Released: true}),
 	}
 	newOpsCommand(cmd, g, &opts.DryRun, func(ctx context.Context, cs kubernetes.Interface, ref workload.Ref) (ops.Result, error) {
 		return ops.Restore(ctx, cs, ref, opts)

@@ -51,7 +51,8 @@ A value already equal changes and restarts nothing.`,
 		Example: `  # The seed's "Reducing vLLM GPU Memory"
   gpuslice tune memory vllm-server --fraction 0.6 -n ai-dev
   gpuslice tune memory deploy/vllm-server --fraction 0.5 -n ai-dev --dry-run`,
-		Args: cobra.ExactArgs(1),
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeWorkloads(g, ops.CompleteOptions{}),
 	}
 	cmd.Flags().StringVar(&opts.Fraction, "fraction", "", "new GPU_MEMORY_UTILIZATION, in (0, 1]")
 	c := newOpsCommand(cmd, g, &opts.DryRun, func(ctx context.Context, cs kubernetes.Interface, ref workload.Ref) (ops.MemoryResult, error) {
@@ -85,7 +86,8 @@ counted with the replicas restore brings back.`,
 		Example: `  # The seed's "Increasing vLLM GPU Shares"
   gpuslice tune shares vllm-server 4 -n ai-dev
   gpuslice tune shares deploy/whisper 1 -n ai --container whisper --dry-run`,
-		Args: cobra.ExactArgs(2),
+		Args:              cobra.ExactArgs(2),
+		ValidArgsFunction: completeWorkloads(g, ops.CompleteOptions{}),
 	}
 	cmd.Flags().StringVar(&opts.Container, "container", "", "container to change (default: the one requesting a GPU resource)")
 	cmd.Flags().StringVar(&opts.Resource, "resource", "", "GPU resource (default: the one the container requests, else nvidia.com/gpu.shared)")

@@ -6,15 +6,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
-	"strconv"
-	"strings"
+	"time"
+
+	promapi "github.com/prometheus/client_golang/api"
+	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
+	"github.com/prometheus/common/model"
 )
 
 // Prometheus reads the DCGM memory fields from a Prometheus server that
-// scrapes dcgm-exporter, with two instant queries (GET /api/v1/query,
-// one a field). The figures are as old as the last scrape.
+// scrapes dcgm-exporter, with two instant queries (/api/v1/query, one a
+// field, through client_golang's API client). The figures are as old as the last scrape.
 //
 // A GPU that lacks one of the fields is left out and named in the
 // returned error, with the GPUs that have both returned beside it.
@@ -71,67 +75,92 @@ func (p *Prometheus) nodeOf(labels map[string]string) (string, error) {
 	return "", fmt.Errorf("no %q label names the node: set the node label option to the label that does (kubernetes_node or node where a relabelling rule sets one)", label)
 }
 
-// promResponse is the envelope of every Prometheus HTTP API answer.
-type promResponse struct {
-	Status    string `json:"status"`
-	ErrorType string `json:"errorType"`
-	Error     string `json:"error"`
-	Data      struct {
-		ResultType string `json:"resultType"`
-		Result     []struct {
-			Metric map[string]string `json:"metric"`
-			Value  [2]any            `json:"value"` // [unix seconds, "value"]
-		} `json:"result"`
-	} `json:"data"`
-}
-
-// query runs an instant query for one metric and returns its series.
+// query runs an instant query for one metric, through client_golang's
+// Prometheus API client, and returns its series.
 func (p *Prometheus) query(ctx context.Context, field string) ([]sample, error) {
 	if p.URL == "" {
 		return nil, errors.New("no Prometheus URL: give one like http://prometheus.monitoring:9090")
 	}
-	q := p.selector(field)
-	u := strings.TrimRight(p.URL, "/") + "/api/v1/query?" + url.Values{"query": {q}}.Encode()
-	code, body, err := get(ctx, p.HTTP, u, "application/json")
+	client, err := promapi.NewClient(promapi.Config{Address: p.URL, Client: boundedClient(p.HTTP)})
 	if err != nil {
-		return nil, fmt.Errorf("%w; check the URL and that Prometheus runs", err)
+		return nil, fmt.Errorf("the URL %q: %w; give one like http://prometheus.monitoring:9090", p.URL, err)
 	}
-	return parseVector(code, body, field, q, p.URL)
+	q := p.selector(field)
+	value, _, err := promv1.NewAPI(client).Query(ctx, q, time.Time{})
+	if err != nil {
+		return nil, queryErr(err, q, p.URL)
+	}
+	return vectorSamples(value, field, q)
 }
 
-// parseVector reads an instant query's answer (HTTP status code, body) for
-// field, queried as q from the server at base. A series whose value does
-// not parse carries the error in its sample.
-func parseVector(code int, body []byte, field, q, base string) ([]sample, error) {
-	var r promResponse
-	if err := json.Unmarshal(body, &r); err != nil {
-		if code != http.StatusOK {
-			return nil, fmt.Errorf("HTTP %d: %s; is %s the Prometheus server (not its UI behind a proxy)?", code, snippet(body), base)
-		}
-		return nil, fmt.Errorf("the answer is not the Prometheus API's JSON (%w): is %s a Prometheus server?", err, base)
+// boundedClient is c (or the 5 s default) reading at most maxBody of an
+// answer, as every other source here does.
+func boundedClient(c *http.Client) *http.Client {
+	bounded := *httpClient(c)
+	bounded.Transport = boundedTransport{cmp.Or[http.RoundTripper](bounded.Transport, http.DefaultTransport)}
+	return &bounded
+}
+
+type boundedTransport struct{ next http.RoundTripper }
+
+func (t boundedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(r)
+	if err == nil {
+		resp.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.LimitReader(resp.Body, maxBody), resp.Body}
 	}
+	return resp, err
+}
+
+// queryErr turns the client's errors into what to check. Prometheus
+// explains its errors in the body of a 4xx or 5xx; anything else at the
+// URL (a UI behind a proxy, another server) answers otherwise.
+func queryErr(err error, q, base string) error {
+	var apiErr *promv1.Error
+	var urlErr *url.Error
 	switch {
-	case r.Status == "error" && r.ErrorType == "bad_data":
-		return nil, fmt.Errorf("the server refused the query %s (HTTP %d, bad_data: %s): check the Prometheus selector", q, code, r.Error)
-	case r.Status == "error":
-		return nil, fmt.Errorf("the server answered HTTP %d, %s: %s", code, r.ErrorType, r.Error)
-	case code != http.StatusOK || r.Status != "success":
-		return nil, fmt.Errorf("HTTP %d, status %q: %s", code, r.Status, snippet(body))
-	case r.Data.ResultType != "vector":
-		return nil, fmt.Errorf("result type %q, want vector", r.Data.ResultType)
-	case len(r.Data.Result) == 0:
+	case errors.As(err, &apiErr) && apiErr.Type == promv1.ErrBadData:
+		return fmt.Errorf("the server refused the query %s (bad_data: %s): check the Prometheus selector", q, apiErr.Msg)
+	case errors.As(err, &apiErr) && apiErr.Type == promv1.ErrBadResponse:
+		return fmt.Errorf("the answer is not the Prometheus API's JSON (%s): is %s a Prometheus server?", apiErr.Msg, base)
+	case errors.As(err, &apiErr) && (apiErr.Type == promv1.ErrServer || apiErr.Type == promv1.ErrClient):
+		var body struct {
+			Status    string `json:"status"`
+			ErrorType string `json:"errorType"`
+			Error     string `json:"error"`
+		}
+		if json.Unmarshal([]byte(apiErr.Detail), &body) == nil && body.Status == "error" {
+			return fmt.Errorf("the server answered %s, %s: %s", apiErr.Msg, body.ErrorType, body.Error)
+		}
+		return fmt.Errorf("%s: %s; is %s the Prometheus server (not its UI behind a proxy)?", apiErr.Msg, snippet([]byte(apiErr.Detail)), base)
+	case errors.As(err, &apiErr):
+		return fmt.Errorf("the server answered %s: %s", apiErr.Type, apiErr.Msg)
+	case errors.As(err, &urlErr):
+		return fmt.Errorf("%w; check the URL and that Prometheus runs", err)
+	}
+	// The envelope decoded but its result did not: a value that is not
+	// a number, a result that is not one.
+	return fmt.Errorf("the answer's result does not decode (%w): is %s a Prometheus server?", err, base)
+}
+
+// vectorSamples reads an instant query's result for field, queried as q.
+func vectorSamples(value model.Value, field, q string) ([]sample, error) {
+	vector, ok := value.(model.Vector)
+	switch {
+	case !ok:
+		return nil, fmt.Errorf("result type %q, want vector", value.Type())
+	case len(vector) == 0:
 		return nil, fmt.Errorf("no %s series: is dcgm-exporter scraped by this Prometheus, and does the selector match its job?", q)
 	}
-	out := make([]sample, 0, len(r.Data.Result))
-	for _, res := range r.Data.Result {
-		s := sample{field: field, labels: res.Metric}
-		// A bad value costs its own series (and node), not the answer.
-		if text, ok := res.Value[1].(string); !ok {
-			s.err = fmt.Errorf("%s: value %v is not a string as the API writes it", s.describe(), res.Value[1])
-		} else if s.value, s.err = strconv.ParseFloat(text, 64); s.err != nil {
-			s.err = fmt.Errorf("%s: value %q is not a number", s.describe(), text)
+	out := make([]sample, 0, len(vector))
+	for _, v := range vector {
+		labels := make(map[string]string, len(v.Metric))
+		for k, l := range v.Metric {
+			labels[string(k)] = string(l)
 		}
-		out = append(out, s)
+		out = append(out, sample{field: field, labels: labels, value: float64(v.Value)})
 	}
 	return out, nil
 }

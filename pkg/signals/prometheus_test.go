@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"sync/atomic"
 	"testing"
 
 	"github.com/gpuslice/gpuslice/internal/standin/dcgmtest"
@@ -34,7 +35,7 @@ func TestPrometheus(t *testing.T) {
 		{name: "empty result", setup: func(s *dcgmtest.Server) { s.Omit("DCGM_FI_DEV_FB_FREE") },
 			err: []string{"for DCGM_FI_DEV_FB_FREE", `no DCGM_FI_DEV_FB_FREE{job=~".*dcgm-exporter"} series: is dcgm-exporter scraped by this Prometheus, and does the selector match its job?`}},
 		{name: "error status", setup: func(s *dcgmtest.Server) { s.Fail(http.StatusServiceUnavailable) },
-			err: []string{"querying Prometheus at http://", "HTTP 503, unavailable: dcgmtest: failing as asked"}},
+			err: []string{"querying Prometheus at http://", "server error: 503, unavailable: dcgmtest: failing as asked"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := dcgmtest.Start(dcgmtest.RTX3080Ti("homelabai"), gpu2)
@@ -63,12 +64,12 @@ func TestPrometheusAnswers(t *testing.T) {
 		body   string
 		err    []string
 	}{
-		{name: "not the API", status: http.StatusNotFound, body: "404 page not found", err: []string{"HTTP 404: 404 page not found", "is http://"}},
+		{name: "not the API", status: http.StatusNotFound, body: "404 page not found", err: []string{"client error: 404: 404 page not found", "is http://"}},
 		{name: "HTML with 200", status: http.StatusOK, body: "<html>Grafana</html>", err: []string{"not the Prometheus API's JSON", "a Prometheus server?"}},
 		{name: "bad_data", status: http.StatusBadRequest, body: `{"status":"error","errorType":"bad_data","error":"invalid parameter \"query\": 1:1: parse error"}`,
-			err: []string{"HTTP 400, bad_data: invalid parameter"}},
+			err: []string{"(bad_data: invalid parameter", "check the Prometheus selector"}},
 		{name: "matrix", status: http.StatusOK, body: `{"status":"success","data":{"resultType":"matrix","result":[]}}`, err: []string{`result type "matrix", want vector`}},
-		{name: "success with an error code", status: http.StatusBadGateway, body: `{"status":"success","data":{"resultType":"vector","result":[]}}`, err: []string{"HTTP 502"}},
+		{name: "success with an error code", status: http.StatusBadGateway, body: `{"status":"success","data":{"resultType":"vector","result":[]}}`, err: []string{"server error: 502"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -113,8 +114,10 @@ func TestPrometheusSeriesThatLie(t *testing.T) {
 			want: []GPUMemory{{Node: "gpu2", GPU: "0", UUID: uuid3060, Used: 2048 * mib, Free: 0}, homelab3080}},
 		{name: "negative", setup: series("dcgm-exporter", fieldFBUsed, "-5"), want: []GPUMemory{homelab3080},
 			err: []string{`DCGM_FI_DEV_FB_USED{gpu="0",UUID="` + uuid3060 + `",Hostname="gpu2"} is -5, not a memory size`, "node(s) gpu2 left out"}},
-		{name: "not a number", setup: series("dcgm-exporter", fieldFBFree, "abc"), want: []GPUMemory{homelab3080},
-			err: []string{`value "abc" is not a number`, "node(s) gpu2 left out"}},
+		// The API client decodes the answer whole: a value Prometheus
+		// cannot write costs the answer, not the one series.
+		{name: "not a number", setup: series("dcgm-exporter", fieldFBFree, "abc"),
+			err: []string{"the answer's result does not decode", `"abc"`, "a Prometheus server?"}},
 		{name: "infinite", setup: series("dcgm-exporter", fieldFBFree, "+Inf"), want: []GPUMemory{homelab3080},
 			err: []string{"is +Inf, not a memory size", "node(s) gpu2 left out"}},
 		{name: "DCGM's blank sentinel", setup: series("dcgm-exporter", fieldFBFree, "9223372036854775794"), want: []GPUMemory{homelab3080},
@@ -137,17 +140,25 @@ func TestPrometheusSeriesThatLie(t *testing.T) {
 }
 
 // FuzzParsePrometheus: whatever a server at the Prometheus URL answers,
-// the parser returns series or an error without panicking, and the GPUs
+// the query returns series or an error without panicking, and the GPUs
 // read from them have a node and sizes a GPU can have.
 func FuzzParsePrometheus(f *testing.F) {
 	for _, b := range golden.Files(f, "testdata/prometheus-*.json") {
 		f.Add(b, "")
 	}
 	f.Add([]byte(`{"status":"success","data":{"resultType":"vector","result":[{"metric":{"gpu":"0","node":"n"},"value":[1,"1e308"]}]}}`), "node")
+	// One server per fuzzing process, answering the current input.
+	var answer atomic.Pointer[[]byte]
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(*answer.Load())
+	}))
+	f.Cleanup(srv.Close)
 	f.Fuzz(func(t *testing.T, body []byte, label string) {
+		answer.Store(&body)
 		var samples []sample
 		for _, field := range []string{fieldFBUsed, fieldFBFree} {
-			s, err := parseVector(http.StatusOK, body, field, field, "http://prometheus")
+			s, err := (&Prometheus{URL: srv.URL}).query(context.Background(), field)
 			if err != nil {
 				return
 			}

@@ -13,6 +13,8 @@ import (
 	"sync"
 
 	"golang.org/x/sync/errgroup"
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -44,7 +46,9 @@ func Ledger(ctx context.Context, cs kubernetes.Interface, opt ledger.Options) (*
 }
 
 // take lists the four kinds at once, then gets the ConfigMaps; counted
-// narrows the lists to what the ledger counts.
+// narrows the lists to what the ledger counts: pods not finished, and
+// ReplicaSets and Jobs as metadata only, since the ledger reads nothing
+// else of them (their pod templates are most of their bytes).
 func take(ctx context.Context, cs kubernetes.Interface, opt ledger.Options, counted bool) (ledger.Input, error) {
 	var in ledger.Input
 	nodeSel, podSel := fields.Everything(), fields.Everything()
@@ -77,6 +81,11 @@ func take(ctx context.Context, cs kubernetes.Interface, opt ledger.Options, coun
 		in.Pods = l.Items
 	})
 	wg.Go(func() {
+		if counted {
+			// The ledger reads only a ReplicaSet's controller.
+			in.ReplicaSets, errs[2] = listOwners(ctx, cs.AppsV1().RESTClient(), "replicasets", func(m metav1.ObjectMeta) appsv1.ReplicaSet { return appsv1.ReplicaSet{ObjectMeta: m} })
+			return
+		}
 		l, err := cs.AppsV1().ReplicaSets("").List(ctx, metav1.ListOptions{})
 		if err != nil {
 			errs[2] = listErr("replicasets", err)
@@ -85,6 +94,10 @@ func take(ctx context.Context, cs kubernetes.Interface, opt ledger.Options, coun
 		in.ReplicaSets = l.Items
 	})
 	wg.Go(func() {
+		if counted {
+			in.Jobs, errs[3] = listOwners(ctx, cs.BatchV1().RESTClient(), "jobs", func(m metav1.ObjectMeta) batchv1.Job { return batchv1.Job{ObjectMeta: m} })
+			return
+		}
 		l, err := cs.BatchV1().Jobs("").List(ctx, metav1.ListOptions{})
 		if err != nil {
 			errs[3] = listErr("jobs", err)

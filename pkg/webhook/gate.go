@@ -63,17 +63,14 @@ func (h *Handler) gateReady() (bool, string) {
 	return true, ""
 }
 
-// admitGate runs the gate on the pod as the mutation leaves it (so the
-// shares a gpu-shares annotation adds count) and returns the denial
+// admitGate runs the gate on the whole pod as the mutation leaves it (so
+// the shares a gpu-shares annotation adds count) and returns the denial
 // message, or "" when the pod may be created.
-func (h *Handler) admitGate(ctx context.Context, g Gate, req *admissionv1.AdmissionRequest, pod *corev1.Pod, patch []byte, name string) string {
-	if len(patch) > 0 {
-		p, err := applyPatch(req.Object.Raw, patch)
-		if err != nil {
-			h.metrics.gateDecisions.WithLabelValues(gateDenied).Inc()
-			return fmt.Sprintf("admission gate: could not apply its own patch (%v); please report this pod spec", err)
-		}
-		pod = p
+func (h *Handler) admitGate(ctx context.Context, g Gate, req *admissionv1.AdmissionRequest, patch []byte, name string) string {
+	pod, err := applyPatch(req.Object.Raw, patch)
+	if err != nil {
+		h.metrics.gateDecisions.WithLabelValues(gateDenied).Inc()
+		return fmt.Sprintf("admission gate: could not read the pod as it will be stored (%v); please report this pod spec", err)
 	}
 	if pod.Namespace == "" {
 		pod.Namespace = req.Namespace
@@ -95,9 +92,12 @@ func (h *Handler) admitGate(ctx context.Context, g Gate, req *admissionv1.Admiss
 	return ""
 }
 
-// applyPatch returns the pod raw becomes with patch applied, as the API
-// server will store it.
+// applyPatch returns the whole pod raw becomes with patch (if any)
+// applied, as the API server will store it.
 func applyPatch(raw, patch []byte) (*corev1.Pod, error) {
+	if len(patch) == 0 {
+		return inject.DecodePod(raw)
+	}
 	p, err := jsonpatch.DecodePatch(patch)
 	if err != nil {
 		return nil, err

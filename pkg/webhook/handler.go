@@ -165,14 +165,14 @@ func (h *Handler) admit(ctx context.Context, req *admissionv1.AdmissionRequest) 
 		h.metrics.denials.WithLabelValues("no-object").Inc()
 		return deny(req.UID, "the admission request carries no pod object"), "denied"
 	}
-	if reason, msg := h.limits.checkShape(req.Object.Raw); reason != "" {
-		h.metrics.denials.WithLabelValues(reason).Inc()
-		return deny(req.UID, msg), "denied"
-	}
-	pod, err := inject.DecodePod(req.Object.Raw)
-	if err != nil {
+	pod, reason, msg, err := h.limits.decodeMutationPod(req.Object.Raw)
+	switch {
+	case err != nil:
 		h.metrics.denials.WithLabelValues("malformed-pod").Inc()
 		return deny(req.UID, fmt.Sprintf("the pod in the admission request does not decode: %v", err)), "denied"
+	case reason != "":
+		h.metrics.denials.WithLabelValues(reason).Inc()
+		return deny(req.UID, msg), "denied"
 	}
 	d := h.config.Load().Mutate(req.Namespace, pod)
 	name := podName(req, pod)
@@ -193,7 +193,7 @@ func (h *Handler) admit(ctx context.Context, req *admissionv1.AdmissionRequest) 
 		return deny(req.UID, fmt.Sprintf("could not encode its patch: %v", err)), "denied"
 	}
 	if g := h.gate.Load(); g != nil {
-		if msg := h.admitGate(ctx, *g, req, pod, patch, name); msg != "" {
+		if msg := h.admitGate(ctx, *g, req, patch, name); msg != "" {
 			h.metrics.denials.WithLabelValues("admission-gate").Inc()
 			resp := deny(req.UID, msg)
 			resp.Warnings = d.Warnings

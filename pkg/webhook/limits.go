@@ -2,7 +2,6 @@ package webhook
 
 import (
 	"cmp"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -74,29 +73,14 @@ func (h *Handler) acquire(w http.ResponseWriter, r *http.Request) (release func(
 	return nil
 }
 
-// podShape counts what decoding a pod multiplies. Zero-size elements make
-// counting cost no memory however many there are.
-type podShape struct {
-	Spec struct {
-		Containers          []struct{} `json:"containers"`
-		InitContainers      []struct{} `json:"initContainers"`
-		EphemeralContainers []struct{} `json:"ephemeralContainers"`
-		Volumes             []struct{} `json:"volumes"`
-	} `json:"spec"`
-}
-
-// checkShape refuses, before the full decode, a pod over the container or
-// volume bounds; the message names the bound and the fix.
-func (l Limits) checkShape(raw []byte) (reason, message string) {
-	var s podShape
-	if err := json.Unmarshal(raw, &s); err != nil {
-		return "", "" // the full decode reports what is malformed
+// checkShape refuses a pod over the container or volume bounds; the
+// message names the bound and the fix.
+func (l Limits) checkShape(n podCounts) (reason, message string) {
+	if n.containers > l.MaxContainers {
+		return "too-many-containers", fmt.Sprintf("the pod has %d containers (init and ephemeral included), over the webhook's bound of %d: split the workload into several pods", n.containers, l.MaxContainers)
 	}
-	if n := len(s.Spec.Containers) + len(s.Spec.InitContainers) + len(s.Spec.EphemeralContainers); n > l.MaxContainers {
-		return "too-many-containers", fmt.Sprintf("the pod has %d containers (init and ephemeral included), over the webhook's bound of %d: split the workload into several pods", n, l.MaxContainers)
-	}
-	if n := len(s.Spec.Volumes); n > l.MaxVolumes {
-		return "too-many-volumes", fmt.Sprintf("the pod has %d volumes, over the webhook's bound of %d: mount fewer, larger volumes (a projected volume combines many ConfigMaps and Secrets)", n, l.MaxVolumes)
+	if n.volumes > l.MaxVolumes {
+		return "too-many-volumes", fmt.Sprintf("the pod has %d volumes, over the webhook's bound of %d: mount fewer, larger volumes (a projected volume combines many ConfigMaps and Secrets)", n.volumes, l.MaxVolumes)
 	}
 	return "", ""
 }

@@ -3,7 +3,11 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"net/http"
+	"path"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/gpuslice/gpuslice/internal/testutil/golden"
@@ -86,6 +90,54 @@ func TestStatusSeedCluster(t *testing.T) {
 		}
 	}
 }
+
+// TestStatusListsOwnersAsMetadata: the ledger reads only a ReplicaSet's or
+// Job's controller, so status asks for their metadata, not their pod
+// templates, and still names pods by their Deployment.
+func TestStatusListsOwnersAsMetadata(t *testing.T) {
+	env := startEnv(t)
+	ctx := testContext(t)
+	if err := demo.Deploy(ctx, env.Cluster, seed.VLLMWorkload()); err != nil {
+		t.Fatal(err)
+	}
+	cfg := rest.CopyConfig(env.Cluster.Config)
+	var mu sync.Mutex
+	asked := map[string]string{} // resource -> the request's Accept
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			mu.Lock()
+			asked[path.Base(req.URL.Path)] = req.Header.Get("Accept")
+			mu.Unlock()
+			return rt.RoundTrip(req)
+		})
+	})
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	report, err := snapshot.Ledger(ctx, cs, ledger.Options{Namespace: "ai-dev"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, resource := range []string{"replicasets", "jobs"} {
+		if accept := asked[resource]; !strings.Contains(accept, "as=PartialObjectMetadataList") {
+			t.Errorf("%s asked for %q, want metadata only (as=PartialObjectMetadataList)", resource, accept)
+		}
+	}
+	var kinds []string
+	for _, n := range report.Nodes {
+		for _, w := range n.Workloads {
+			kinds = append(kinds, w.Kind+"/"+w.Name)
+		}
+	}
+	if !slices.Contains(kinds, "Deployment/vllm-server") {
+		t.Errorf("workloads %v: want vLLM's pods named by their Deployment, found through its ReplicaSet", kinds)
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 // TestStatusTwoGPUNode: a node with two GPUs time-sliced 4 ways each
 // advertises 8 shares; the scheduler fills it and refuses the ninth.

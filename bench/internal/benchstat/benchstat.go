@@ -3,12 +3,12 @@
 package benchstat
 
 import (
+	"cmp"
 	"math"
 	"os"
 	"runtime"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // Machine describes where the benchmark ran: Go version, platform, CPUs,
@@ -34,6 +34,6 @@ func CPUModel() string {
 
 // Percentile is the nearest-rank p-th percentile (0 < p <= 1) of sorted,
 // which must not be empty.
-func Percentile(sorted []time.Duration, p float64) time.Duration {
+func Percentile[T cmp.Ordered](sorted []T, p float64) T {
 	return sorted[max(0, int(math.Ceil(p*float64(len(sorted))))-1)]
 }

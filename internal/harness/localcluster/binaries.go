@@ -208,3 +208,17 @@ func LockFile(path string) (func(), error) {
 		f.Close()
 	}, nil
 }
+
+// BuildKubectl builds kubectl at the control plane's version into the
+// checkout's cache, if it is not there, and returns its path. Only
+// benchmarks that compare gpuslice with kubectl ask for it; tests and CI
+// never build it.
+func BuildKubectl(ctx context.Context, repoRoot string, progress io.Writer) (string, error) {
+	dir := filepath.Join(repoRoot, ".cache", "kubectl", KubernetesVersion)
+	set := binarySet{what: "kubectl", version: KubernetesVersion, dir: dir, module: "hack/controlplane", cgo: true,
+		targets: []buildTarget{{"kubectl", "k8s.io/kubernetes/cmd/kubectl"}}}
+	if err := buildSet(ctx, repoRoot, set, progress); err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, "kubectl"), nil
+}

@@ -1,0 +1,56 @@
+package snapshot
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
+)
+
+// partialListTypes asks the API server for a PartialObjectMetadataList
+// (each object's metadata, nothing else), protobuf first, as client-go's
+// metadata client does.
+const partialListTypes = "application/vnd.kubernetes.protobuf;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1," +
+	"application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+
+// protobufPrefix starts every Kubernetes protobuf body (apimachinery's
+// serializer/protobuf, which keeps it private).
+var protobufPrefix = []byte("k8s\x00")
+
+// listOwners lists resource in every namespace, metadata only, through rc
+// (the clientset's client for the resource's group, so callers keep
+// passing a kubernetes.Interface), and wraps each object's metadata as a T.
+func listOwners[T any](ctx context.Context, rc rest.Interface, resource string, wrap func(metav1.ObjectMeta) T) ([]T, error) {
+	body, err := rc.Get().Resource(resource).SetHeader("Accept", partialListTypes).Do(ctx).Raw()
+	if err != nil {
+		return nil, listErr(resource, err)
+	}
+	var list metav1.PartialObjectMetadataList
+	if err := decodePartialList(body, &list); err != nil {
+		return nil, fmt.Errorf("reading the list of %s (metadata only): %w", resource, err)
+	}
+	out := make([]T, len(list.Items))
+	for i := range list.Items {
+		out[i] = wrap(list.Items[i].ObjectMeta)
+	}
+	return out, nil
+}
+
+// decodePartialList reads either encoding partialListTypes allows.
+func decodePartialList(body []byte, list *metav1.PartialObjectMetadataList) error {
+	if !bytes.HasPrefix(body, protobufPrefix) {
+		return json.Unmarshal(body, list)
+	}
+	var envelope runtime.Unknown
+	if err := envelope.Unmarshal(body[len(protobufPrefix):]); err != nil {
+		return err
+	}
+	if envelope.Kind != "PartialObjectMetadataList" {
+		return fmt.Errorf("the API server sent a %s %s, not a PartialObjectMetadataList", envelope.APIVersion, envelope.Kind)
+	}
+	return list.Unmarshal(envelope.Raw)
+}
