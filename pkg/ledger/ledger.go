@@ -80,14 +80,18 @@ type Report struct {
 
 // NodeReport is one GPU node.
 type NodeReport struct {
-	Name           string          `json:"name"`
-	GPUProduct     string          `json:"gpuProduct,omitempty"`
-	GPUCount       int             `json:"gpuCount"`              // 0 = unknown
-	GPUReplicas    int             `json:"gpuReplicas,omitempty"` // time-slicing replicas per GPU
-	GPUMemoryBytes int64           `json:"gpuMemoryBytes"`        // per GPU, 0 = unknown
-	Resources      []ResourceUsage `json:"resources"`             // sorted by name
-	Workloads      []Workload      `json:"workloads"`
-	VRAM           VRAMSummary     `json:"vram"`
+	Name           string `json:"name"`
+	GPUProduct     string `json:"gpuProduct,omitempty"`
+	GPUCount       int    `json:"gpuCount"`              // 0 = unknown
+	GPUReplicas    int    `json:"gpuReplicas,omitempty"` // time-slicing replicas per GPU
+	GPUMemoryBytes int64  `json:"gpuMemoryBytes"`        // per GPU, 0 = unknown
+	// NotReady says why the node takes no pods (its Ready condition is
+	// False or Unknown); empty when it is Ready. A NotReady node has no
+	// free shares: nothing new can start there.
+	NotReady  string          `json:"notReady,omitempty"`
+	Resources []ResourceUsage `json:"resources"` // sorted by name
+	Workloads []Workload      `json:"workloads"`
+	VRAM      VRAMSummary     `json:"vram"`
 }
 
 // ResourceUsage is one GPU resource of a node.
@@ -96,7 +100,7 @@ type ResourceUsage struct {
 	Capacity    int64  `json:"capacity"`
 	Allocatable int64  `json:"allocatable"`
 	Allocated   int64  `json:"allocated"`
-	Free        int64  `json:"free"` // allocatable - allocated
+	Free        int64  `json:"free"` // allocatable - allocated; 0 on a NotReady node
 }
 
 // Workload is the pods of one owner on one node (or pending) that use one
@@ -278,6 +282,7 @@ func (b *builder) nodeState(node *corev1.Node, warnings *[]string) *nodeState {
 
 	nr := &ns.report
 	nr.Name = node.Name
+	nr.NotReady = NotReady(node)
 	nr.GPUProduct = node.Labels[LabelGPUProduct]
 	nr.GPUReplicas = labelInt(LabelGPUReplicas)
 	nr.GPUCount = labelInt(LabelGPUCount)
@@ -311,6 +316,9 @@ func (b *builder) finishNode(ns *nodeState) NodeReport {
 	for _, name := range sortedKeys(ns.resources) {
 		u := ns.resources[name]
 		u.Free = u.Allocatable - u.Allocated
+		if nr.NotReady != "" {
+			u.Free = 0
+		}
 		nr.Resources = append(nr.Resources, *u)
 	}
 
@@ -457,6 +465,30 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// NotReady says why node cannot take pods: its Ready condition is False
+// or Unknown (the kubelet stopped reporting). It is "" for a Ready node,
+// and for one without a Ready condition yet (as a node the kubelet has
+// only just registered), which the scheduler still considers.
+func NotReady(node *corev1.Node) string {
+	for _, c := range node.Status.Conditions {
+		if c.Type != corev1.NodeReady || c.Status == corev1.ConditionTrue {
+			continue
+		}
+		s := "NotReady"
+		if c.Status == corev1.ConditionUnknown {
+			s += " (status Unknown: the kubelet stopped reporting)"
+		}
+		if c.Reason != "" || c.Message != "" {
+			s += ": " + strings.TrimPrefix(strings.TrimSpace(c.Reason+" "+c.Message), " ")
+		}
+		if !c.LastTransitionTime.IsZero() {
+			s += " since " + c.LastTransitionTime.UTC().Format("2006-01-02 15:04Z")
+		}
+		return s
+	}
+	return ""
 }
 
 // IsGPUPod reports whether the ledger counts pod as a GPU workload: it

@@ -95,6 +95,9 @@ func writeNode(w io.Writer, n *NodeReport, wide bool) {
 	}
 	fmt.Fprintf(w, "NODE %s  %s  %s  %s\n", n.Name, orUnknown(n.GPUProduct, "unknown GPU model"),
 		gpuSummary(n), strings.Join(usage, ", "))
+	if n.NotReady != "" {
+		fmt.Fprintf(w, "Node %s: no free shares until it is Ready again (kubectl describe node %s)\n", n.NotReady, n.Name)
+	}
 
 	cols := []column{colWorkload, colNamespace, colMethod, colShares, colPercent}
 	if wide {
