@@ -65,6 +65,18 @@ func TestDoctorJudgeShares(t *testing.T) {
 	}
 }
 
+func TestDoctorJudgeSharesNotReadyNode(t *testing.T) {
+	down := homelabai()
+	down.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionUnknown, Reason: "NodeStatusUnknown"}}
+	nodes := []corev1.Node{down}
+	ollama := pod("ai", "ollama", "homelabai", 1)
+	vllm := pod("ai-dev", "vllm-server", "", 2, annotated)
+	expect(t, JudgeShares(workloadEvidence(KindDeployment, nil, vllm), ledgerOf(t, nodes, ollama, vllm), nodes), Fail,
+		"homelabai has 0 of 8 free, node NotReady", "bring homelabai back")
+	expect(t, JudgeShares(workloadEvidence(KindDeployment, nil, ollama), ledgerOf(t, nodes, ollama, vllm), nodes), OK,
+		"holds 1 nvidia.com/gpu.shared on homelabai (0 of 8 free, node NotReady")
+}
+
 func TestDoctorJudgeSharesNoGPUNode(t *testing.T) {
 	nodes := []corev1.Node{plainNode("pi")}
 	w := workloadEvidence(KindPod, nil, pod("ai", "x", "", 1))
