@@ -163,7 +163,7 @@ func readFileOrStdin(name string, stdin io.Reader) ([]byte, error) {
 	}
 	b, err := os.ReadFile(name)
 	if err != nil {
-		return nil, fmt.Errorf("reading config: %w", err)
+		return nil, fmt.Errorf("reading %s: %w", name, err)
 	}
 	return b, nil
 }

@@ -94,14 +94,11 @@ type Decision struct {
 // Code is the problem to report when there are several (by precedence),
 // CodeOK when there is none.
 func (d *Decision) Code() Code {
-	for _, c := range precedence {
-		for _, p := range d.Problems {
-			if p.Code == c {
-				return c
-			}
-		}
+	codes := make([]Code, len(d.Problems))
+	for i, p := range d.Problems {
+		codes[i] = p.Code
 	}
-	return CodeOK
+	return Worst(codes...)
 }
 
 // KindPod is Decision.Workload's Kind for a pod without a controller.
@@ -464,3 +461,19 @@ func holders(n *ledger.NodeReport, resource string) string {
 	}
 	return strings.Join(parts, ", ")
 }
+
+// Worst is the code to report among codes, by the same precedence as
+// Decision.Code; CodeOK when all are.
+func Worst(codes ...Code) Code {
+	for _, c := range precedence {
+		if slices.Contains(codes, c) {
+			return c
+		}
+	}
+	return CodeOK
+}
+
+// Overridable says whether break-glass may let a pod in despite c: what
+// the gate refuses for by policy (a protected workload down, shares
+// short), not what no admission changes (no node, a request no node holds).
+func Overridable(c Code) bool { return c == CodeSharesShort || c == CodeProtectedUnhealthy }

@@ -314,8 +314,10 @@ func TestDecideForCodes(t *testing.T) {
 		wantCode:     CodeNeverFits,
 		wantProblems: []string{"can never start", "homelabai is NotReady"},
 	}, {
-		name:         "no GPU node matches",
-		subject:      func(_ *gatecluster.Cluster, s *Subject) { s.Pod.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": "nas"} },
+		name: "no GPU node matches",
+		subject: func(_ *gatecluster.Cluster, s *Subject) {
+			s.Pod.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": "nas"}
+		},
 		wantCode:     CodeNodeUnavailable,
 		wantProblems: []string{"no GPU node matches its nodeName and nodeSelector"},
 	}, {
