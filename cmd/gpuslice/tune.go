@@ -81,7 +81,14 @@ rollout. A RollingUpdate whose maxUnavailable comes to 0 (the default below
 4 replicas) starts each new pod before stopping an old one, so the new pods
 need room beside the old ones; Recreate and StatefulSets need N x replicas.
 A refusal gives the numbers and who holds the rest. A released workload is
-counted with the replicas restore brings back.`,
+counted with the replicas restore brings back.
+
+More shares do not buy more GPU time: under time-slicing every process on
+the GPU gets an equal slice whatever it requested. Shares only reserve the
+node's replicas, so fewer other pods are scheduled beside it; to give a
+workload the GPU, release the others (gpuslice release). The device
+plugin's failRequestsGreaterThanOne: true refuses requests above 1, which
+makes that explicit (docs/status.md).`,
 		Example: `  # The seed's "Increasing vLLM GPU Shares"
   gpuslice tune shares vllm-server 4 -n ai-dev
   gpuslice tune shares deploy/whisper 1 -n ai --container whisper --dry-run`,

@@ -112,8 +112,10 @@ type Workload struct {
 	Method    string `json:"method"`
 	Resource  string `json:"resource,omitempty"`
 	Shares    int64  `json:"shares"`
-	Percent   string `json:"percent,omitempty"` // of the node's allocatable; empty when pending
-	Pods      int    `json:"pods"`
+	// Percent is Shares of the node's allocatable: of its time-slicing
+	// replicas, not of GPU time. Empty when pending.
+	Percent string `json:"percent,omitempty"`
+	Pods    int    `json:"pods"`
 	// Memory is the expected VRAM of all Pods together; nil when unknown.
 	Memory       *MemoryRange `json:"memory,omitempty"`
 	MemorySource string       `json:"memorySource,omitempty"`

@@ -18,6 +18,9 @@ const sharesNA = "N/A*"
 
 const webhookFootnote = "* uses the webhook without a share request: its GPU time is not accounted"
 
+// timeSliceNote says once what OF REPLICAS is not (docs/status.md).
+const timeSliceNote = "OF REPLICAS is the share of the time-slicing replicas, not of GPU time: every process on the GPU gets an equal slice (docs/status.md)"
+
 // row is one line of a share table; summary lines (Available, Total) are
 // rows too so they line up with the workloads.
 type row struct {
@@ -34,7 +37,7 @@ var (
 	colNamespace = column{"NAMESPACE", func(r row) string { return r.namespace }}
 	colMethod    = column{"METHOD", func(r row) string { return r.method }}
 	colShares    = column{"GPU SHARES", func(r row) string { return r.shares }}
-	colPercent   = column{"PERCENTAGE", func(r row) string { return r.percent }}
+	colPercent   = column{"OF REPLICAS", func(r row) string { return r.percent }}
 	colKind      = column{"KIND", func(r row) string { return r.kind }}
 	colPods      = column{"PODS", func(r row) string { return r.pods }}
 	colResource  = column{"RESOURCE", func(r row) string { return r.resource }}
@@ -70,6 +73,10 @@ func WriteTable(w io.Writer, r *Report, wide bool) error {
 			rows = append(rows, workloadRow(wl))
 		}
 		writeRows(tw, append(cols, colResource), rows)
+	}
+	if len(r.Nodes) > 0 {
+		fmt.Fprintln(tw)
+		fmt.Fprintln(tw, timeSliceNote)
 	}
 	for _, warning := range r.Warnings {
 		fmt.Fprintln(tw, "Warning: "+warning)
