@@ -46,15 +46,15 @@ type SharesResult struct {
 	Held        int64    `json:"held"`
 	// Needed is what the nodes must give the workload at the rollout's
 	// peak; Rolling when that peak has new pods beside old ones.
-	Needed  int64  `json:"needed"`
-	Rolling bool   `json:"rolling,omitempty"`
+	Needed  int64 `json:"needed"`
+	Rolling bool  `json:"rolling,omitempty"`
 	// Annotation says the count is the pod template's gpu-shares
 	// annotation, which the webhook turns into the request, rather than
 	// the container's own request.
-	Annotation bool `json:"annotation,omitempty"`
-	Changed    bool `json:"changed"`
-	DryRun  bool   `json:"dryRun,omitempty"`
-	Message string `json:"message"`
+	Annotation bool   `json:"annotation,omitempty"`
+	Changed    bool   `json:"changed"`
+	DryRun     bool   `json:"dryRun,omitempty"`
+	Message    string `json:"message"`
 }
 
 // TuneShares sets the requests and limits of the workload's GPU resource
