@@ -62,9 +62,29 @@ func JudgeShares(w *WorkloadEvidence, r *ledger.Report, nodes []corev1.Node) Res
 			remedies = append(remedies, remedy)
 		}
 	}
+	for _, name := range slices.Sorted(maps.Keys(reqs)) {
+		if q := reqs[name]; q > 1 && timeSliced(r, name) {
+			evidence = append(evidence, fmt.Sprintf("note: %d shares are %d places in the scheduler, not more GPU time: time-slicing gives every process an equal slice; "+
+				"the device plugin's failRequestsGreaterThanOne: true refuses such requests (docs/status.md)", q, q))
+		}
+	}
 	res.Evidence = strings.Join(evidence, "; ")
 	res.Remedy = strings.Join(remedies, "; ")
 	return res
+}
+
+// timeSliced says whether a node hands out resource as time-slicing
+// replicas: more than one replica per GPU, or the renamed ".shared" name.
+func timeSliced(r *ledger.Report, resource string) bool {
+	if strings.HasSuffix(resource, ".shared") {
+		return true
+	}
+	for _, n := range r.Nodes {
+		if n.GPUReplicas > 1 && usage(&n, resource) != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // holdsEvidence is a scheduled workload's line: what it holds and what is

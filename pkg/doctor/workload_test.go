@@ -46,7 +46,7 @@ func TestDoctorJudgeShares(t *testing.T) {
 	}{
 		{name: "webhook-only", w: workloadEvidence(KindDeployment, nil, seed[0]), cluster: seed, verdict: OK, contains: []string{"no GPU share request"}},
 		{name: "scheduled holds its shares", w: workloadEvidence(KindDeployment, nil, vllmBound), cluster: append(seed, vllmBound), verdict: OK,
-			contains: []string{"holds 2 nvidia.com/gpu.shared on homelabai (2 of 8 free)"}},
+			contains: []string{"holds 2 nvidia.com/gpu.shared on homelabai (2 of 8 free)", "note: 2 shares are 2 places in the scheduler, not more GPU time", "failRequestsGreaterThanOne: true"}},
 		{name: "pending, enough free: another reason", w: workloadEvidence(KindDeployment, nil, vllmPending), cluster: append(seed, vllmPending), verdict: OK,
 			contains: []string{"homelabai has 4 of 8 free", "still pending for another reason"}},
 		{name: "pending, node full: who holds them", w: workloadEvidence(KindDeployment, nil, vllmPending), cluster: append(seed, filler, vllmPending), verdict: Fail,
