@@ -53,6 +53,9 @@ type Input struct {
 	ReplicaSets []appsv1.ReplicaSet // Pod -> ReplicaSet -> Deployment
 	Jobs        []batchv1.Job       // Pod -> Job -> CronJob (optional)
 	ConfigMaps  []corev1.ConfigMap  // GPU_MEMORY_UTILIZATION via envFrom or configMapKeyRef
+	// Managed are the Deployments and StatefulSets whose release and
+	// lower records the report lists (optional).
+	Managed []ManagedWorkload
 }
 
 // Options tune and filter the report.
@@ -74,6 +77,9 @@ type Report struct {
 	// Pending are GPU workloads whose pods are not bound to a node yet: their
 	// requests are listed but not counted as allocated anywhere.
 	Pending []Workload `json:"pending,omitempty"`
+	// Interventions are the workloads gpuslice released or lowered, with
+	// who, when, why and how to undo it.
+	Interventions []Intervention `json:"interventions,omitempty"`
 	// Warnings are cluster data the ledger could not use (bad labels...).
 	Warnings []string `json:"warnings,omitempty"`
 }
@@ -184,6 +190,7 @@ func Build(in Input, opt Options) (*Report, error) {
 			r.Nodes = append(r.Nodes, nr)
 		}
 	}
+	r.Interventions = interventions(in.Managed, b.listed, opt.Node, &r.Warnings)
 	if opt.Node == "" {
 		for _, g := range pending.sorted() {
 			if b.listed(g.key.namespace) {

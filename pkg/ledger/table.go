@@ -74,6 +74,15 @@ func WriteTable(w io.Writer, r *Report, wide bool) error {
 		}
 		writeRows(tw, append(cols, colResource), rows)
 	}
+	if len(r.Interventions) > 0 {
+		fmt.Fprintln(tw)
+		fmt.Fprintln(tw, "RELEASED OR LOWERED  by gpuslice: fewer pods or less memory until undone")
+		fmt.Fprintln(tw, "WORKLOAD\tNAMESPACE\tACTION\tDETAIL\tBY\tAT\tWHY\tUNDO")
+		for _, iv := range r.Interventions {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", iv.Workload.String(), iv.Workload.Namespace, iv.Action, iv.Detail,
+				orUnknown(iv.By, "-"), orUnknown(iv.At, "-"), orUnknown(iv.Reason, "-"), iv.Undo)
+		}
+	}
 	if len(r.Nodes) > 0 {
 		fmt.Fprintln(tw)
 		fmt.Fprintln(tw, timeSliceNote)
