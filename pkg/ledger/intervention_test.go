@@ -43,9 +43,9 @@ func TestInterventions(t *testing.T) {
 		opt:  Options{Namespace: "ai-dev"},
 		want: []string{"Deployment/ai-dev/vllm-server released 1 → 0 replicas | gpuslice arbiter | 2026-12-04T20:15:00Z | Plex is transcoding on homelabai | gpuslice restore deployment/vllm-server -n ai-dev"},
 	}, {
-		name: "node filter keeps that node's and those without a node",
-		opt:  Options{Node: gpubox},
-		want: []string{"StatefulSet/ai/ollama released 2 → 0 replicas | alice | 2026-12-04T19:00:00Z |  | gpuslice restore statefulset/ollama -n ai"},
+		name:         "node filter keeps that node's and those without a node",
+		opt:          Options{Node: gpubox},
+		want:         []string{"StatefulSet/ai/ollama released 2 → 0 replicas | alice | 2026-12-04T19:00:00Z |  | gpuslice restore statefulset/ollama -n ai"},
 		wantWarnings: []string{"ai/broken"},
 	}}
 	for _, tt := range tests {
