@@ -45,6 +45,10 @@ listed; one that mounts the ConfigMap as a volume is listed, not restarted.
 Old and new values are shown with their bytes: the fraction times the GPU
 memory of the workload's node, from the same ledger as gpuslice status.
 
+A raise that makes the node's expected VRAM (gpuslice status's potential
+total, with this workload at the new fraction) exceed its GPU memory is
+refused with the largest fraction that fits, unless --allow-overcommit.
+
 Nothing is written until every check passes (the workload reads the
 variable, no restart would be refused); each object then gets one patch.
 A value already equal changes and restarts nothing.`,
@@ -54,6 +58,7 @@ A value already equal changes and restarts nothing.`,
 		Args: cobra.ExactArgs(1),
 	}
 	cmd.Flags().StringVar(&opts.Fraction, "fraction", "", "new GPU_MEMORY_UTILIZATION, in (0, 1]")
+	cmd.Flags().BoolVar(&opts.AllowOvercommit, "allow-overcommit", false, "raise even when the node's expected VRAM would exceed its GPU memory")
 	c := newOpsCommand(cmd, g, &opts.DryRun, func(ctx context.Context, cs kubernetes.Interface, ref workload.Ref) (ops.MemoryResult, error) {
 		return ops.TuneMemory(ctx, cs, ref, opts)
 	}, ops.WriteMemory)
