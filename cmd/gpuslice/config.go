@@ -9,7 +9,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/gpuslice/gpuslice/internal/output"
+	"github.com/gpuslice/gpuslice/pkg/ledger"
 	"github.com/gpuslice/gpuslice/pkg/pluginconfig"
+	"github.com/gpuslice/gpuslice/pkg/snapshot"
 )
 
 func newConfigCommand(g *globals) *cobra.Command {
@@ -54,6 +56,7 @@ func newConfigValidateCommand(g *globals) *cobra.Command {
 				source string
 				cfg    *pluginconfig.Config
 				err    error
+				multi  []pluginconfig.MultiShare
 			)
 			if fromCluster {
 				source = "ConfigMap " + cmNamespace + "/" + cmName
@@ -66,6 +69,11 @@ func newConfigValidateCommand(g *globals) *cobra.Command {
 					return fmt.Errorf("reading %s: %w; name it with --configmap-namespace and --configmap-name", source, gerr)
 				}
 				cfg, err = pluginconfig.FromConfigMap(cm, cmKey)
+				report, lerr := snapshot.Ledger(cmd.Context(), cs, ledger.Options{})
+				if lerr != nil {
+					return fmt.Errorf("reading who requests shares: %w", lerr)
+				}
+				multi = pluginconfig.MultiShares(report)
 			} else {
 				source = args[0]
 				data, rerr := readFileOrStdin(args[0], cmd.InOrStdin())
@@ -78,6 +86,7 @@ func newConfigValidateCommand(g *globals) *cobra.Command {
 			if verr != nil {
 				return verr // not a config problem: I/O, or a ConfigMap without the key
 			}
+			result.NoteMultiShare(multi)
 			if werr := outFlags.print(cmd.OutOrStdout(), result, result.WriteTable); werr != nil {
 				return werr
 			}
@@ -163,7 +172,7 @@ func readFileOrStdin(name string, stdin io.Reader) ([]byte, error) {
 	}
 	b, err := os.ReadFile(name)
 	if err != nil {
-		return nil, fmt.Errorf("reading config: %w", err)
+		return nil, fmt.Errorf("reading %s: %w", name, err)
 	}
 	return b, nil
 }

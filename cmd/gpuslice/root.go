@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -28,6 +29,27 @@ type command interface {
 	complete(g *globals, args []string) error
 	Validate() error
 	run(ctx context.Context, out io.Writer) error
+}
+
+// exitError is an error with an exit status of its own (admit's codes);
+// any other error exits 1.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func exitWith(code int, err error) error { return &exitError{code: code, err: err} }
+
+// exitCode is the process's exit status for err.
+func exitCode(err error) int {
+	var e *exitError
+	if errors.As(err, &e) {
+		return e.code
+	}
+	return 1
 }
 
 // runCommand is the RunE of every command.
@@ -58,7 +80,7 @@ as commands.`,
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "json", "log line format: json or text")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "least severe log level written: debug, info, warn or error")
 	g.kube.addFlags(root.PersistentFlags())
-	root.AddCommand(newWebhookCommand(g), newDemoCommand(g), newStatusCommand(g), newConfigCommand(g), newTuneCommand(g), newReleaseCommand(g), newRestoreCommand(g), newPlexHealthCommand(g), newDoctorCommand(g), newAgentCommand(g), newTopCommand(g), newArbiterCommand(g), newVersionCommand())
+	root.AddCommand(newWebhookCommand(g), newDemoCommand(g), newStatusCommand(g), newAdmitCommand(g), newConfigCommand(g), newTuneCommand(g), newReleaseCommand(g), newRestoreCommand(g), newPlexHealthCommand(g), newDoctorCommand(g), newAgentCommand(g), newTopCommand(g), newArbiterCommand(g), newVersionCommand())
 	followBinaryName(root, os.Args[0])
 	return root
 }

@@ -42,6 +42,9 @@ memory, with the over-subscription risk time-slicing leaves open.
 
 Method is "shares" (resource requests), "webhook" (annotation
 gpu-directories only: N/A*, its GPU time is not accounted) or "hybrid" (both).
+OF REPLICAS is the workload's share of the node's time-slicing replicas: a
+place in the scheduler, not a share of GPU time, since time-slicing gives
+every process on the GPU an equal slice.
 Expected VRAM comes from the annotation gpu-memory ("2Gi" or "2Gi-3Gi"), or
 from GPU_MEMORY_UTILIZATION in the workload's env or ConfigMap times the
 node's per-GPU memory.`,

@@ -45,6 +45,10 @@ listed; one that mounts the ConfigMap as a volume is listed, not restarted.
 Old and new values are shown with their bytes: the fraction times the GPU
 memory of the workload's node, from the same ledger as gpuslice status.
 
+A raise that makes the node's expected VRAM (gpuslice status's potential
+total, with this workload at the new fraction) exceed its GPU memory is
+refused with the largest fraction that fits, unless --allow-overcommit.
+
 Nothing is written until every check passes (the workload reads the
 variable, no restart would be refused); each object then gets one patch.
 A value already equal changes and restarts nothing.`,
@@ -55,6 +59,7 @@ A value already equal changes and restarts nothing.`,
 		ValidArgsFunction: completeWorkloads(g, ops.CompleteOptions{}),
 	}
 	cmd.Flags().StringVar(&opts.Fraction, "fraction", "", "new GPU_MEMORY_UTILIZATION, in (0, 1]")
+	cmd.Flags().BoolVar(&opts.AllowOvercommit, "allow-overcommit", false, "raise even when the node's expected VRAM would exceed its GPU memory")
 	c := newOpsCommand(cmd, g, &opts.DryRun, func(ctx context.Context, cs kubernetes.Interface, ref workload.Ref) (ops.MemoryResult, error) {
 		return ops.TuneMemory(ctx, cs, ref, opts)
 	}, ops.WriteMemory)
@@ -82,7 +87,14 @@ rollout. A RollingUpdate whose maxUnavailable comes to 0 (the default below
 4 replicas) starts each new pod before stopping an old one, so the new pods
 need room beside the old ones; Recreate and StatefulSets need N x replicas.
 A refusal gives the numbers and who holds the rest. A released workload is
-counted with the replicas restore brings back.`,
+counted with the replicas restore brings back.
+
+More shares do not buy more GPU time: under time-slicing every process on
+the GPU gets an equal slice whatever it requested. Shares only reserve the
+node's replicas, so fewer other pods are scheduled beside it; to give a
+workload the GPU, release the others (gpuslice release). The device
+plugin's failRequestsGreaterThanOne: true refuses requests above 1, which
+makes that explicit (docs/status.md).`,
 		Example: `  # The seed's "Increasing vLLM GPU Shares"
   gpuslice tune shares vllm-server 4 -n ai-dev
   gpuslice tune shares deploy/whisper 1 -n ai --container whisper --dry-run`,

@@ -178,6 +178,9 @@ func judgeCluster(ev *Evidence) []Result {
 	if ev.Webhook != nil {
 		out = append(out, JudgeWebhook(ev.Webhook, ev.Now)...)
 	}
+	if ev.DevicePlugin != nil {
+		out = append(out, JudgeDevicePlugin(ev.DevicePlugin, ev.Nodes, ev.Ledger)...)
+	}
 	if ev.Ledger != nil {
 		for _, n := range ev.Ledger.Nodes {
 			if ev.concernsNode(n.Name) {

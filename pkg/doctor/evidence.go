@@ -39,8 +39,10 @@ type Evidence struct {
 	Injector *inject.Config
 	// Webhook is nil when the webhook was not examined (a target that
 	// does not use it).
-	Webhook   *WebhookEvidence
-	Workloads []WorkloadEvidence
+	Webhook *WebhookEvidence
+	// DevicePlugin is nil when it was not examined (a target was named).
+	DevicePlugin *DevicePluginEvidence
+	Workloads    []WorkloadEvidence
 }
 
 // RuntimeClasses are the cluster's RuntimeClasses by name, with their

@@ -1,6 +1,7 @@
 package doctor
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"path"
@@ -327,9 +328,13 @@ func JudgeNvidiaEnv(in *PodInput) Result {
 			case shares:
 				facts = append(facts, name+" unset (defaults to compute,utility)")
 			case name == EnvVisibleDevices:
-				worse(Fail)
-				facts = append(facts, name+" unset: without a share request nothing sets it, and the NVIDIA runtime exposes no GPU")
-				remedies = append(remedies, fmt.Sprintf("set %s=all in container %s (seed Method 1)", name, c.Name))
+				// Images built on NVIDIA's CUDA images (and many media
+				// images) set it in their config, which the pod spec
+				// does not show: a warning with how to check, not a failure.
+				worse(Warn)
+				facts = append(facts, name+" not in the pod spec: unless the image sets it, nothing does without a share request, and the NVIDIA runtime exposes no GPU")
+				remedies = append(remedies, fmt.Sprintf("check what the container sees: kubectl exec -n %s %s -c %s -- printenv %s (or the image's config: docker image inspect %s --format '{{.Config.Env}}'); if it is unset, set %s=all in container %s (seed Method 1)",
+					pod.Namespace, pod.Name, c.Name, name, cmp.Or(c.Image, "IMAGE"), name, c.Name))
 			default:
 				worse(Warn)
 				facts = append(facts, name+" unset: defaults to compute,utility, without video (NVENC/NVDEC) for transcoding")

@@ -62,9 +62,29 @@ func JudgeShares(w *WorkloadEvidence, r *ledger.Report, nodes []corev1.Node) Res
 			remedies = append(remedies, remedy)
 		}
 	}
+	for _, name := range slices.Sorted(maps.Keys(reqs)) {
+		if q := reqs[name]; q > 1 && timeSliced(r, name) {
+			evidence = append(evidence, fmt.Sprintf("note: %d shares are %d places in the scheduler, not more GPU time: time-slicing gives every process an equal slice; "+
+				"the device plugin's failRequestsGreaterThanOne: true refuses such requests (docs/status.md)", q, q))
+		}
+	}
 	res.Evidence = strings.Join(evidence, "; ")
 	res.Remedy = strings.Join(remedies, "; ")
 	return res
+}
+
+// timeSliced says whether a node hands out resource as time-slicing
+// replicas: more than one replica per GPU, or the renamed ".shared" name.
+func timeSliced(r *ledger.Report, resource string) bool {
+	if strings.HasSuffix(resource, ".shared") {
+		return true
+	}
+	for _, n := range r.Nodes {
+		if n.GPUReplicas > 1 && usage(&n, resource) != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // holdsEvidence is a scheduled workload's line: what it holds and what is
@@ -81,8 +101,8 @@ func holdsEvidence(live []*corev1.Pod, r *ledger.Report, resource string, q int6
 	}
 	for _, node := range order {
 		s := fmt.Sprintf("holds %d %s on %s", q*int64(count[node]), resource, node)
-		if u := usage(nodeReport(r, node), resource); u != nil {
-			s += fmt.Sprintf(" (%d of %d free)", u.Free, u.Allocatable)
+		if n := nodeReport(r, node); usage(n, resource) != nil {
+			s += " (" + freeOn(n, usage(n, resource)) + ")"
 		}
 		parts = append(parts, s)
 	}
@@ -109,7 +129,7 @@ func judgeFree(w *WorkloadEvidence, pod *corev1.Pod, r *ledger.Report, nodes []c
 		if u == nil {
 			continue
 		}
-		free = append(free, fmt.Sprintf("%s has %d of %d free", name, u.Free, u.Allocatable))
+		free = append(free, name+" has "+freeOn(n, u))
 		if bestUsage == nil || u.Free > bestUsage.Free {
 			best, bestUsage = n, u
 		}
@@ -133,8 +153,22 @@ func judgeFree(w *WorkloadEvidence, pod *corev1.Pod, r *ledger.Report, nodes []c
 		return Fail, fmt.Sprintf("%s but %s advertises only %d in all: it can never be scheduled", need, best.Name, bestUsage.Allocatable),
 			fmt.Sprintf("lower the request to at most %d, or give the GPU more time-slicing replicas (gpuslice config render --replicas N)", bestUsage.Allocatable)
 	}
+	if best.NotReady != "" {
+		// The best candidate is NotReady, so every candidate is.
+		return verdict, fmt.Sprintf("%s; %s", need, strings.Join(free, ", ")),
+			fmt.Sprintf("bring %s back (kubectl describe node %s; on K3s: systemctl status k3s-agent there); a NotReady node takes no pods", best.Name, best.Name)
+	}
 	ev := fmt.Sprintf("%s; %s, held by %s", need, strings.Join(free, ", "), holders(best, resource, w))
 	return verdict, ev, freeRemedy(best, bestUsage, resource, q, w)
+}
+
+// freeOn is "2 of 8 free", and why none are when the node is NotReady.
+func freeOn(n *ledger.NodeReport, u *ledger.ResourceUsage) string {
+	s := fmt.Sprintf("%d of %d free", u.Free, u.Allocatable)
+	if n.NotReady != "" {
+		s += ", node " + n.NotReady
+	}
+	return s
 }
 
 // holders lists who holds a node's shares of resource, largest first:

@@ -46,7 +46,7 @@ func TestDoctorJudgeShares(t *testing.T) {
 	}{
 		{name: "webhook-only", w: workloadEvidence(KindDeployment, nil, seed[0]), cluster: seed, verdict: OK, contains: []string{"no GPU share request"}},
 		{name: "scheduled holds its shares", w: workloadEvidence(KindDeployment, nil, vllmBound), cluster: append(seed, vllmBound), verdict: OK,
-			contains: []string{"holds 2 nvidia.com/gpu.shared on homelabai (2 of 8 free)"}},
+			contains: []string{"holds 2 nvidia.com/gpu.shared on homelabai (2 of 8 free)", "note: 2 shares are 2 places in the scheduler, not more GPU time", "failRequestsGreaterThanOne: true"}},
 		{name: "pending, enough free: another reason", w: workloadEvidence(KindDeployment, nil, vllmPending), cluster: append(seed, vllmPending), verdict: OK,
 			contains: []string{"homelabai has 4 of 8 free", "still pending for another reason"}},
 		{name: "pending, node full: who holds them", w: workloadEvidence(KindDeployment, nil, vllmPending), cluster: append(seed, filler, vllmPending), verdict: Fail,
@@ -63,6 +63,18 @@ func TestDoctorJudgeShares(t *testing.T) {
 			expect(t, JudgeShares(tc.w, r, nodes), tc.verdict, tc.contains...)
 		})
 	}
+}
+
+func TestDoctorJudgeSharesNotReadyNode(t *testing.T) {
+	down := homelabai()
+	down.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionUnknown, Reason: "NodeStatusUnknown"}}
+	nodes := []corev1.Node{down}
+	ollama := pod("ai", "ollama", "homelabai", 1)
+	vllm := pod("ai-dev", "vllm-server", "", 2, annotated)
+	expect(t, JudgeShares(workloadEvidence(KindDeployment, nil, vllm), ledgerOf(t, nodes, ollama, vllm), nodes), Fail,
+		"homelabai has 0 of 8 free, node NotReady", "bring homelabai back")
+	expect(t, JudgeShares(workloadEvidence(KindDeployment, nil, ollama), ledgerOf(t, nodes, ollama, vllm), nodes), OK,
+		"holds 1 nvidia.com/gpu.shared on homelabai (0 of 8 free, node NotReady")
 }
 
 func TestDoctorJudgeSharesNoGPUNode(t *testing.T) {

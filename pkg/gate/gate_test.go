@@ -10,6 +10,7 @@ import (
 
 	"github.com/gpuslice/gpuslice/internal/seed/gatecluster"
 	"github.com/gpuslice/gpuslice/pkg/clusterview"
+	"github.com/gpuslice/gpuslice/pkg/policy"
 	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
@@ -246,5 +247,140 @@ func BenchmarkReadAndDecide(b *testing.B) {
 		if d := Decide(v, pod, Options{Nodes: c.Nodes, Classes: c.Classes}); d.Allowed {
 			b.Fatal("allowed")
 		}
+	}
+}
+
+// TestDecideForCodes: the problems `gpuslice admit` turns into exit codes,
+// for any workload, whatever the gate's answer.
+func TestDecideForCodes(t *testing.T) {
+	preemptible := &policy.Policy{Preemptible: true}
+	tests := []struct {
+		name  string
+		setup func(c *gatecluster.Cluster)
+		// subject is vLLM's next pod unless changed here.
+		subject      func(c *gatecluster.Cluster, s *Subject)
+		wantCode     Code
+		wantAllowed  bool
+		wantProblems []string
+	}{{
+		name:        "room and Plex serving",
+		wantCode:    CodeOK,
+		wantAllowed: true,
+	}, {
+		name:         "shares short",
+		setup:        func(c *gatecluster.Cluster) { c.Hog("homelabai", 3) },
+		wantCode:     CodeSharesShort,
+		wantProblems: []string{"free: homelabai 1 of 8"},
+	}, {
+		name:         "more than any node advertises",
+		subject:      func(_ *gatecluster.Cluster, s *Subject) { s.Pod.Spec = gatecluster.PodSpec("", 9, "homelabai") },
+		wantCode:     CodeNeverFits,
+		wantProblems: []string{"requests 9 nvidia.com/gpu.shared per pod and the most any of its GPU nodes advertises is 8", "can never start"},
+	}, {
+		name:         "Plex not Ready",
+		setup:        (*gatecluster.Cluster).PlexNotReady,
+		wantCode:     CodeProtectedUnhealthy,
+		wantProblems: []string{"media/plex is unhealthy on homelabai"},
+	}, {
+		name:         "Plex not Ready and shares short: Plex is said first",
+		setup:        func(c *gatecluster.Cluster) { c.PlexNotReady(); c.Hog("homelabai", 4) },
+		wantCode:     CodeProtectedUnhealthy,
+		wantProblems: []string{"media/plex is unhealthy", "free: homelabai 0 of 8"},
+	}, {
+		name:         "target node NotReady: no free shares there",
+		setup:        func(c *gatecluster.Cluster) { c.NodeNotReady("homelabai") },
+		wantCode:     CodeNodeUnavailable,
+		wantProblems: []string{"homelabai is NotReady (status Unknown", "Kubelet stopped posting node status", "bring the GPU node back"},
+	}, {
+		name:  "one candidate NotReady, the other has room",
+		setup: func(c *gatecluster.Cluster) { c.NodeNotReady("gpu2") },
+		subject: func(_ *gatecluster.Cluster, s *Subject) {
+			s.Pod.Spec.NodeSelector = map[string]string{"nvidia.com/gpu.present": "true"}
+		},
+		wantCode:    CodeOK,
+		wantAllowed: true,
+	}, {
+		name:  "the only candidate with room is NotReady",
+		setup: func(c *gatecluster.Cluster) { c.Hog("homelabai", 4); c.NodeNotReady("gpu2") },
+		subject: func(_ *gatecluster.Cluster, s *Subject) {
+			s.Pod.Spec.NodeSelector = map[string]string{"nvidia.com/gpu.present": "true"}
+		},
+		wantCode:     CodeSharesShort,
+		wantProblems: []string{"gpu2 0 of 4 (node NotReady", "homelabai 0 of 8 (held by"},
+	}, {
+		name:         "NotReady and too big: the request is said first",
+		setup:        func(c *gatecluster.Cluster) { c.NodeNotReady("homelabai") },
+		subject:      func(_ *gatecluster.Cluster, s *Subject) { s.Pod.Spec = gatecluster.PodSpec("", 9, "homelabai") },
+		wantCode:     CodeNeverFits,
+		wantProblems: []string{"can never start", "homelabai is NotReady"},
+	}, {
+		name: "no GPU node matches",
+		subject: func(_ *gatecluster.Cluster, s *Subject) {
+			s.Pod.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": "nas"}
+		},
+		wantCode:     CodeNodeUnavailable,
+		wantProblems: []string{"no GPU node matches its nodeName and nodeSelector"},
+	}, {
+		name:         "three pods of 2 shares, room for 2",
+		subject:      func(_ *gatecluster.Cluster, s *Subject) { s.Pods = 3 },
+		wantCode:     CodeSharesShort,
+		wantProblems: []string{"2 nvidia.com/gpu.shared for each of 3 pods (room for 2)"},
+	}, {
+		name:  "applied again: the shares its own pods hold count as free",
+		setup: func(c *gatecluster.Cluster) { c.Hog("homelabai", 4) },
+		subject: func(c *gatecluster.Cluster, s *Subject) {
+			s.Pod, s.Replaces = c.NewPod("ai", "hog-homelabai"), true
+			s.Workload = workload.Ref{Kind: workload.KindDeployment, Namespace: "ai", Name: "hog-homelabai"}
+		},
+		wantCode:    CodeOK,
+		wantAllowed: true,
+	}, {
+		name:  "Plex's own pod is not held back by Plex",
+		setup: (*gatecluster.Cluster).PlexNotReady,
+		subject: func(c *gatecluster.Cluster, s *Subject) {
+			s.Pod, s.Policy = c.NewPod("media", "plex"), &policy.Policy{Protected: true}
+			s.Workload = workload.Ref{Kind: workload.KindDeployment, Namespace: "media", Name: "plex"}
+		},
+		wantCode:    CodeOK,
+		wantAllowed: true,
+	}, {
+		name:  "not preemptible: the gate lets it in, the problem stays",
+		setup: func(c *gatecluster.Cluster) { c.Hog("homelabai", 4) },
+		subject: func(_ *gatecluster.Cluster, s *Subject) {
+			s.Policy = &policy.Policy{}
+		},
+		wantCode:     CodeSharesShort,
+		wantAllowed:  true,
+		wantProblems: []string{"free: homelabai 0 of 8"},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := gatecluster.Homelab()
+			if tt.setup != nil {
+				tt.setup(c)
+			}
+			s := Subject{Pod: c.NewPod("ai-dev", "vllm-server"), Policy: preemptible,
+				Workload: workload.Ref{Kind: workload.KindDeployment, Namespace: "ai-dev", Name: "vllm-server"}}
+			if tt.subject != nil {
+				tt.subject(c, &s)
+			}
+			v, err := clusterview.Read(&c.Cluster, clusterview.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := DecideFor(v, s, Options{Nodes: c.Nodes, Classes: c.Classes})
+			if d.Code() != tt.wantCode || d.Allowed != tt.wantAllowed {
+				t.Errorf("code %d, allowed %v; want %d, %v: %+v", d.Code(), d.Allowed, tt.wantCode, tt.wantAllowed, d.Problems)
+			}
+			var all []string
+			for _, p := range d.Problems {
+				all = append(all, p.Message)
+			}
+			for _, w := range tt.wantProblems {
+				if !strings.Contains(strings.Join(all, "\n"), w) {
+					t.Errorf("problems lack %q:\n%s", w, strings.Join(all, "\n"))
+				}
+			}
+		})
 	}
 }

@@ -129,6 +129,13 @@ func nodeLabel(key, value string) nodeOpt {
 	return func(n *corev1.Node) { n.Labels[key] = value }
 }
 
+// nodeCondition sets the node's Ready condition.
+func nodeCondition(status corev1.ConditionStatus) nodeOpt {
+	return func(n *corev1.Node) {
+		n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: status, Reason: "KubeletNotReady"}}
+	}
+}
+
 func nodeAnnotation(key, value string) nodeOpt {
 	return func(n *corev1.Node) { n.Annotations[key] = value }
 }

@@ -21,7 +21,8 @@ func checkGolden(t *testing.T, name string, got []byte) {
 
 // mixedCluster adds to the seed cluster the shapes the seed lacks: a node
 // with two time-sliced GPUs left unrenamed, a MIG node with two resources,
-// a node without GFD, non-Deployment owners and an unscheduled pod.
+// a node without GFD (and NotReady), non-Deployment owners and an
+// unscheduled pod.
 func mixedCluster() *cluster {
 	c := seedCluster(true)
 	c.node(newNode("gpubox",
@@ -56,6 +57,7 @@ func mixedCluster() *cluster {
 		gpuResource("nvidia.com/gpu", 1),
 		nodeAnnotation(workload.AnnotationNodeGPUMemory, "8Gi"),
 		nodeLabel(LabelGPUCount, "one"),
+		nodeCondition(corev1.ConditionFalse),
 	))
 	c.pods(newPod("default", "cuda-test", "edge", shares("nvidia.com/gpu", 1)))
 	return c

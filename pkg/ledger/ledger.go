@@ -53,6 +53,9 @@ type Input struct {
 	ReplicaSets []appsv1.ReplicaSet // Pod -> ReplicaSet -> Deployment
 	Jobs        []batchv1.Job       // Pod -> Job -> CronJob (optional)
 	ConfigMaps  []corev1.ConfigMap  // GPU_MEMORY_UTILIZATION via envFrom or configMapKeyRef
+	// Managed are the Deployments and StatefulSets whose release and
+	// lower records the report lists (optional).
+	Managed []ManagedWorkload
 }
 
 // Options tune and filter the report.
@@ -74,20 +77,27 @@ type Report struct {
 	// Pending are GPU workloads whose pods are not bound to a node yet: their
 	// requests are listed but not counted as allocated anywhere.
 	Pending []Workload `json:"pending,omitempty"`
+	// Interventions are the workloads gpuslice released or lowered, with
+	// who, when, why and how to undo it.
+	Interventions []Intervention `json:"interventions,omitempty"`
 	// Warnings are cluster data the ledger could not use (bad labels...).
 	Warnings []string `json:"warnings,omitempty"`
 }
 
 // NodeReport is one GPU node.
 type NodeReport struct {
-	Name           string          `json:"name"`
-	GPUProduct     string          `json:"gpuProduct,omitempty"`
-	GPUCount       int             `json:"gpuCount"`              // 0 = unknown
-	GPUReplicas    int             `json:"gpuReplicas,omitempty"` // time-slicing replicas per GPU
-	GPUMemoryBytes int64           `json:"gpuMemoryBytes"`        // per GPU, 0 = unknown
-	Resources      []ResourceUsage `json:"resources"`             // sorted by name
-	Workloads      []Workload      `json:"workloads"`
-	VRAM           VRAMSummary     `json:"vram"`
+	Name           string `json:"name"`
+	GPUProduct     string `json:"gpuProduct,omitempty"`
+	GPUCount       int    `json:"gpuCount"`              // 0 = unknown
+	GPUReplicas    int    `json:"gpuReplicas,omitempty"` // time-slicing replicas per GPU
+	GPUMemoryBytes int64  `json:"gpuMemoryBytes"`        // per GPU, 0 = unknown
+	// NotReady says why the node takes no pods (its Ready condition is
+	// False or Unknown); empty when it is Ready. A NotReady node has no
+	// free shares: nothing new can start there.
+	NotReady  string          `json:"notReady,omitempty"`
+	Resources []ResourceUsage `json:"resources"` // sorted by name
+	Workloads []Workload      `json:"workloads"`
+	VRAM      VRAMSummary     `json:"vram"`
 }
 
 // ResourceUsage is one GPU resource of a node.
@@ -96,7 +106,7 @@ type ResourceUsage struct {
 	Capacity    int64  `json:"capacity"`
 	Allocatable int64  `json:"allocatable"`
 	Allocated   int64  `json:"allocated"`
-	Free        int64  `json:"free"` // allocatable - allocated
+	Free        int64  `json:"free"` // allocatable - allocated; 0 on a NotReady node
 }
 
 // Workload is the pods of one owner on one node (or pending) that use one
@@ -108,8 +118,10 @@ type Workload struct {
 	Method    string `json:"method"`
 	Resource  string `json:"resource,omitempty"`
 	Shares    int64  `json:"shares"`
-	Percent   string `json:"percent,omitempty"` // of the node's allocatable; empty when pending
-	Pods      int    `json:"pods"`
+	// Percent is Shares of the node's allocatable: of its time-slicing
+	// replicas, not of GPU time. Empty when pending.
+	Percent string `json:"percent,omitempty"`
+	Pods    int    `json:"pods"`
 	// Memory is the expected VRAM of all Pods together; nil when unknown.
 	Memory       *MemoryRange `json:"memory,omitempty"`
 	MemorySource string       `json:"memorySource,omitempty"`
@@ -178,6 +190,7 @@ func Build(in Input, opt Options) (*Report, error) {
 			r.Nodes = append(r.Nodes, nr)
 		}
 	}
+	r.Interventions = interventions(in.Managed, b.listed, opt.Node, &r.Warnings)
 	if opt.Node == "" {
 		for _, g := range pending.sorted() {
 			if b.listed(g.key.namespace) {
@@ -278,6 +291,7 @@ func (b *builder) nodeState(node *corev1.Node, warnings *[]string) *nodeState {
 
 	nr := &ns.report
 	nr.Name = node.Name
+	nr.NotReady = NotReady(node)
 	nr.GPUProduct = node.Labels[LabelGPUProduct]
 	nr.GPUReplicas = labelInt(LabelGPUReplicas)
 	nr.GPUCount = labelInt(LabelGPUCount)
@@ -311,6 +325,9 @@ func (b *builder) finishNode(ns *nodeState) NodeReport {
 	for _, name := range sortedKeys(ns.resources) {
 		u := ns.resources[name]
 		u.Free = u.Allocatable - u.Allocated
+		if nr.NotReady != "" {
+			u.Free = 0
+		}
 		nr.Resources = append(nr.Resources, *u)
 	}
 
@@ -457,6 +474,30 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// NotReady says why node cannot take pods: its Ready condition is False
+// or Unknown (the kubelet stopped reporting). It is "" for a Ready node,
+// and for one without a Ready condition yet (as a node the kubelet has
+// only just registered), which the scheduler still considers.
+func NotReady(node *corev1.Node) string {
+	for _, c := range node.Status.Conditions {
+		if c.Type != corev1.NodeReady || c.Status == corev1.ConditionTrue {
+			continue
+		}
+		s := "NotReady"
+		if c.Status == corev1.ConditionUnknown {
+			s += " (status Unknown: the kubelet stopped reporting)"
+		}
+		if c.Reason != "" || c.Message != "" {
+			s += ": " + strings.TrimPrefix(strings.TrimSpace(c.Reason+" "+c.Message), " ")
+		}
+		if !c.LastTransitionTime.IsZero() {
+			s += " since " + c.LastTransitionTime.UTC().Format("2006-01-02 15:04Z")
+		}
+		return s
+	}
+	return ""
 }
 
 // IsGPUPod reports whether the ledger counts pod as a GPU workload: it

@@ -183,6 +183,21 @@ func TestBuildShares(t *testing.T) {
 			"custom ml/Pod/both shares nvidia.com/mig-1g.5gb 2 28.57% pods=1",
 		},
 	}, {
+		name: "a NotReady node has no free shares, whatever it advertises",
+		setup: func(c *cluster) {
+			c.node(newNode("lost", gpuResource(gpu, 4), nodeCondition(corev1.ConditionUnknown)))
+			c.node(newNode("down", gpuResource(gpu, 4), nodeCondition(corev1.ConditionFalse)))
+			c.node(newNode("up", gpuResource(gpu, 4), nodeCondition(corev1.ConditionTrue)))
+			c.pods(newPod("ml", "a", "down", shares(gpu, 1)))
+		},
+		want: []string{
+			"down nvidia.com/gpu 1/4 free 0",
+			"down ml/Pod/a shares nvidia.com/gpu 1 25% pods=1",
+			"gpubox nvidia.com/gpu 0/8 free 8",
+			"lost nvidia.com/gpu 0/4 free 0",
+			"up nvidia.com/gpu 0/4 free 4",
+		},
+	}, {
 		name: "GPU pods on nodes without GPU resources and plain pods are ignored",
 		setup: func(c *cluster) {
 			c.node(newNode("cpu-only"))

@@ -18,6 +18,9 @@ const sharesNA = "N/A*"
 
 const webhookFootnote = "* uses the webhook without a share request: its GPU time is not accounted"
 
+// timeSliceNote says once what OF REPLICAS is not (docs/status.md).
+const timeSliceNote = "OF REPLICAS is the share of the time-slicing replicas, not of GPU time: every process on the GPU gets an equal slice (docs/status.md)"
+
 // row is one line of a share table; summary lines (Available, Total) are
 // rows too so they line up with the workloads.
 type row struct {
@@ -34,7 +37,7 @@ var (
 	colNamespace = column{"NAMESPACE", func(r row) string { return r.namespace }}
 	colMethod    = column{"METHOD", func(r row) string { return r.method }}
 	colShares    = column{"GPU SHARES", func(r row) string { return r.shares }}
-	colPercent   = column{"PERCENTAGE", func(r row) string { return r.percent }}
+	colPercent   = column{"OF REPLICAS", func(r row) string { return r.percent }}
 	colKind      = column{"KIND", func(r row) string { return r.kind }}
 	colPods      = column{"PODS", func(r row) string { return r.pods }}
 	colResource  = column{"RESOURCE", func(r row) string { return r.resource }}
@@ -71,6 +74,19 @@ func WriteTable(w io.Writer, r *Report, wide bool) error {
 		}
 		writeRows(tw, append(cols, colResource), rows)
 	}
+	if len(r.Interventions) > 0 {
+		fmt.Fprintln(tw)
+		fmt.Fprintln(tw, "RELEASED OR LOWERED  by gpuslice: fewer pods or less memory until undone")
+		fmt.Fprintln(tw, "WORKLOAD\tNAMESPACE\tACTION\tDETAIL\tBY\tAT\tWHY\tUNDO")
+		for _, iv := range r.Interventions {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", iv.Workload.String(), iv.Workload.Namespace, iv.Action, iv.Detail,
+				orUnknown(iv.By, "-"), orUnknown(iv.At, "-"), orUnknown(iv.Reason, "-"), iv.Undo)
+		}
+	}
+	if len(r.Nodes) > 0 {
+		fmt.Fprintln(tw)
+		fmt.Fprintln(tw, timeSliceNote)
+	}
 	for _, warning := range r.Warnings {
 		fmt.Fprintln(tw, "Warning: "+warning)
 	}
@@ -95,6 +111,9 @@ func writeNode(w io.Writer, n *NodeReport, wide bool) {
 	}
 	fmt.Fprintf(w, "NODE %s  %s  %s  %s\n", n.Name, orUnknown(n.GPUProduct, "unknown GPU model"),
 		gpuSummary(n), strings.Join(usage, ", "))
+	if n.NotReady != "" {
+		fmt.Fprintf(w, "Node %s: no free shares until it is Ready again (kubectl describe node %s)\n", n.NotReady, n.Name)
+	}
 
 	cols := []column{colWorkload, colNamespace, colMethod, colShares, colPercent}
 	if wide {

@@ -33,6 +33,9 @@ type MemoryOptions struct {
 	// settings (the arbiter has its own estimate, and no need to list
 	// Jobs cluster-wide).
 	NoBytes bool
+	// AllowOvercommit lets a raise through that makes the node's expected
+	// VRAM exceed its GPU memory.
+	AllowOvercommit bool
 }
 
 // MemoryResult is what TuneMemory changed, or would change with DryRun.
@@ -123,6 +126,9 @@ func TuneMemory(ctx context.Context, cs kubernetes.Interface, ref workload.Ref, 
 			res.Notes = append(res.Notes, "bytes unknown: "+err.Error())
 		}
 		res.addBytes(report, w)
+		if err := res.checkBudget(report, opts.AllowOvercommit); err != nil {
+			return res, err
+		}
 	}
 
 	for _, s := range res.Settings {
@@ -237,6 +243,58 @@ func (res *MemoryResult) addBytes(report *ledger.Report, w *appsWorkload) {
 		s := &res.Settings[i]
 		s.OldBytes, s.NewBytes = fractionBytes(s.Old, res.GPUMemoryBytes), fractionBytes(s.New, res.GPUMemoryBytes)
 	}
+}
+
+// checkBudget refuses a raise that makes the node's expected VRAM (the
+// ledger's potential maximum, with this workload at its new fraction)
+// exceed the GPU's memory: the CUDA OOM time-slicing leaves open. A
+// lowering, or a node whose memory is unknown, is never refused; one that
+// stays over budget gets a note.
+func (res *MemoryResult) checkBudget(report *ledger.Report, allowOvercommit bool) error {
+	if report == nil || res.GPUMemoryBytes == 0 || len(res.Settings) == 0 {
+		return nil
+	}
+	n := slices.IndexFunc(report.Nodes, func(n ledger.NodeReport) bool { return n.Name == res.Node })
+	if n < 0 {
+		return nil
+	}
+	node := &report.Nodes[n]
+	avail := node.VRAM.AvailableBytes
+	i := slices.IndexFunc(node.Workloads, func(wl ledger.Workload) bool {
+		return wl.Namespace == res.Workload.Namespace && wl.Kind == res.Workload.Kind && wl.Name == res.Workload.Name
+	})
+	if avail == 0 || i < 0 {
+		return nil // no pods to count (released, pending): nothing to add up
+	}
+	row := node.Workloads[i]
+	var oldMax int64
+	if row.Memory != nil {
+		oldMax = row.Memory.Max.Value()
+	}
+	s := res.Settings[0]
+	newMax := s.NewBytes * int64(row.Pods)
+	total := node.VRAM.MaxBytes - oldMax + newMax
+	if total <= avail {
+		return nil
+	}
+	over := fmt.Sprintf("%s at %s (%s for %d pod(s)) makes the expected VRAM on %s up to %s of %s",
+		res.Workload.Qualified(), res.Fraction, ledger.FormatBytes(newMax), row.Pods, node.Name, ledger.FormatBytes(total), ledger.FormatBytes(avail))
+	if s.NewBytes <= s.OldBytes || allowOvercommit {
+		res.Notes = append(res.Notes, over+": still a CUDA OOM risk if every workload is active (gpuslice status)")
+		return nil
+	}
+	return fmt.Errorf("%s: CUDA out of memory when every workload is active; lower another workload first (gpuslice status lists the expected VRAM), choose at most %s, or pass --allow-overcommit",
+		over, maxFraction(avail-(node.VRAM.MaxBytes-oldMax), int64(row.Pods), res.GPUMemoryBytes))
+}
+
+// maxFraction is the largest GPU_MEMORY_UTILIZATION (two decimals, down)
+// whose pods fit in room bytes; "0" when none does.
+func maxFraction(room, pods, gpuMemory int64) string {
+	if room <= 0 || pods <= 0 || gpuMemory <= 0 {
+		return "0 (no room left)"
+	}
+	f := math.Floor(float64(room)/float64(pods)/float64(gpuMemory)*100) / 100
+	return strconv.FormatFloat(min(f, 1), 'f', -1, 64)
 }
 
 // fractionBytes is f of the GPU's memory in whole MiB, as the ledger

@@ -5,9 +5,11 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/gpuslice/gpuslice/internal/seed"
+	"github.com/gpuslice/gpuslice/pkg/ledger"
 	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
@@ -221,5 +223,66 @@ func TestReaders(t *testing.T) {
 	}
 	if len(affected) != 1 || affected[0].Workload.Name != "dashboard" || !strings.Contains(affected[0].Why, "mounts ConfigMap vllm-config as volume cfg") {
 		t.Errorf("affected: %+v", affected)
+	}
+}
+
+func TestCheckBudget(t *testing.T) {
+	const gib = int64(1) << 30
+	mem := func(max int64) *ledger.MemoryRange {
+		return &ledger.MemoryRange{Min: *resource.NewQuantity(max, resource.BinarySI), Max: *resource.NewQuantity(max, resource.BinarySI)}
+	}
+	// The seed after AI-dev: 12 GiB, vLLM at 0.70 (8.4 GiB) beside 5.5-10 GiB of others: 18.4 GiB potential.
+	report := func() *ledger.Report {
+		return &ledger.Report{Nodes: []ledger.NodeReport{{
+			Name: "homelabai", GPUMemoryBytes: 12 * gib,
+			VRAM: ledger.VRAMSummary{AvailableBytes: 12 * gib, MaxBytes: 10*gib + 8602<<20},
+			Workloads: []ledger.Workload{
+				{Namespace: "ai", Kind: workload.KindDeployment, Name: "whisper", Pods: 1, Memory: mem(3 * gib)},
+				{Namespace: "ai-dev", Kind: workload.KindDeployment, Name: "vllm-server", Pods: 1, Memory: mem(8602 << 20)},
+			},
+		}}}
+	}
+	vllm := workload.Ref{Kind: workload.KindDeployment, Namespace: "ai-dev", Name: "vllm-server"}
+	for _, tc := range []struct {
+		name      string
+		old, new  string
+		overAlloc bool
+		report    *ledger.Report
+		err       string
+		note      string
+	}{
+		{name: "raise over budget: refused with the fraction that fits", old: "0.70", new: "0.90", report: report(),
+			err: "deployment ai-dev/vllm-server at 0.90 (10.8Gi for 1 pod(s)) makes the expected VRAM on homelabai up to 20.8Gi of 12Gi: CUDA out of memory when every workload is active; lower another workload first (gpuslice status lists the expected VRAM), choose at most 0.16, or pass --allow-overcommit"},
+		{name: "raise over budget, allowed: a note", old: "0.70", new: "0.90", overAlloc: true, report: report(), note: "still a CUDA OOM risk"},
+		{name: "lowering is never refused, but still over budget: a note", old: "0.70", new: "0.60", report: report(), note: "up to 17.2Gi of 12Gi"},
+		{name: "raise within budget", old: "0.30", new: "0.40", report: func() *ledger.Report {
+			r := report()
+			r.Nodes[0].VRAM.MaxBytes = 3*gib + 3686<<20
+			r.Nodes[0].Workloads[1].Memory = mem(3686 << 20)
+			return r
+		}()},
+		{name: "no pods (released): nothing to add", old: "0.30", new: "0.90", report: func() *ledger.Report {
+			r := report()
+			r.Nodes[0].Workloads = r.Nodes[0].Workloads[:1]
+			return r
+		}()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := MemoryResult{Workload: vllm, Fraction: tc.new, Node: "homelabai", GPUMemoryBytes: 12 * gib,
+				Settings: []MemorySetting{{Old: tc.old, New: tc.new, OldBytes: fractionBytes(tc.old, 12*gib), NewBytes: fractionBytes(tc.new, 12*gib)}}}
+			err := res.checkBudget(tc.report, tc.overAlloc)
+			if tc.err != "" {
+				if err == nil || err.Error() != tc.err {
+					t.Fatalf("error %v\nwant  %s", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if notes := strings.Join(res.Notes, "\n"); tc.note == "" && notes != "" || !strings.Contains(notes, tc.note) {
+				t.Errorf("notes %q, want %q", notes, tc.note)
+			}
+		})
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -45,11 +46,15 @@ type SharesResult struct {
 	Held        int64    `json:"held"`
 	// Needed is what the nodes must give the workload at the rollout's
 	// peak; Rolling when that peak has new pods beside old ones.
-	Needed  int64  `json:"needed"`
-	Rolling bool   `json:"rolling,omitempty"`
-	Changed bool   `json:"changed"`
-	DryRun  bool   `json:"dryRun,omitempty"`
-	Message string `json:"message"`
+	Needed  int64 `json:"needed"`
+	Rolling bool  `json:"rolling,omitempty"`
+	// Annotation says the count is the pod template's gpu-shares
+	// annotation, which the webhook turns into the request, rather than
+	// the container's own request.
+	Annotation bool   `json:"annotation,omitempty"`
+	Changed    bool   `json:"changed"`
+	DryRun     bool   `json:"dryRun,omitempty"`
+	Message    string `json:"message"`
 }
 
 // TuneShares sets the requests and limits of the workload's GPU resource
@@ -83,6 +88,10 @@ func TuneShares(ctx context.Context, cs kubernetes.Interface, ref workload.Ref, 
 // step k it runs k+1 new pods beside the old ones not yet replaced.
 func decideShares(w *appsWorkload, report *ledger.Report, opts SharesOptions) (SharesResult, error) {
 	res := SharesResult{Workload: w.Ref, New: opts.Shares, Replicas: w.Replicas()}
+	annotated, hasAnnotation := w.template.Annotations[workload.AnnotationShares]
+	if opts.Container == "" && hasAnnotation {
+		opts.Container = w.template.Annotations[workload.AnnotationSharesContainer]
+	}
 	c, err := pickContainer(w, opts.Container)
 	if err != nil {
 		return res, err
@@ -93,8 +102,20 @@ func decideShares(w *appsWorkload, report *ledger.Report, opts SharesOptions) (S
 	}
 	name := corev1.ResourceName(res.Resource)
 	res.Old = ledger.ContainerRequest(*c, name)
+	// The webhook adds gpu-shares' request to a container without one: the
+	// annotation is then the count, and what to change.
+	if hasAnnotation && res.Old == 0 && res.Resource == workload.SharedResource {
+		n, err := strconv.ParseInt(strings.TrimSpace(annotated), 10, 64)
+		if err != nil || n < 1 {
+			return res, fmt.Errorf("%s: pod template annotation %s=%q is not a share count: set it to a whole number such as \"2\" first", w.Qualified(), workload.AnnotationShares, annotated)
+		}
+		res.Old, res.Annotation = n, true
+	}
 	if res.Old == res.New {
 		res.Message = fmt.Sprintf("%s container %s already requests %d %s; nothing to change", w.Qualified(), c.Name, res.New, res.Resource)
+		if res.Annotation {
+			res.Message = fmt.Sprintf("%s already has %s: \"%d\" (the webhook's request of %s); nothing to change", w.Qualified(), workload.AnnotationShares, res.New, res.Resource)
+		}
 		return res, nil
 	}
 
@@ -130,6 +151,9 @@ func decideShares(w *appsWorkload, report *ledger.Report, opts SharesOptions) (S
 	for _, ctr := range w.template.Spec.Containers {
 		podNow += ledger.ContainerRequest(ctr, name)
 	}
+	if res.Annotation {
+		podNow += res.Old
+	}
 	podNew := podNow - res.Old + res.New
 	replicas := int64(res.Replicas)
 	res.Needed = podNew * replicas
@@ -163,10 +187,19 @@ func decideShares(w *appsWorkload, report *ledger.Report, opts SharesOptions) (S
 		return res, fmt.Errorf("%s%s", msg, released)
 	}
 
-	setRequest(c, name, res.New)
+	what := "container " + c.Name
+	if res.Annotation {
+		what = "annotation " + workload.AnnotationShares
+		w.template.Annotations[workload.AnnotationShares] = strconv.FormatInt(res.New, 10)
+	} else {
+		setRequest(c, name, res.New)
+	}
 	res.Changed = true
-	res.Message = fmt.Sprintf("%s container %s: %s %d → %d per pod, %d replica(s)%s; %s: %d free + %d held, %d needed",
-		w.Qualified(), c.Name, res.Resource, res.Old, res.New, res.Replicas, released, where, res.Free, res.Held, res.Needed)
+	res.Message = fmt.Sprintf("%s %s: %s %d → %d per pod, %d replica(s)%s; %s: %d free + %d held, %d needed",
+		w.Qualified(), what, res.Resource, res.Old, res.New, res.Replicas, released, where, res.Free, res.Held, res.Needed)
+	if res.New > res.Old {
+		res.Message += fmt.Sprintf("; note: %d shares reserve %d of the node's time-slicing replicas, not more GPU time (every process gets an equal slice)", res.New, res.New)
+	}
 	return res, nil
 }
 

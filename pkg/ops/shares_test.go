@@ -1,6 +1,7 @@
 package ops
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -120,6 +121,33 @@ func TestDecideShares(t *testing.T) {
 			err: `deployment ai-dev/vllm-server has no container "web": it has vllm`,
 		},
 		{
+			name: "gpu-shares annotation: the same count changes nothing (examples/vllm.yaml)", report: seedLedger(1, 2), opts: SharesOptions{Shares: 2},
+			edit: viaAnnotation("2"),
+			want: SharesResult{Container: "vllm", Resource: shared, Old: 2, New: 2, Replicas: 1},
+			msg:  `already has gpu-shares: "2"`,
+		},
+		{
+			name: "gpu-shares annotation: fewer shares change the annotation, not the container", report: seedLedger(1, 2), opts: SharesOptions{Shares: 1},
+			edit: viaAnnotation("2"),
+			want: SharesResult{Container: "vllm", Resource: shared, Old: 2, New: 1, Replicas: 1, Free: 2, Held: 2, Needed: 3, Rolling: true, Changed: true},
+			msg:  "annotation gpu-shares: nvidia.com/gpu.shared 2 → 1 per pod",
+		},
+		{
+			name: "gpu-shares annotation counts what the pods hold: 4 does not fit while rolling", report: seedLedger(1, 2), opts: SharesOptions{Shares: 4},
+			edit: viaAnnotation("2"),
+			err:  "asking 4 needs 2 more",
+		},
+		{
+			name: "gpu-shares annotation that is not a count", report: seedLedger(1, 2), opts: SharesOptions{Shares: 1},
+			edit: viaAnnotation("two"),
+			err:  `deployment ai-dev/vllm-server: pod template annotation gpu-shares="two" is not a share count`,
+		},
+		{
+			name: "more shares: the note says they are not more GPU time", edit: recreate, report: seedLedger(1, 2), opts: SharesOptions{Shares: 4},
+			want: SharesResult{Container: "vllm", Resource: shared, Old: 2, New: 4, Replicas: 1, Free: 2, Held: 2, Needed: 4, Changed: true},
+			msg:  "4 shares reserve 4 of the node's time-slicing replicas, not more GPU time",
+		},
+		{
 			name: "resource no node offers", report: seedLedger(1, 2), opts: SharesOptions{Shares: 1, Resource: "nvidia.com/gpu.shard"},
 			err: "no GPU node offers nvidia.com/gpu.shard to deployment ai-dev/vllm-server",
 		},
@@ -151,10 +179,28 @@ func TestDecideShares(t *testing.T) {
 			}
 			c := w.template.Spec.Containers[0]
 			name := corev1.ResourceName(res.Resource)
+			if res.Annotation {
+				if got := w.template.Annotations[workload.AnnotationShares]; res.Changed && got != fmt.Sprint(tc.opts.Shares) || len(c.Resources.Requests) != 0 {
+					t.Errorf("annotation %q, requests %v: want the annotation %d and no request", got, c.Resources.Requests, tc.opts.Shares)
+				}
+				return
+			}
 			if q := c.Resources.Requests[name]; res.Changed && (q.Value() != tc.opts.Shares || c.Resources.Limits[name] != q) {
 				t.Errorf("requests %v limits %v, want %d", c.Resources.Requests, c.Resources.Limits, tc.opts.Shares)
 			}
 		})
+	}
+}
+
+// viaAnnotation makes vLLM's template as examples/vllm.yaml writes it: no
+// request on the container, gpu-shares for the webhook to add it.
+func viaAnnotation(shares string) func(*appsWorkload) {
+	return func(w *appsWorkload) {
+		w.template.Spec.Containers[0].Resources = corev1.ResourceRequirements{}
+		if w.template.Annotations == nil {
+			w.template.Annotations = map[string]string{}
+		}
+		w.template.Annotations[workload.AnnotationShares] = shares
 	}
 }
 

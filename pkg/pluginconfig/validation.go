@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 
 	"github.com/gpuslice/gpuslice/internal/table"
+	"github.com/gpuslice/gpuslice/pkg/ledger"
 )
 
 // Validation is the outcome of checking one config, as `gpuslice config
@@ -16,6 +18,61 @@ type Validation struct {
 	Valid           bool             `json:"valid"`
 	Problems        []FieldError     `json:"problems,omitempty"`
 	SharedResources []SharedResource `json:"sharedResources,omitempty"`
+	// Notes are not problems: what the config lets users misread.
+	Notes []string `json:"notes,omitempty"`
+}
+
+// MultiShare is a workload requesting more than one share per pod.
+type MultiShare struct {
+	Workload string // "ai/whisper"
+	Resource string
+	PerPod   int64
+}
+
+// MultiShares are the ledger's workloads asking more than one share of a
+// resource per pod, each once.
+func MultiShares(r *ledger.Report) []MultiShare {
+	var out []MultiShare
+	seen := map[MultiShare]bool{}
+	add := func(ws []ledger.Workload) {
+		for _, w := range ws {
+			if w.Pods == 0 || w.Shares/int64(w.Pods) <= 1 {
+				continue
+			}
+			m := MultiShare{Workload: w.Namespace + "/" + w.Name, Resource: w.Resource, PerPod: w.Shares / int64(w.Pods)}
+			if !seen[m] {
+				seen[m] = true
+				out = append(out, m)
+			}
+		}
+	}
+	for _, n := range r.Nodes {
+		add(n.Workloads)
+	}
+	add(r.Pending)
+	return out
+}
+
+// NoteMultiShare notes, for each time-sliced resource that lets pods ask
+// for more than one share, that more shares buy no more GPU time, naming
+// the workloads (from the cluster; none for a file) that ask for more.
+func (v *Validation) NoteMultiShare(multi []MultiShare) {
+	for _, r := range v.SharedResources {
+		if r.Strategy != StrategyTimeSlicing || r.FailRequestsGreaterThanOne {
+			continue
+		}
+		var who []string
+		for _, m := range multi {
+			if m.Resource == r.Name {
+				who = append(who, fmt.Sprintf("%s asks %d", m.Workload, m.PerPod))
+			}
+		}
+		note := fmt.Sprintf("%s: a pod may request more than one share, but under time-slicing every process gets an equal slice of the GPU: more shares are more scheduler places, not more time", r.Name)
+		if len(who) > 0 {
+			note += " (" + strings.Join(who, ", ") + ")"
+		}
+		v.Notes = append(v.Notes, note+"; set sharing.timeSlicing.failRequestsGreaterThanOne: true to refuse such requests (docs/status.md)")
+	}
 }
 
 // NewValidation turns Parse's (or FromConfigMap's) result into a report.
@@ -48,7 +105,13 @@ func (v *Validation) WriteTable(w io.Writer) error {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", r.Name, r.Original, r.Strategy, r.Replicas, multi)
 			}
 		}
-		return tw.Flush()
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		for _, n := range v.Notes {
+			fmt.Fprintln(w, "Note: "+n)
+		}
+		return nil
 	}
 	fmt.Fprintf(w, "%s: %d problem(s)\n", v.Source, len(v.Problems))
 	fmt.Fprintln(tw, "LINE\tFIELD\tPROBLEM\tFIX")

@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/gpuslice/gpuslice/pkg/ledger"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // Take lists nodes, pods, ReplicaSets and Jobs cluster-wide (a node's free
@@ -37,12 +38,61 @@ func Take(ctx context.Context, cs kubernetes.Interface, opt ledger.Options) (led
 // Ledger reads what the ledger counts and computes it. It lists less than
 // Take, filtered by the API server: no finished pods (they hold no
 // shares), and with opt.Node only that node and the pods bound to it.
+// It also lists Deployments and StatefulSets for the workloads gpuslice
+// released or lowered, which have no pods to show; a user who may not
+// list them gets the report without, and a warning.
 func Ledger(ctx context.Context, cs kubernetes.Interface, opt ledger.Options) (*ledger.Report, error) {
 	in, err := take(ctx, cs, opt, true)
 	if err != nil {
 		return nil, err
 	}
-	return ledger.Build(in, opt)
+	managed, merr := Managed(ctx, cs, opt.Namespace)
+	in.Managed = managed
+	r, err := ledger.Build(in, opt)
+	if err != nil {
+		return nil, err
+	}
+	if merr != nil {
+		r.Warnings = append(r.Warnings, fmt.Sprintf("released and lowered workloads not shown: %v", merr))
+	}
+	return r, nil
+}
+
+// Managed lists the Deployments and StatefulSets of namespace ("" for
+// all) that carry a release or lower record.
+func Managed(ctx context.Context, cs kubernetes.Interface, namespace string) ([]ledger.ManagedWorkload, error) {
+	var out []ledger.ManagedWorkload
+	deps, err := cs.AppsV1().Deployments(namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, listErr("deployments", err)
+	}
+	for i := range deps.Items {
+		d := &deps.Items[i]
+		out = appendManaged(out, workload.Ref{Kind: workload.KindDeployment, Namespace: d.Namespace, Name: d.Name}, d.Annotations, d.Spec.Replicas)
+	}
+	sts, err := cs.AppsV1().StatefulSets(namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return out, listErr("statefulsets", err)
+	}
+	for i := range sts.Items {
+		s := &sts.Items[i]
+		out = appendManaged(out, workload.Ref{Kind: workload.KindStatefulSet, Namespace: s.Namespace, Name: s.Name}, s.Annotations, s.Spec.Replicas)
+	}
+	return out, nil
+}
+
+// appendManaged keeps only workloads with a release or lower record.
+func appendManaged(out []ledger.ManagedWorkload, ref workload.Ref, ann map[string]string, replicas *int32) []ledger.ManagedWorkload {
+	_, released := ann[workload.AnnotationReleasedReplicas]
+	_, lowered := ann[workload.AnnotationLoweredFrom]
+	if !released && !lowered {
+		return out
+	}
+	n := int32(1)
+	if replicas != nil {
+		n = *replicas
+	}
+	return append(out, ledger.ManagedWorkload{Ref: ref, Annotations: ann, Replicas: n})
 }
 
 // take lists the four kinds at once, then gets the ConfigMaps; counted

@@ -20,6 +20,11 @@ const (
 // value says why, and is logged and evented.
 const AnnotationBreakGlass = "gpuslice.io/break-glass"
 
+// ReasonBreakGlass is the Event reason of every break-glass admission:
+// a pod the annotation let past the webhook's gate, or a manifest
+// `gpuslice admit --break-glass` let through.
+const ReasonBreakGlass = "BreakGlass"
+
 // AnnotationNodeGPUMemory (a node annotation or label) gives the per-GPU
 // memory of nodes without GPU Feature Discovery; it wins over GFD's label.
 const AnnotationNodeGPUMemory = "gpuslice.io/gpu-memory"

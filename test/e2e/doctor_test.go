@@ -28,6 +28,7 @@ import (
 	"github.com/gpuslice/gpuslice/pkg/certs"
 	"github.com/gpuslice/gpuslice/pkg/doctor"
 	"github.com/gpuslice/gpuslice/pkg/doctor/gather"
+	"github.com/gpuslice/gpuslice/pkg/pluginconfig"
 	"github.com/gpuslice/gpuslice/pkg/registration"
 	"github.com/gpuslice/gpuslice/pkg/workload"
 )
@@ -57,6 +58,33 @@ func (f *fakeLogs) TailLines(_ context.Context, _, _, container string, n int, p
 		return []string{"started"}, nil
 	}
 	return lines[max(0, len(lines)-n):], nil
+}
+
+// runDevicePlugin plays the NVIDIA device plugin on homelabai as the
+// seed's cluster runs it: its ConfigMap (8 replicas, renamed) and a pod
+// of its DaemonSet mounting it, Running and Ready. It returns the pod's name.
+func runDevicePlugin(ctx context.Context, t *testing.T, env *demo.Env) string {
+	t.Helper()
+	cs := env.Cluster.Client
+	cm, err := pluginconfig.RenderConfigMap(pluginconfig.RenderOptions{Replicas: 8, Rename: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().ConfigMaps(cm.Namespace).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: cm.Namespace, Name: "nvidia-device-plugin-x7k2p", Labels: map[string]string{"app.kubernetes.io/name": "nvidia-device-plugin"}},
+		Spec: corev1.PodSpec{NodeName: "homelabai", Containers: []corev1.Container{{Name: "nvidia-device-plugin-ctr", Image: "nvcr.io/nvidia/k8s-device-plugin:v0.17.0"}},
+			Volumes: []corev1.Volume{{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: cm.Name}}}}}},
+	}
+	if _, err := cs.CoreV1().Pods(pod.Namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.Cluster.SetPodRunning(ctx, pod.Namespace, pod.Name, true); err != nil {
+		t.Fatal(err)
+	}
+	return pod.Name
 }
 
 func logFixture(t *testing.T, name string) []string {
@@ -174,6 +202,7 @@ func TestDoctorHealthySeedCluster(t *testing.T) {
 	if err := demo.Deploy(ctx, env.Cluster, append(seed.SeedWorkloads(), seed.VLLMWorkload())...); err != nil {
 		t.Fatal(err)
 	}
+	plugin := runDevicePlugin(ctx, t, env)
 	logs := &fakeLogs{logs: map[string][]string{"vllm": logFixture(t, "doctor-vllm-healthy.log")}}
 	r := runDoctor(ctx, t, cs, gather.Options{Logs: logs})
 	if r.Failed() || r.Summary.Workloads != 5 {
@@ -187,6 +216,9 @@ func TestDoctorHealthySeedCluster(t *testing.T) {
 	expectCheck(t, r, "Cluster", doctor.CheckWebhookCertExpiry, doctor.OK, "valid for")
 	expectCheck(t, r, "Cluster", doctor.CheckWebhookDryRun, doctor.OK, "in namespace ai-dev came back with /dev/nvidia0, /dev/nvidiactl, /dev/nvidia-uvm and runtimeClassName nvidia")
 	expectCheck(t, r, "Cluster", doctor.CheckVRAM, doctor.Warn, "Potential total 13.9Gi-18.4Gi, available 12Gi", "GPU_MEMORY_UTILIZATION of ai-dev/vllm-server")
+	expectCheck(t, r, "Cluster", doctor.CheckDevicePluginPod, doctor.OK, "kube-system/"+plugin+" Running and Ready on homelabai")
+	expectCheck(t, r, "Cluster", doctor.CheckDevicePluginConfig, doctor.OK, "the plugin reads ConfigMap kube-system/nvidia-device-plugin-config")
+	expectCheck(t, r, "Cluster", doctor.CheckDevicePluginResources, doctor.OK, "nvidia.com/gpu.shared: 8 = 8 replicas x 1 GPU(s)", "nvidia.com/gpu: 0 (renamed)")
 	vllm := "Deployment ai-dev/vllm-server"
 	expectCheck(t, r, vllm, doctor.CheckShares, doctor.OK, "holds 2 nvidia.com/gpu.shared on homelabai (2 of 8 free)")
 	expectCheck(t, r, vllm, doctor.CheckDevices, doctor.OK, "/dev/nvidia0, /dev/nvidiactl, /dev/nvidia-uvm mounted")

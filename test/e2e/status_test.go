@@ -21,7 +21,9 @@ import (
 	"github.com/gpuslice/gpuslice/internal/demo"
 	"github.com/gpuslice/gpuslice/internal/seed"
 	"github.com/gpuslice/gpuslice/pkg/ledger"
+	"github.com/gpuslice/gpuslice/pkg/ops"
 	"github.com/gpuslice/gpuslice/pkg/snapshot"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 func statusTable(ctx context.Context, t *testing.T, cs kubernetes.Interface, opt ledger.Options) []byte {
@@ -221,4 +223,50 @@ func sharedUsage(t *testing.T, r *ledger.Report, node string) ledger.ResourceUsa
 	}
 	t.Fatalf("node %s has no nvidia.com/gpu.shared in %+v", node, r)
 	return ledger.ResourceUsage{}
+}
+
+// TestStatusReleasedAndLowered: a workload released (it has no pods left)
+// and one lowered are listed with who, when, why and the undo, instead of
+// vanishing from the share table; restore takes the release off the list.
+func TestStatusReleasedAndLowered(t *testing.T) {
+	env := startEnv(t)
+	ctx := testContext(t)
+	cs := env.Cluster.Client
+	if err := demo.Deploy(ctx, env.Cluster, append(seed.SeedWorkloads(), seed.VLLMWorkload())...); err != nil {
+		t.Fatal(err)
+	}
+	whisper := workload.Ref{Kind: workload.KindDeployment, Namespace: "ai", Name: "whisper"}
+	if _, err := ops.Release(ctx, cs, whisper, ops.ReleaseOptions{By: "alice", Reason: "movie night"}); err != nil {
+		t.Fatal(err)
+	}
+	vllm := workload.Ref{Kind: workload.KindDeployment, Namespace: "ai-dev", Name: "vllm-server"}
+	if _, err := ops.Lower(ctx, cs, vllm, ops.LowerOptions{Fraction: "0.30", Node: "homelabai", Reason: "free GPU memory low"}); err != nil {
+		t.Fatal(err)
+	}
+	playKubeletDeletions(ctx, t, cs, "ai", "app=whisper")
+	table := string(statusTable(ctx, t, cs, ledger.Options{}))
+	if strings.Contains(table, "whisper       ai          shares") {
+		t.Errorf("whisper's pod still counted:\n%s", table)
+	}
+	for _, want := range []string{
+		"RELEASED OR LOWERED",
+		"deployment/whisper       ai          released   1 → 0 replicas",
+		"alice", "movie night", "gpuslice restore deployment/whisper -n ai",
+		"deployment/vllm-server   ai-dev      lowered    GPU_MEMORY_UTILIZATION 0.70 → 0.30   gpuslice arbiter",
+		"free GPU memory low", "gpuslice tune memory deployment/vllm-server -n ai-dev --fraction 0.70",
+	} {
+		if !strings.Contains(table, want) {
+			t.Errorf("status lacks %q:\n%s", want, table)
+		}
+	}
+	if _, err := ops.Restore(ctx, cs, whisper, ops.RestoreOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := snapshot.Ledger(ctx, cs, ledger.Options{Namespace: "ai"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Interventions) != 0 {
+		t.Errorf("after restore, -n ai: %+v", r.Interventions)
+	}
 }

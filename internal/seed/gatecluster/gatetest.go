@@ -121,3 +121,14 @@ func (c *Cluster) PlexNotReady() {
 func (c *Cluster) Hog(node string, shares int64) {
 	c.Workload("ai", "hog-"+node, nil, "", shares, node, true)
 }
+
+// NodeNotReady makes node's kubelet stop reporting, as the node lifecycle
+// controller then marks it.
+func (c *Cluster) NodeNotReady(node string) {
+	for i := range c.Nodes {
+		if c.Nodes[i].Name == node {
+			c.Nodes[i].Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionUnknown,
+				Reason: "NodeStatusUnknown", Message: "Kubelet stopped posting node status."}}
+		}
+	}
+}

@@ -129,6 +129,11 @@ func Collect(ctx context.Context, cs kubernetes.Interface, o Options) (*doctor.E
 		}
 	}
 	ev.RuntimeClasses = runtimeClasses(ctx, cs)
+	if o.Target == nil {
+		if ev.DevicePlugin, err = collectDevicePlugin(ctx, cs, in.Pods); err != nil {
+			return nil, err
+		}
+	}
 	used := slices.ContainsFunc(ev.Workloads, func(w doctor.WorkloadEvidence) bool { return usesWebhook(&w) })
 	if o.Target == nil || used {
 		ev.Webhook = collectWebhook(ctx, cs, &o, probeNamespace(&o, ev.Workloads))

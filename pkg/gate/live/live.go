@@ -28,7 +28,7 @@ import (
 
 // ReasonBreakGlass is the Event recorded on a workload whose pod the
 // break-glass annotation let past the gate.
-const ReasonBreakGlass = "BreakGlass"
+const ReasonBreakGlass = workload.ReasonBreakGlass
 
 // DefaultOwnerWait bounds the wait for the informers to see a new pod's
 // ReplicaSet and Deployment; well inside the registration's 5 s timeout.
