@@ -20,6 +20,9 @@ const (
 	ReasonWouldRestore  = "WouldRestore"
 	ReasonStepFailed    = "ArbiterStepFailed"
 	ReasonInvalidPolicy = "InvalidPolicy"
+	// ReasonTranscodeFellBack is on the protected workload: a transcode
+	// that asked for the GPU runs on the CPU.
+	ReasonTranscodeFellBack = "TranscodeFellBack"
 )
 
 func (c *Controller) checkpoint(name string) {

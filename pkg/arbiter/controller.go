@@ -266,6 +266,7 @@ func (c *Controller) Round(ctx context.Context) error {
 		return err
 	}
 	c.reportInvalid(view, cluster)
+	c.reportUrgent(sig, cluster)
 	var errs []error
 	for _, w := range view.Workloads {
 		if w.LowerUnfinished() && !c.opts.DryRun {
@@ -337,7 +338,31 @@ func (c *Controller) observe(v *clusterview.View, status []NodeStatus) {
 			continue
 		}
 		c.reported["node/"+st.Node] = line
-		c.opts.Log.Info("node status", "node", st.Node, "pressure", st.Pressure, "triggers", st.Triggers, "waiting", st.Waiting, "minFreeBytes", st.MinFree)
+		level := slog.LevelInfo
+		if st.Urgent {
+			level = slog.LevelWarn
+		}
+		c.opts.Log.Log(context.Background(), level, "node status", "urgent", st.Urgent, "node", st.Node, "pressure", st.Pressure, "triggers", st.Triggers, "waiting", st.Waiting, "minFreeBytes", st.MinFree)
+	}
+}
+
+// reportUrgent warns, in the log and as an Event on the protected
+// workload, when it is failing for want of the GPU (a transcode fell back
+// to the CPU), once per distinct state.
+func (c *Controller) reportUrgent(sig Signals, cluster *clusterview.Cluster) {
+	for ref, a := range sig.Activity {
+		key := "urgent/" + ref.Qualified()
+		if !a.Urgent() {
+			delete(c.reported, key)
+			continue
+		}
+		if c.reported[key] == a.Detail {
+			continue
+		}
+		c.reported[key] = a.Detail
+		c.opts.Log.Warn("protected workload is failing for want of the GPU: preempting at once", "workload", ref.Qualified(), "activity", a.Detail)
+		c.event(cluster.Object(ref), corev1.EventTypeWarning, ReasonTranscodeFellBack,
+			"%s; gpuslice arbiter preempts lower-priority workloads at once, without waiting for memory samples", a.Detail)
 	}
 }
 

@@ -117,6 +117,9 @@ type NodeStatus struct {
 	Triggers []string `json:"triggers,omitempty"`
 	// Waiting is why no step was taken although one might be due.
 	Waiting string `json:"waiting,omitempty"`
+	// Urgent: a protected workload on the node is failing for want of the
+	// GPU (a transcode fell back to the CPU).
+	Urgent bool `json:"urgent,omitempty"`
 	// MinFree is the least free memory of the node's GPUs, -1 unknown.
 	MinFree int64 `json:"minFree"`
 }
@@ -127,6 +130,10 @@ type NodeStatus struct {
 type trigger struct {
 	reason  string
 	ceiling int64
+	// urgent: the protected workload is failing for want of the GPU (a
+	// transcode fell back to the CPU), so the arbiter preempts the next
+	// workload without waiting for the last preemption to take effect.
+	urgent bool
 }
 
 // Plan decides, for every GPU node, at most one step. It is pure: it
@@ -166,7 +173,7 @@ func planNode(node string, v *clusterview.View, sig Signals, cfg Config, memo *M
 
 	var triggers []trigger
 	if memKnown && st.MinFree < cfg.MinFree {
-		triggers = append(triggers, trigger{fmt.Sprintf("GPU memory low: %s free, under %s", ledger.FormatBytes(st.MinFree), ledger.FormatBytes(cfg.MinFree)), math.MaxInt64})
+		triggers = append(triggers, trigger{reason: fmt.Sprintf("GPU memory low: %s free, under %s", ledger.FormatBytes(st.MinFree), ledger.FormatBytes(cfg.MinFree)), ceiling: math.MaxInt64})
 	}
 	var running, released []*clusterview.Workload
 	var pendingPreempt *clusterview.Workload
@@ -189,14 +196,17 @@ func planNode(node string, v *clusterview.View, sig Signals, cfg Config, memo *M
 			running = append(running, w)
 		}
 	}
+	urgent := false
 	for _, t := range triggers {
 		st.Triggers = append(st.Triggers, t.reason)
+		urgent = urgent || t.urgent
 	}
 	st.Pressure = len(triggers) > 0
+	st.Urgent = urgent
 
 	// A step's effect must show before the next: pods gone, or a restored
-	// workload serving.
-	if pendingPreempt != nil {
+	// workload serving. An urgent trigger waits for nothing.
+	if pendingPreempt != nil && !urgent {
 		st.Waiting = "waiting for " + pendingPreempt.Ref.Qualified() + " to give up the GPU"
 		return nil, st
 	}
@@ -208,6 +218,7 @@ func planNode(node string, v *clusterview.View, sig Signals, cfg Config, memo *M
 			memo.settled[node] = sig.Sample
 		case w.Record == nil && w.Lowered == nil && sig.Now.Sub(p.at) > staleFor:
 			delete(memo.preempting, node)
+		case urgent:
 		default:
 			st.Waiting = "waiting for " + p.ref.Qualified() + " to give up the GPU"
 			return nil, st
@@ -312,7 +323,11 @@ func protectedTriggers(w *clusterview.Workload, sig Signals, cfg Config, memo *M
 	var out []trigger
 	ceiling := int64(w.Policy.Priority)
 	if a, ok := sig.Activity[w.Ref]; ok && a.Active {
-		out = append(out, trigger{w.Ref.Qualified() + " is active: " + a.Detail, ceiling})
+		t := trigger{reason: w.Ref.Qualified() + " is active: " + a.Detail, ceiling: ceiling, urgent: a.Urgent()}
+		if t.urgent {
+			t.reason = "URGENT: " + t.reason
+		}
+		out = append(out, t)
 	}
 	healthy, why := w.Healthy()
 	if healthy {
@@ -325,7 +340,7 @@ func protectedTriggers(w *clusterview.Workload, sig Signals, cfg Config, memo *M
 		memo.unhealthy[w.Ref] = first
 	}
 	if sig.Now.Sub(first) >= cfg.UnhealthyGrace {
-		out = append(out, trigger{w.Ref.Qualified() + " is unhealthy: " + why, ceiling})
+		out = append(out, trigger{reason: w.Ref.Qualified() + " is unhealthy: " + why, ceiling: ceiling})
 	}
 	return out
 }

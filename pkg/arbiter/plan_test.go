@@ -73,6 +73,7 @@ type round struct {
 	at       time.Duration // after t0
 	freeGi   float64       // -1: memory unknown
 	active   bool          // Plex transcoding
+	fallback bool          // a Plex transcode fell back to the CPU
 	wantStep string        // "preempt ai/ollama", "restore ai-dev/vllm-server" or ""
 	wantWait string        // part of NodeStatus.Waiting
 }
@@ -106,6 +107,14 @@ func TestPlan(t *testing.T) {
 			released(Identity)(w)
 			w.Pods = []*corev1.Pod{{}}
 		})}, rounds: []round{{active: true, wantWait: "waiting for deployment ai/ollama to give up the GPU"}}},
+		{name: "a CPU fallback preempts at once though memory is plentiful", workloads: []*clusterview.Workload{plex(), vllm(), ollama()}, watched: true,
+			rounds: []round{{freeGi: 10, fallback: true, wantStep: "preempt ai/ollama"}}},
+		{name: "a CPU fallback does not wait for the last preemption", workloads: []*clusterview.Workload{plex(), vllm(), ollama(func(w *clusterview.Workload) {
+			released(Identity)(w)
+			w.Pods = []*corev1.Pod{{}}
+		})}, rounds: []round{{fallback: true, wantStep: "preempt ai-dev/vllm-server"}}},
+		{name: "a CPU fallback spares workloads above Plex", workloads: []*clusterview.Workload{plex(), wl("ai", "vip", preemptible(2000000), 1)},
+			rounds: []round{{fallback: true}}},
 		{name: "memory too low after the first: the next", workloads: []*clusterview.Workload{plex(), vllm(), ollama(released(Identity))}, watched: true,
 			rounds: []round{{freeGi: 0.5, wantStep: "preempt ai-dev/vllm-server"}}},
 		{name: "hold-down, then the highest priority back first", workloads: []*clusterview.Workload{plex(), vllm(released(Identity)), ollama(released(Identity))},
@@ -146,7 +155,10 @@ func TestPlan(t *testing.T) {
 				if tt.watched && r.freeGi >= 0 {
 					sig.Memory["homelabai"] = []signals.GPUMemory{{Node: "homelabai", GPU: "0", Free: int64(r.freeGi * float64(gi))}}
 				}
-				if r.active {
+				switch {
+				case r.fallback:
+					sig.Activity[plexRef()] = signals.Activity{Active: true, Fallbacks: 1, Detail: "1 transcode fell back to the CPU"}
+				case r.active:
 					sig.Activity[plexRef()] = signals.Activity{Active: true, Count: 1, Detail: "1 hardware transcode"}
 				}
 				before := memo.clone()

@@ -218,6 +218,32 @@ func TestArbiterPlexTranscode(t *testing.T) {
 	}
 }
 
+// TestArbiterPlexFallback: a transcode that asked for the GPU and fell
+// back to the CPU preempts at once, with plenty of GPU memory free; Intel
+// Quick Sync and music transcodes are no NVIDIA activity.
+func TestArbiterPlexFallback(t *testing.T) {
+	a := startArbiterEnv(t)
+	ctx := testContext(t)
+	a.freeMiB(t, 8000)
+	c := a.run(t, func(o *arbiter.Options) {
+		o.Sources.Memory = []signals.MemorySource{&signals.DCGMExporter{Targets: []signals.Target{{URL: a.dcgm.MetricsURL()}}}}
+	})
+	a.plex.SetSessions(plextest.QuickSync("Up", "kim"), plextest.MusicTranscode("One More Time", "lee"))
+	stays(t, ctx, a, c, ollama, 1, "Quick Sync and music use no NVIDIA GPU")
+
+	a.plex.SetSessions(plextest.SoftwareFallback("Alien", "sam"), plextest.QuickSync("Up", "kim"))
+	a.waitReplicas(t, ctx, ollama, 0)
+	a.waitReplicas(t, ctx, vllm, 0)
+	ev := a.events(t, ctx, ollama, arbiter.ReasonPreempted)
+	if len(ev) == 0 || !strings.Contains(ev[0].Message, "fell back to the CPU although hardware was requested: Alien") {
+		t.Errorf("Preempted events on Ollama %v: want the fallback as the reason", ev)
+	}
+	poll(t, ctx, "a TranscodeFellBack warning on Plex", func(ctx context.Context) (bool, error) {
+		ev := a.events(t, ctx, plex, arbiter.ReasonTranscodeFellBack)
+		return len(ev) > 0 && ev[0].Type == corev1.EventTypeWarning && strings.Contains(ev[0].Message, "Alien"), nil
+	})
+}
+
 func (a *arbiterEnv) annotate(t *testing.T, ctx context.Context, ref workload.Ref, set map[string]string) {
 	t.Helper()
 	if _, err := ops.Annotate(ctx, a.cs, ref, set, nil, nil); err != nil {
