@@ -12,8 +12,8 @@ import (
 
 // Activity is what a protected workload is doing on the GPU.
 type Activity struct {
-	Active bool   // e.g. at least one hardware transcode, or one that fell back to the CPU
-	Count  int    // hardware transcodes
+	Active bool // e.g. at least one hardware transcode, or one that fell back to the CPU
+	Count  int  // hardware transcodes
 	// Fallbacks are transcodes that asked for the GPU and run on the CPU:
 	// the workload is failing for want of the GPU now, the most urgent
 	// trigger there is.
