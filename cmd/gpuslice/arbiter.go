@@ -13,6 +13,7 @@ import (
 
 	"github.com/gpuslice/gpuslice/pkg/agent"
 	"github.com/gpuslice/gpuslice/pkg/arbiter"
+	"github.com/gpuslice/gpuslice/pkg/journal"
 	"github.com/gpuslice/gpuslice/pkg/signals"
 	"github.com/gpuslice/gpuslice/pkg/top"
 )
@@ -24,6 +25,7 @@ type arbiterOptions struct {
 	listen                string
 	grace                 time.Duration
 	faultCheckpoints      bool
+	protected             []string
 }
 
 func (o *arbiterOptions) complete(g *globals, _ []string) (err error) {
@@ -49,6 +51,16 @@ func (o *arbiterOptions) Validate() (err error) {
 	}
 	if a.Sources, err = o.sources.build(a.Client); err != nil {
 		return err
+	}
+	if a.Journal.Namespace == "" {
+		a.Journal.Namespace = a.LeaderElection.Namespace
+	}
+	for _, spec := range append(o.protected, o.sources.PlexWorkload) {
+		ref, err := parseWorkloadRef(spec)
+		if err != nil {
+			return fmt.Errorf("--protected: %w", err)
+		}
+		a.Config.Protected = append(a.Config.Protected, ref)
 	}
 	if o.faultCheckpoints {
 		a.Checkpoint = pauseAtCheckpoint()
@@ -77,16 +89,20 @@ clear for the hold-down time.
 
 A node is under pressure when one of its GPUs has less than --min-free-memory
 free (from dcgm-exporter, Prometheus or gpuslice agents), when a protected
-workload on it is active (a Plex hardware transcode) or has been unhealthy for
+workload on it is active (a Plex hardware transcode; one that fell back to the
+CPU is urgent and preempts at once) or has been unhealthy for
 --unhealthy-grace. It is clear again only with --memory-margin more free
 memory than the threshold (hysteresis), and a workload comes back only if its
 expected memory leaves that much. A preemptible workload outside its active
 hours stays released. Releases by anyone else are never undone.
 
-Policy is read from annotations on each Deployment or StatefulSet:
-  gpuslice.io/protected: "true"          never preempted; its activity and health count
+Who is protected comes from this command's flags (--protected, --plex-workload),
+which only a cluster admin controls. Policy is read from annotations on each
+Deployment or StatefulSet; outside a --trusted-namespace they may only lower
+a workload's standing:
+  gpuslice.io/protected: "true"          only in a --trusted-namespace: never preempted; its activity and health count
   gpuslice.io/preemptible: "true"        may be preempted
-  gpuslice.io/priority: "100"            default: the pod template's PriorityClass value
+  gpuslice.io/priority: "100"            default: the pod template's PriorityClass value; above it only in a --trusted-namespace
   gpuslice.io/active-hours: "07:00-19:00" with gpuslice.io/time-zone: "Europe/Berlin"
   gpuslice.io/preempt-action: scale-to-zero | lower-memory=0.30
   gpuslice.io/hold-down: "10m"
@@ -122,7 +138,12 @@ docs/arbiter.md.`,
 	f.IntVar(&src.AgentPort, "agent-port", agent.DefaultPort, "the agents' metrics port")
 	f.StringVar(&src.PlexURL, "plex-url", os.Getenv("PLEX_URL"), "Plex server URL; its hardware transcodes are activity (default $PLEX_URL)")
 	f.StringVar(&src.PlexTokenFile, "plex-token-file", "", "file holding the Plex token (default: $PLEX_TOKEN)")
-	f.StringVar(&src.PlexWorkload, "plex-workload", "media/plex", "the protected workload that is Plex: NAMESPACE/NAME or NAMESPACE/KIND/NAME")
+	f.StringVar(&src.PlexWorkload, "plex-workload", "media/plex", "the protected workload that is Plex (protected by this flag): NAMESPACE/NAME or NAMESPACE/KIND/NAME")
+	f.StringArrayVar(&o.protected, "protected", nil, "a protected workload, NAMESPACE/NAME or NAMESPACE/KIND/NAME; repeat for each (--plex-workload is one). A workload's own gpuslice.io/protected counts only in a --trusted-namespace")
+	f.StringArrayVar(&o.arbiter.Config.TrustedNamespaces, "trusted-namespace", nil, "a namespace whose workloads' annotations may protect them and raise their priority above their PriorityClass; repeat for each")
+	f.DurationVar(&o.arbiter.Config.PreemptTimeout, "preempt-timeout", arbiter.DefaultPreemptTimeout, "how long to wait for a preemption to take effect (pods gone, restart rolled out) before an event and the next step")
+	f.StringVar(&o.arbiter.Journal.Namespace, "journal-namespace", "", "namespace of the arbiter's journal ConfigMap (default: the Lease's, --leader-elect-namespace)")
+	f.StringVar(&o.arbiter.Journal.Name, "journal-name", journal.DefaultName, "name of the arbiter's journal ConfigMap: what it holds preempted, and its history")
 	f.DurationVar(&src.Timeout, "signal-timeout", 2*time.Second, "how long one signal source may take to answer")
 	f.BoolVar(&o.arbiter.DryRun, "dry-run", false, "log and event what would be done, change nothing")
 	le := &o.arbiter.LeaderElection

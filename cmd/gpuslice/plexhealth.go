@@ -67,9 +67,11 @@ Warnings, which point at a cause without failing:
   - error lines in the last --log-lines of each container's log, or logs
     that could not be read (it needs get on pods/log);
   - no /dev/nvidia* device mounted (and no nvidia.com/ resource), no
-    runtimeClassName, or NVIDIA_DRIVER_CAPABILITIES without video;
-  - a transcode encoded in software although hardware was requested, or
-    slower than real time without being throttled.
+    runtimeClassName, or NVIDIA_DRIVER_CAPABILITIES without video (a Plex
+    on Intel Quick Sync, /dev/dri, gets none of these);
+  - a transcode that fell back to the CPU: encoded in software although
+    hardware was requested (the arbiter preempts at once for it);
+  - a hardware transcode slower than real time without being throttled.
 
 With --plex-token each active transcode is listed with whether it runs on the
 GPU (NVDEC/NVENC). --url and --plex-token default to $PLEX_URL and $PLEX_TOKEN;

@@ -43,9 +43,13 @@ func newRestoreCommand(g *globals) *cobra.Command {
 	var opts ops.RestoreOptions
 	cmd := &cobra.Command{
 		Use:   "restore WORKLOAD",
-		Short: "Bring a released workload back to the replicas it had",
+		Short: "Bring a released (or lowered) workload back to what it had",
 		Long: `Scale a workload released by gpuslice release back to the replica count the
 release recorded, and remove the record, in one write.
+
+A workload the arbiter preempted with lower-memory (gpuslice.io/lowered-*
+annotations) gets its GPU_MEMORY_UTILIZATION back and is restarted, as the
+arbiter's own restore does.
 
 A workload that was not released is left alone and says so. One scaled by
 hand since its release is set to the recorded count all the same: the

@@ -80,7 +80,7 @@ as commands.`,
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "json", "log line format: json or text")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "least severe log level written: debug, info, warn or error")
 	g.kube.addFlags(root.PersistentFlags())
-	root.AddCommand(newWebhookCommand(g), newDemoCommand(g), newStatusCommand(g), newAdmitCommand(g), newConfigCommand(g), newTuneCommand(g), newReleaseCommand(g), newRestoreCommand(g), newPlexHealthCommand(g), newDoctorCommand(g), newAgentCommand(g), newTopCommand(g), newArbiterCommand(g), newVersionCommand())
+	root.AddCommand(newWebhookCommand(g), newDemoCommand(g), newStatusCommand(g), newAdmitCommand(g), newConfigCommand(g), newTuneCommand(g), newReleaseCommand(g), newRestoreCommand(g), newPlexHealthCommand(g), newDoctorCommand(g), newAgentCommand(g), newTopCommand(g), newArbiterCommand(g), newHistoryCommand(g), newVersionCommand())
 	followBinaryName(root, os.Args[0])
 	return root
 }

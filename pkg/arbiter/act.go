@@ -3,11 +3,14 @@ package arbiter
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/gpuslice/gpuslice/pkg/clusterview"
+	"github.com/gpuslice/gpuslice/pkg/journal"
 	"github.com/gpuslice/gpuslice/pkg/ops"
 	"github.com/gpuslice/gpuslice/pkg/policy"
 )
@@ -20,6 +23,9 @@ const (
 	ReasonWouldRestore  = "WouldRestore"
 	ReasonStepFailed    = "ArbiterStepFailed"
 	ReasonInvalidPolicy = "InvalidPolicy"
+	// ReasonTranscodeFellBack is on the protected workload: a transcode
+	// that asked for the GPU runs on the CPU.
+	ReasonTranscodeFellBack = "TranscodeFellBack"
 )
 
 func (c *Controller) checkpoint(name string) {
@@ -36,7 +42,7 @@ func (c *Controller) apply(ctx context.Context, st Step, cluster *clusterview.Cl
 	obj := cluster.Object(w.Ref)
 	log := c.opts.Log.With("node", st.Node, "workload", w.Ref.Qualified(), "step", st.Kind)
 	if c.opts.DryRun {
-		c.metrics.steps.WithLabelValues(st.Kind, "dry_run").Inc()
+		c.metrics.steps.WithLabelValues(st.Kind, "dry_run", workloadLabel(w.Ref)).Inc()
 		key := "dry/" + w.Ref.Qualified()
 		if c.reported[key] != st.Kind+st.Reason {
 			c.reported[key] = st.Kind + st.Reason
@@ -50,31 +56,54 @@ func (c *Controller) apply(ctx context.Context, st Step, cluster *clusterview.Cl
 		return nil
 	}
 
+	entry := journal.Entry{Action: st.Kind, Workload: w.Ref, Node: st.Node, Reason: st.Reason}
+	if st.Kind == StepPreempt {
+		// The hold first: a record on the workload is the arbiter's only
+		// if its journal holds it, so a crash after the workload's write
+		// must find the hold there.
+		hold := journal.Hold{Workload: w.Ref, Action: string(w.Policy.Action), Node: st.Node, At: c.opts.Now().UTC(), Reason: st.Reason}
+		if err := c.record(ctx, func(j *journal.Journal) { j.Hold(hold) }); err != nil {
+			return c.stepFailed(ctx, st, obj, entry, log, err)
+		}
+		c.holdSeen[w.Ref] = time.Now()
+	}
 	c.checkpoint("before-" + st.Kind)
 	msg, changed, err := c.write(ctx, st)
 	if err != nil {
-		c.metrics.steps.WithLabelValues(st.Kind, "error").Inc()
-		log.Error("step failed", "error", err)
-		c.event(obj, corev1.EventTypeWarning, ReasonStepFailed, "gpuslice arbiter could not %s for node %s: %v", st.Kind, st.Node, err)
-		return fmt.Errorf("%s %s: %w", st.Kind, w.Ref.Qualified(), err)
+		return c.stepFailed(ctx, st, obj, entry, log, err)
 	}
 	c.checkpoint("after-" + st.Kind)
 	if !changed {
-		c.metrics.steps.WithLabelValues(st.Kind, "unchanged").Inc()
+		c.metrics.steps.WithLabelValues(st.Kind, "unchanged", workloadLabel(w.Ref)).Inc()
 		return nil
 	}
-	c.metrics.steps.WithLabelValues(st.Kind, "done").Inc()
+	c.metrics.steps.WithLabelValues(st.Kind, "done", workloadLabel(w.Ref)).Inc()
 	log.Info(msg, "reason", st.Reason)
+	entry.Message = msg
 	reason := ReasonPreempted
 	if st.Kind == StepRestore {
 		reason = ReasonRestored
 		c.memo.Restored(st.Node, w.Ref)
+		c.recordEntry(ctx, entry, func(j *journal.Journal) { j.Release(w.Ref) })
 	} else {
 		c.memo.Preempted(st.Node, w.Ref, c.opts.Now())
+		c.recordEntry(ctx, entry, nil)
 	}
 	c.event(obj, corev1.EventTypeNormal, reason, "%s (node %s: %s)", msg, st.Node, st.Reason)
 	c.checkpoint("evented-" + st.Kind)
 	return nil
+}
+
+// stepFailed reports a step whose write failed, in the log, an Event,
+// the metrics and the journal's history.
+func (c *Controller) stepFailed(ctx context.Context, st Step, obj runtime.Object, entry journal.Entry, log *slog.Logger, err error) error {
+	w := st.Workload
+	c.metrics.steps.WithLabelValues(st.Kind, "error", workloadLabel(w.Ref)).Inc()
+	log.Error("step failed", "error", err)
+	c.event(obj, corev1.EventTypeWarning, ReasonStepFailed, "gpuslice arbiter could not %s for node %s: %v", st.Kind, st.Node, err)
+	entry.Action, entry.Message = journal.ActionFailed, fmt.Sprintf("could not %s: %v", st.Kind, err)
+	c.recordEntry(ctx, entry, nil)
+	return fmt.Errorf("%s %s: %w", st.Kind, w.Ref.Qualified(), err)
 }
 
 // event records on the workload; one gone from the cache gets none.

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,8 +32,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gpuslice/gpuslice/pkg/clusterview"
+	"github.com/gpuslice/gpuslice/pkg/journal"
 	"github.com/gpuslice/gpuslice/pkg/ledger"
 	"github.com/gpuslice/gpuslice/pkg/ops"
+	"github.com/gpuslice/gpuslice/pkg/policy"
 	"github.com/gpuslice/gpuslice/pkg/signals"
 	"github.com/gpuslice/gpuslice/pkg/snapshot"
 	"github.com/gpuslice/gpuslice/pkg/workload"
@@ -75,6 +78,9 @@ type Options struct {
 	Log            *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Journal is the ConfigMap of the arbiter's journal (pkg/journal);
+	// default journal.DefaultName in namespace "default".
+	Journal JournalRef
 	// Checkpoint, when set, is called between the steps of every write
 	// ("before-preempt", "after-preempt", ...): fault-injection tests kill
 	// the process there.
@@ -98,7 +104,17 @@ type Controller struct {
 	rounds   atomic.Int64
 	// samples numbers the signal samples (Signals.Sample).
 	samples uint64
+	// trust is what may protect a workload or raise its priority.
+	trust *policy.Trust
+	// journal is the arbiter's own record, read when it starts leading.
+	journal *journalStore
+	// holdSeen is when this process first saw each hold (wall time).
+	holdSeen map[workload.Ref]time.Time
 }
+
+// DefaultPreemptTimeout bounds the wait for a preemption to take effect
+// when Config.PreemptTimeout is 0.
+const DefaultPreemptTimeout = 3 * time.Minute
 
 // Rounds is how many rounds have finished, for tests that must see the
 // arbiter look at a state (and leave it alone) before changing it.
@@ -125,7 +141,22 @@ func New(opts Options) *Controller {
 	if opts.Config.Identity == "" {
 		opts.Config.Identity = Identity
 	}
-	c := &Controller{opts: opts, metrics: newMetrics(), memo: NewMemo(), poke: make(chan struct{}, 1), reported: map[string]string{}}
+	if opts.Config.PreemptTimeout == 0 {
+		opts.Config.PreemptTimeout = DefaultPreemptTimeout
+	}
+	if opts.Journal.Name == "" {
+		opts.Journal.Name = journal.DefaultName
+	}
+	if opts.Journal.Namespace == "" {
+		opts.Journal.Namespace = "default"
+	}
+	protected := slices.Clone(opts.Config.Protected)
+	for ref := range opts.Sources.Activity {
+		protected = append(protected, ref)
+	}
+	c := &Controller{opts: opts, metrics: newMetrics(), memo: NewMemo(), poke: make(chan struct{}, 1), reported: map[string]string{},
+		trust:   policy.NewTrust(protected, opts.Config.TrustedNamespaces),
+		journal: &journalStore{cs: opts.Client, ref: opts.Journal}}
 	c.informers = snapshot.NewInformers(opts.Client, c.wake)
 	return c
 }
@@ -261,14 +292,23 @@ func (c *Controller) Round(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("reading the cluster from the informers: %w", err)
 	}
-	view, err := clusterview.Read(cluster, clusterview.Options{Ledger: c.opts.Ledger, Zone: c.opts.Zone})
+	view, err := clusterview.Read(cluster, clusterview.Options{Ledger: c.opts.Ledger, Zone: c.opts.Zone, Trust: c.trust})
 	if err != nil {
 		return err
 	}
+	if err := c.syncJournal(ctx, view); err != nil {
+		return err
+	}
+	sig.Held = map[workload.Ref]journal.Hold{}
+	for _, h := range c.journal.current.Held {
+		sig.Held[h.Workload] = h
+	}
 	c.reportInvalid(view, cluster)
+	c.reportUntrusted(ctx, view, sig, cluster)
+	c.reportUrgent(sig, cluster)
 	var errs []error
 	for _, w := range view.Workloads {
-		if w.LowerUnfinished() && !c.opts.DryRun {
+		if _, held := sig.Held[w.Ref]; held && w.LowerUnfinished() && !c.opts.DryRun {
 			if err := ops.FinishLower(ctx, c.opts.Client, w.Ref, w.Lowered, ops.LowerOptions{Checkpoint: c.opts.Checkpoint}); err != nil {
 				errs = append(errs, err)
 			}
@@ -276,7 +316,8 @@ func (c *Controller) Round(ctx context.Context) error {
 	}
 	steps, status, memo := Plan(view, sig, c.opts.Config, c.memo)
 	c.memo = memo
-	c.observe(view, status)
+	c.observe(view, sig, status)
+	c.reportOverdue(ctx, view, sig, status, cluster)
 	for _, st := range steps {
 		if err := c.apply(ctx, st, cluster); err != nil {
 			errs = append(errs, err)
@@ -320,12 +361,14 @@ func (c *Controller) signalFailed(source string, err error) {
 }
 
 // observe logs each node's status when it changes and updates gauges.
-func (c *Controller) observe(v *clusterview.View, status []NodeStatus) {
+func (c *Controller) observe(v *clusterview.View, sig Signals, status []NodeStatus) {
 	preempted := map[string]int{}
 	for _, w := range v.Workloads {
-		if w.Record != nil && w.Record.By == c.opts.Config.Identity {
+		switch {
+		case !ours(w, sig, c.opts.Config):
+		case w.Record != nil:
 			preempted[w.Record.Node]++
-		} else if w.Lowered != nil {
+		case w.Lowered != nil:
 			preempted[w.Lowered.Node]++
 		}
 	}
@@ -337,7 +380,31 @@ func (c *Controller) observe(v *clusterview.View, status []NodeStatus) {
 			continue
 		}
 		c.reported["node/"+st.Node] = line
-		c.opts.Log.Info("node status", "node", st.Node, "pressure", st.Pressure, "triggers", st.Triggers, "waiting", st.Waiting, "minFreeBytes", st.MinFree)
+		level := slog.LevelInfo
+		if st.Urgent {
+			level = slog.LevelWarn
+		}
+		c.opts.Log.Log(context.Background(), level, "node status", "urgent", st.Urgent, "node", st.Node, "pressure", st.Pressure, "triggers", st.Triggers, "waiting", st.Waiting, "minFreeBytes", st.MinFree)
+	}
+}
+
+// reportUrgent warns, in the log and as an Event on the protected
+// workload, when it is failing for want of the GPU (a transcode fell back
+// to the CPU), once per distinct state.
+func (c *Controller) reportUrgent(sig Signals, cluster *clusterview.Cluster) {
+	for ref, a := range sig.Activity {
+		key := "urgent/" + ref.Qualified()
+		if !a.Urgent() {
+			delete(c.reported, key)
+			continue
+		}
+		if c.reported[key] == a.Detail {
+			continue
+		}
+		c.reported[key] = a.Detail
+		c.opts.Log.Warn("protected workload is failing for want of the GPU: preempting at once", "workload", ref.Qualified(), "activity", a.Detail)
+		c.event(cluster.Object(ref), corev1.EventTypeWarning, ReasonTranscodeFellBack,
+			"%s; gpuslice arbiter preempts lower-priority workloads at once, without waiting for memory samples", a.Detail)
 	}
 }
 

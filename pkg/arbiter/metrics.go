@@ -2,6 +2,7 @@ package arbiter
 
 import (
 	"github.com/gpuslice/gpuslice/internal/serving"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -37,8 +38,8 @@ func newMetrics() *metrics {
 		}),
 		steps: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gpuslice_arbiter_steps_total",
-			Help: "Steps taken, by kind (preempt, restore) and result (done, unchanged, error, dry_run).",
-		}, []string{"kind", "result"}),
+			Help: "Steps taken, by kind (preempt, restore), result (done, unchanged, error, dry_run) and workload (NAMESPACE/KIND/NAME; only workloads with an arbiter policy).",
+		}, []string{"kind", "result", "workload"}),
 		pressure: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "gpuslice_arbiter_node_pressure",
 			Help: "1 while a GPU node is under pressure (low memory, or a protected workload active or unhealthy).",
@@ -60,3 +61,7 @@ func newMetrics() *metrics {
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
+
+// workloadLabel is a step's workload label: "ai-dev/deployment/vllm-server".
+// Only workloads with an arbiter policy take steps, which bounds its values.
+func workloadLabel(ref workload.Ref) string { return ref.Namespace + "/" + ref.String() }

@@ -9,7 +9,7 @@ import (
 func TestMetricsLint(t *testing.T) {
 	m := newMetrics()
 	m.pressure.WithLabelValues("homelabai").Set(1)
-	m.steps.WithLabelValues(StepPreempt, "done").Inc()
+	m.steps.WithLabelValues(StepPreempt, "done", "ai-dev/deployment/vllm-server").Inc()
 	problems, err := testutil.GatherAndLint(m.registry)
 	if err != nil || len(problems) > 0 {
 		t.Errorf("lint: %v %v", problems, err)

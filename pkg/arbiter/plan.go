@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gpuslice/gpuslice/pkg/clusterview"
+	"github.com/gpuslice/gpuslice/pkg/journal"
 	"github.com/gpuslice/gpuslice/pkg/ledger"
 	"github.com/gpuslice/gpuslice/pkg/signals"
 	"github.com/gpuslice/gpuslice/pkg/workload"
@@ -31,6 +32,16 @@ type Config struct {
 	// Identity is what the arbiter writes as released-by; releases by
 	// anyone else are an operator's and are left alone.
 	Identity string
+	// PreemptTimeout bounds the wait for a preemption to take effect (the
+	// pods gone, the restart rolled out); past it the arbiter says so and
+	// takes the next step. 0: no bound.
+	PreemptTimeout time.Duration
+	// Protected are the workloads the arbiter's configuration protects;
+	// TrustedNamespaces those whose workloads' annotations are believed
+	// in full (policy.Trust). The protected workloads of activity sources
+	// are added by New.
+	Protected         []workload.Ref
+	TrustedNamespaces []string
 }
 
 // Signals are one sample of everything the arbiter watches.
@@ -45,6 +56,23 @@ type Signals struct {
 	MemoryWatched bool
 	// Activity is by protected workload.
 	Activity map[workload.Ref]signals.Activity
+	// Held are the preemptions the arbiter's journal says it holds: a
+	// release or lower record on a workload is the arbiter's only if it
+	// is here, whatever its released-by says.
+	Held map[workload.Ref]journal.Hold
+}
+
+// ours says whether w's release or lower record is the arbiter's own.
+func ours(w *clusterview.Workload, sig Signals, cfg Config) bool {
+	_, held := sig.Held[w.Ref]
+	return held && (w.Record == nil || w.Record.By == cfg.Identity)
+}
+
+// overdue says whether the arbiter has waited for its preemption of w to
+// take effect longer than it may.
+func overdue(w *clusterview.Workload, sig Signals, cfg Config) bool {
+	h, ok := sig.Held[w.Ref]
+	return ok && cfg.PreemptTimeout > 0 && sig.Now.Sub(h.At) >= cfg.PreemptTimeout
 }
 
 // Memo is what the arbiter remembers between rounds. It is not
@@ -117,6 +145,12 @@ type NodeStatus struct {
 	Triggers []string `json:"triggers,omitempty"`
 	// Waiting is why no step was taken although one might be due.
 	Waiting string `json:"waiting,omitempty"`
+	// Overdue are the arbiter's preemptions on the node that did not take
+	// effect within Config.PreemptTimeout: no longer waited for.
+	Overdue []workload.Ref `json:"overdue,omitempty"`
+	// Urgent: a protected workload on the node is failing for want of the
+	// GPU (a transcode fell back to the CPU).
+	Urgent bool `json:"urgent,omitempty"`
 	// MinFree is the least free memory of the node's GPUs, -1 unknown.
 	MinFree int64 `json:"minFree"`
 }
@@ -127,6 +161,10 @@ type NodeStatus struct {
 type trigger struct {
 	reason  string
 	ceiling int64
+	// urgent: the protected workload is failing for want of the GPU (a
+	// transcode fell back to the CPU), so the arbiter preempts the next
+	// workload without waiting for the last preemption to take effect.
+	urgent bool
 }
 
 // Plan decides, for every GPU node, at most one step. It is pure: it
@@ -166,7 +204,7 @@ func planNode(node string, v *clusterview.View, sig Signals, cfg Config, memo *M
 
 	var triggers []trigger
 	if memKnown && st.MinFree < cfg.MinFree {
-		triggers = append(triggers, trigger{fmt.Sprintf("GPU memory low: %s free, under %s", ledger.FormatBytes(st.MinFree), ledger.FormatBytes(cfg.MinFree)), math.MaxInt64})
+		triggers = append(triggers, trigger{reason: fmt.Sprintf("GPU memory low: %s free, under %s", ledger.FormatBytes(st.MinFree), ledger.FormatBytes(cfg.MinFree)), ceiling: math.MaxInt64})
 	}
 	var running, released []*clusterview.Workload
 	var pendingPreempt *clusterview.Workload
@@ -178,25 +216,33 @@ func planNode(node string, v *clusterview.View, sig Signals, cfg Config, memo *M
 		case w.Policy.Protected:
 			triggers = append(triggers, protectedTriggers(w, sig, cfg, memo)...)
 		case !w.Policy.Preemptible:
-		case w.Record != nil && w.Record.By != cfg.Identity:
-			// Released by an operator: theirs to restore.
+		case (w.Record != nil || w.Lowered != nil) && !ours(w, sig, cfg):
+			// Released by an operator (theirs to restore), or a record the
+			// arbiter did not write: neither waited for nor restored.
 		case w.Record != nil || w.Lowered != nil && !w.Lowered.Restoring:
 			released = append(released, w)
-			if !preemptDone(w) {
+			switch {
+			case preemptDone(w):
+			case overdue(w, sig, cfg):
+				st.Overdue = append(st.Overdue, w.Ref)
+			default:
 				pendingPreempt = w
 			}
 		case w.Replicas > 0:
 			running = append(running, w)
 		}
 	}
+	urgent := false
 	for _, t := range triggers {
 		st.Triggers = append(st.Triggers, t.reason)
+		urgent = urgent || t.urgent
 	}
 	st.Pressure = len(triggers) > 0
+	st.Urgent = urgent
 
 	// A step's effect must show before the next: pods gone, or a restored
-	// workload serving.
-	if pendingPreempt != nil {
+	// workload serving. An urgent trigger waits for nothing.
+	if pendingPreempt != nil && !urgent {
 		st.Waiting = "waiting for " + pendingPreempt.Ref.Qualified() + " to give up the GPU"
 		return nil, st
 	}
@@ -206,8 +252,10 @@ func planNode(node string, v *clusterview.View, sig Signals, cfg Config, memo *M
 		case w == nil || (w.Record != nil || w.Lowered != nil) && preemptDone(w):
 			delete(memo.preempting, node)
 			memo.settled[node] = sig.Sample
-		case w.Record == nil && w.Lowered == nil && sig.Now.Sub(p.at) > staleFor:
+		case w.Record == nil && w.Lowered == nil && sig.Now.Sub(p.at) > staleFor,
+			cfg.PreemptTimeout > 0 && sig.Now.Sub(p.at) >= cfg.PreemptTimeout:
 			delete(memo.preempting, node)
+		case urgent:
 		default:
 			st.Waiting = "waiting for " + p.ref.Qualified() + " to give up the GPU"
 			return nil, st
@@ -312,7 +360,11 @@ func protectedTriggers(w *clusterview.Workload, sig Signals, cfg Config, memo *M
 	var out []trigger
 	ceiling := int64(w.Policy.Priority)
 	if a, ok := sig.Activity[w.Ref]; ok && a.Active {
-		out = append(out, trigger{w.Ref.Qualified() + " is active: " + a.Detail, ceiling})
+		t := trigger{reason: w.Ref.Qualified() + " is active: " + a.Detail, ceiling: ceiling, urgent: a.Urgent()}
+		if t.urgent {
+			t.reason = "URGENT: " + t.reason
+		}
+		out = append(out, t)
 	}
 	healthy, why := w.Healthy()
 	if healthy {
@@ -325,7 +377,7 @@ func protectedTriggers(w *clusterview.Workload, sig Signals, cfg Config, memo *M
 		memo.unhealthy[w.Ref] = first
 	}
 	if sig.Now.Sub(first) >= cfg.UnhealthyGrace {
-		out = append(out, trigger{w.Ref.Qualified() + " is unhealthy: " + why, ceiling})
+		out = append(out, trigger{reason: w.Ref.Qualified() + " is unhealthy: " + why, ceiling: ceiling})
 	}
 	return out
 }

@@ -2,6 +2,7 @@ package arbiter
 
 import (
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/gpuslice/gpuslice/pkg/clusterview"
+	"github.com/gpuslice/gpuslice/pkg/journal"
 	"github.com/gpuslice/gpuslice/pkg/ledger"
 	"github.com/gpuslice/gpuslice/pkg/policy"
 	"github.com/gpuslice/gpuslice/pkg/signals"
@@ -73,12 +75,17 @@ type round struct {
 	at       time.Duration // after t0
 	freeGi   float64       // -1: memory unknown
 	active   bool          // Plex transcoding
+	fallback bool          // a Plex transcode fell back to the CPU
 	wantStep string        // "preempt ai/ollama", "restore ai-dev/vllm-server" or ""
 	wantWait string        // part of NodeStatus.Waiting
 }
 
 func TestPlan(t *testing.T) {
-	cfg := Config{MinFree: 1 * gi, Margin: gi / 2, HoldDown: 5 * time.Minute, UnhealthyGrace: 30 * time.Second, Identity: Identity}
+	cfg := Config{MinFree: 1 * gi, Margin: gi / 2, HoldDown: 5 * time.Minute, UnhealthyGrace: 30 * time.Second, Identity: Identity, PreemptTimeout: 2 * time.Minute}
+	terminating := func(w *clusterview.Workload) {
+		released(Identity)(w)
+		w.Pods = []*corev1.Pod{{}}
+	}
 	plex := func(mods ...func(*clusterview.Workload)) *clusterview.Workload {
 		return wl("media", "plex", protected(1000000), 1, mods...)
 	}
@@ -92,7 +99,10 @@ func TestPlan(t *testing.T) {
 		name      string
 		workloads []*clusterview.Workload
 		watched   bool // a memory source is configured
-		rounds    []round
+		// forged are the workloads whose arbiter records the journal does
+		// not hold; every other record by the arbiter is held since t0.
+		forged []string
+		rounds []round
 	}{
 		{name: "quiet", workloads: []*clusterview.Workload{plex(), vllm(), ollama()}, watched: true,
 			rounds: []round{{freeGi: 3}}},
@@ -106,6 +116,23 @@ func TestPlan(t *testing.T) {
 			released(Identity)(w)
 			w.Pods = []*corev1.Pod{{}}
 		})}, rounds: []round{{active: true, wantWait: "waiting for deployment ai/ollama to give up the GPU"}}},
+		{name: "a CPU fallback preempts at once though memory is plentiful", workloads: []*clusterview.Workload{plex(), vllm(), ollama()}, watched: true,
+			rounds: []round{{freeGi: 10, fallback: true, wantStep: "preempt ai/ollama"}}},
+		{name: "a CPU fallback does not wait for the last preemption", workloads: []*clusterview.Workload{plex(), vllm(), ollama(func(w *clusterview.Workload) {
+			released(Identity)(w)
+			w.Pods = []*corev1.Pod{{}}
+		})}, rounds: []round{{fallback: true, wantStep: "preempt ai-dev/vllm-server"}}},
+		{name: "a CPU fallback spares workloads above Plex", workloads: []*clusterview.Workload{plex(), wl("ai", "vip", preemptible(2000000), 1)},
+			rounds: []round{{fallback: true}}},
+		{name: "a forged record is not waited for", workloads: []*clusterview.Workload{plex(), vllm(), ollama(terminating)}, forged: []string{"ollama"},
+			rounds: []round{{active: true, wantStep: "preempt ai-dev/vllm-server"}}},
+		{name: "a forged record is never restored", workloads: []*clusterview.Workload{plex(), vllm(released(Identity))}, forged: []string{"vllm-server"},
+			rounds: []round{{}, {at: time.Hour}}},
+		{name: "a preemption that does not take effect is waited for until the timeout", workloads: []*clusterview.Workload{plex(), vllm(), ollama(terminating)},
+			rounds: []round{
+				{active: true, wantWait: "waiting for deployment ai/ollama to give up the GPU"},
+				{at: 2 * time.Minute, active: true, wantStep: "preempt ai-dev/vllm-server"},
+			}},
 		{name: "memory too low after the first: the next", workloads: []*clusterview.Workload{plex(), vllm(), ollama(released(Identity))}, watched: true,
 			rounds: []round{{freeGi: 0.5, wantStep: "preempt ai-dev/vllm-server"}}},
 		{name: "hold-down, then the highest priority back first", workloads: []*clusterview.Workload{plex(), vllm(released(Identity)), ollama(released(Identity))},
@@ -142,11 +169,19 @@ func TestPlan(t *testing.T) {
 			}
 			for i, r := range tt.rounds {
 				sig := Signals{Now: t0.Add(r.at), Sample: uint64(i + 1), MemoryWatched: tt.watched,
-					Memory: map[string][]signals.GPUMemory{}, Activity: map[workload.Ref]signals.Activity{}}
+					Memory: map[string][]signals.GPUMemory{}, Activity: map[workload.Ref]signals.Activity{}, Held: map[workload.Ref]journal.Hold{}}
+				for _, w := range tt.workloads {
+					if (w.Record != nil && w.Record.By == Identity || w.Lowered != nil) && !slices.Contains(tt.forged, w.Ref.Name) {
+						sig.Held[w.Ref] = journal.Hold{Workload: w.Ref, At: t0}
+					}
+				}
 				if tt.watched && r.freeGi >= 0 {
 					sig.Memory["homelabai"] = []signals.GPUMemory{{Node: "homelabai", GPU: "0", Free: int64(r.freeGi * float64(gi))}}
 				}
-				if r.active {
+				switch {
+				case r.fallback:
+					sig.Activity[plexRef()] = signals.Activity{Active: true, Fallbacks: 1, Detail: "1 transcode fell back to the CPU"}
+				case r.active:
 					sig.Activity[plexRef()] = signals.Activity{Active: true, Count: 1, Detail: "1 hardware transcode"}
 				}
 				before := memo.clone()

@@ -38,6 +38,9 @@ type Cluster struct {
 type Workload struct {
 	Ref    workload.Ref  `json:"workload"`
 	Policy policy.Policy `json:"policy"`
+	// Ignored says which of its annotations the policy did not believe,
+	// and why (policy.Trust.Apply).
+	Ignored []string `json:"ignored,omitempty"`
 	// Annotations are the workload's own, where the arbiter's intent lives.
 	Annotations map[string]string `json:"-"`
 	// Replicas is spec.replicas; Ready the ready pods.
@@ -105,6 +108,9 @@ type Options struct {
 	Ledger ledger.Options
 	// Zone is the time zone of active hours without their own.
 	Zone *time.Location
+	// Trust is what may protect a workload or raise its priority; nil
+	// believes every annotation (policy.Trust.Apply).
+	Trust *policy.Trust
 }
 
 // PolicyError is a workload whose annotations do not parse.
@@ -158,10 +164,10 @@ func Read(c *Cluster, opt Options) (*View, error) {
 	var out []*Workload
 	var bad []PolicyError
 	add := func(ref workload.Ref, ann map[string]string, tmpl *corev1.PodTemplateSpec, replicas *int32, rolledOut bool) {
-		if !mayBeManaged(ann) {
+		if !mayBeManaged(ann) && !opt.Trust.Configured(ref) {
 			return
 		}
-		w, err := parseWorkload(ref, ann, tmpl, c.Classes, opt.Zone)
+		w, err := parseWorkload(ref, ann, tmpl, c.Classes, opt.Zone, opt.Trust)
 		if err != nil {
 			bad = append(bad, PolicyError{Ref: ref, Err: err})
 			return
@@ -186,11 +192,12 @@ func Read(c *Cluster, opt Options) (*View, error) {
 }
 
 // parseWorkload reads a workload's policy and the arbiter's records on it.
-func parseWorkload(ref workload.Ref, ann map[string]string, tmpl *corev1.PodTemplateSpec, classes policy.PriorityClasses, zone *time.Location) (*Workload, error) {
+func parseWorkload(ref workload.Ref, ann map[string]string, tmpl *corev1.PodTemplateSpec, classes policy.PriorityClasses, zone *time.Location, trust *policy.Trust) (*Workload, error) {
 	pol, err := policy.Parse(ann, tmpl.Spec.PriorityClassName, classes, zone)
 	if err != nil {
 		return nil, err
 	}
+	pol, ignored := trust.Apply(ref, pol, tmpl.Spec.PriorityClassName, classes)
 	rec, err := workload.ParseReleaseRecord(ann)
 	if err != nil {
 		return nil, err
@@ -199,7 +206,7 @@ func parseWorkload(ref workload.Ref, ann map[string]string, tmpl *corev1.PodTemp
 	if err != nil {
 		return nil, err
 	}
-	return &Workload{Ref: ref, Policy: pol, Annotations: ann, Replicas: 1, Record: rec, Lowered: low, Template: tmpl}, nil
+	return &Workload{Ref: ref, Policy: pol, Ignored: ignored, Annotations: ann, Replicas: 1, Record: rec, Lowered: low, Template: tmpl}, nil
 }
 
 // mayBeManaged is a cheap look for any arbiter annotation, so unrelated

@@ -54,7 +54,9 @@ type Result struct {
 	ReplicasBefore int32                   `json:"replicasBefore"`
 	ReplicasAfter  int32                   `json:"replicasAfter"`
 	Record         *workload.ReleaseRecord `json:"record,omitempty"`
-	Message        string                  `json:"message"`
+	// Lowered is the lower-memory record a restore undid (ActionRaised).
+	Lowered *workload.LowerRecord `json:"lowered,omitempty"`
+	Message string                `json:"message"`
 }
 
 // Changed says whether the workload was (or would be) changed.
@@ -87,14 +89,36 @@ func Release(ctx context.Context, cs kubernetes.Interface, ref workload.Ref, opt
 // was not released is left alone. One scaled by hand since its release is
 // set to the recorded count all the same: the record is what the release
 // promised to bring back.
+//
+// Without OnlyBy (a person's restore) a workload that carries no release
+// record but a lower-memory one (the arbiter's lower-memory preemption) is
+// raised back to the GPU_MEMORY_UTILIZATION it had, as Raise does.
 func Restore(ctx context.Context, cs kubernetes.Interface, ref workload.Ref, opts RestoreOptions) (Result, error) {
 	var res Result
+	var lowered *workload.LowerRecord
 	err := modifyWorkload(ctx, cs, ref, opts.DryRun, func(w *appsWorkload) (bool, error) {
 		var err error
-		res, err = decideRestore(w, opts.OnlyBy)
-		return res.Changed(), err
+		if res, err = decideRestore(w, opts.OnlyBy); err != nil || res.Record != nil {
+			return res.Changed(), err
+		}
+		lowered, err = workload.ParseLowerRecord(w.meta.Annotations)
+		if err != nil {
+			return false, fmt.Errorf("%s %w", w.Qualified(), err)
+		}
+		return false, nil
 	})
 	res.DryRun = opts.DryRun
+	if err != nil || lowered == nil || opts.OnlyBy != "" {
+		return res, err
+	}
+	res.Action, res.Lowered = ActionRaised, lowered
+	if opts.DryRun {
+		res.Message = fmt.Sprintf("%s is lowered (%s %s → %s at %s): would set it back to %s and restart it",
+			ref.Qualified(), workload.EnvGPUMemoryUtilization, lowered.From, lowered.To, lowered.At, lowered.From)
+		return res, nil
+	}
+	raised, err := Raise(ctx, cs, ref, *lowered, LowerOptions{})
+	res.Message = raised.Message
 	return res, err
 }
 

@@ -191,22 +191,36 @@ func (r *Report) checkServer(ctx context.Context, opts Options) {
 		return
 	}
 	r.Sessions = sessions
-	transcodes, hw := 0, 0
+	uses, transcodes := map[GPUUse]int{}, 0
 	for _, s := range sessions {
 		t := s.Transcode
-		if t == nil {
+		use := s.GPUUse()
+		uses[use]++
+		if t == nil || s.Type == "track" {
 			continue
 		}
 		transcodes++
-		if h := t.Hardware(); h != "" && h != "software" {
-			hw++
-		}
 		status := OK
 		msg := fmt.Sprintf("%s: %s on %s: %s", orDash(s.User), s.Title, orDash(s.Player), t.describe())
 		if p := t.Problem(); p != "" {
 			status, msg = Warn, msg+": "+p
 		}
+		if use == UseOtherGPU {
+			msg += " (not an NVIDIA GPU: Intel Quick Sync or another vendor's; the arbiter does not count it)"
+		}
 		r.add(CheckTranscode, status, "%s", msg)
 	}
-	r.add(CheckSessions, OK, "%d session(s), %d transcode(s), %d of them on the GPU", len(sessions), transcodes, hw)
+	r.add(CheckSessions, OK, "%s", sessionSummary(len(sessions), transcodes, uses))
+}
+
+// sessionSummary counts the sessions by their use of the GPU.
+func sessionSummary(total, transcodes int, uses map[GPUUse]int) string {
+	s := fmt.Sprintf("%d session(s), %d transcode(s), %d of them on the NVIDIA GPU", total, transcodes, uses[UseNVIDIA])
+	if n := uses[UseCPUFallback]; n > 0 {
+		s += fmt.Sprintf(", %d fell back to the CPU", n)
+	}
+	if n := uses[UseOtherGPU]; n > 0 {
+		s += fmt.Sprintf(", %d on another GPU (Intel Quick Sync?)", n)
+	}
+	return s
 }

@@ -192,16 +192,81 @@ func (t *Transcode) Hardware() string {
 	return "software"
 }
 
+// FellBack says whether the video is encoded on the CPU although hardware
+// was requested: the GPU was busy, out of memory, or not visible to Plex.
+// Plex keeps such a session on the CPU until it restarts, so it stutters
+// for as long as it lasts: the failure the arbiter exists to prevent.
+func (t *Transcode) FellBack() bool {
+	hw := t.Hardware()
+	return t.HWRequested && (hw == "software" || hw == "decode")
+}
+
+// Slow says whether the transcode runs slower than real time although it
+// is not just waiting for the player (throttled): playback will buffer.
+func (t *Transcode) Slow() bool { return t.Speed > 0 && t.Speed < 1 && !t.Throttled }
+
+// NVIDIA says whether the transcode uses an NVIDIA GPU (NVDEC, NVENC or
+// CUDA), as opposed to Intel Quick Sync (VA-API, QSV) or another vendor's.
+func (t *Transcode) NVIDIA() bool { return nvidiaCodec(t.HWDecoding) || nvidiaCodec(t.HWEncoding) }
+
+func nvidiaCodec(name string) bool {
+	name = strings.ToLower(name)
+	return strings.HasPrefix(name, "nv") || name == "cuda"
+}
+
+// GPUUse is how a session uses a GPU, as the arbiter and plex-health judge it.
+type GPUUse string
+
+// Uses of a GPU.
+const (
+	// UseNone: no video transcode (direct play, direct stream, music).
+	UseNone GPUUse = "none"
+	// UseNVIDIA: video transcoded on an NVIDIA GPU, in full or in part.
+	UseNVIDIA GPUUse = "nvidia"
+	// UseOtherGPU: video transcoded on another GPU (Intel Quick Sync):
+	// no NVIDIA memory at stake.
+	UseOtherGPU GPUUse = "other-gpu"
+	// UseCPUFallback: hardware was requested and the video is encoded on
+	// the CPU (Transcode.FellBack).
+	UseCPUFallback GPUUse = "cpu-fallback"
+	// UseSoftware: video transcoded on the CPU, as Plex was told to.
+	UseSoftware GPUUse = "software"
+)
+
+// GPUUse classifies the session. Music (Track) sessions never count: they
+// transcode audio only.
+func (s Session) GPUUse() GPUUse {
+	t := s.Transcode
+	switch {
+	case t == nil || s.Type == "track" || t.Hardware() == "":
+		return UseNone
+	case t.FellBack():
+		return UseCPUFallback
+	case t.Hardware() == "software":
+		return UseSoftware
+	case t.NVIDIA():
+		return UseNVIDIA
+	}
+	return UseOtherGPU
+}
+
+// SlowHardware says whether a hardware transcode runs slower than real
+// time while not throttled: worth a warning, not yet a fallback.
+func (s Session) SlowHardware() bool {
+	u := s.GPUUse()
+	return (u == UseNVIDIA || u == UseOtherGPU) && s.Transcode.Slow()
+}
+
 // Problem is what is wrong with a transcode, "" when nothing is: video
-// encoded in software although hardware was requested (the GPU was
-// unavailable, out of memory, or lacks the codec), or a transcode slower
-// than real time that is not just waiting for the player (throttled).
+// encoded in software although hardware was requested (FellBack), or a
+// transcode slower than real time that is not just waiting for the player
+// (Slow).
 func (t *Transcode) Problem() string {
 	var p []string
-	if t.HWRequested && (t.Hardware() == "software" || t.Hardware() == "decode") {
-		p = append(p, "video encoded in software although hardware was requested (GPU busy, out of memory or not visible to Plex?)")
+	if t.FellBack() {
+		p = append(p, "video encoded in software although hardware was requested: it fell back to the CPU (GPU busy, out of memory or not visible to Plex?)")
 	}
-	if t.Speed > 0 && t.Speed < 1 && !t.Throttled {
+	if t.Slow() {
 		p = append(p, fmt.Sprintf("transcoding slower than real time (speed %s): playback will buffer", strconv.FormatFloat(t.Speed, 'f', -1, 64)))
 	}
 	return strings.Join(p, "; ")

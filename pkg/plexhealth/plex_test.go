@@ -111,6 +111,42 @@ func TestTranscodeVerdicts(t *testing.T) {
 	}
 }
 
+// TestSessionGPUUse classifies sessions as Plex sends them: parsed from
+// the stand-in's XML, not built by hand.
+func TestSessionGPUUse(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		session plextest.Session
+		use     GPUUse
+		slow    bool
+	}{
+		{name: "NVDEC and NVENC", session: plextest.HardwareTranscode("Dune", "jane"), use: UseNVIDIA},
+		{name: "CPU fallback", session: plextest.SoftwareFallback("Alien", "sam"), use: UseCPUFallback},
+		{name: "slow NVENC, not throttled", session: plextest.SlowHardware("Heat", "alex"), use: UseNVIDIA, slow: true},
+		{name: "Intel Quick Sync", session: plextest.QuickSync("Up", "kim"), use: UseOtherGPU},
+		{name: "music never counts", session: plextest.MusicTranscode("One More Time", "lee"), use: UseNone},
+		{name: "direct play", session: plextest.DirectPlay("Heat", "alex"), use: UseNone},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := plextest.Start("secret", tc.session)
+			defer srv.Close()
+			sessions, err := (&Client{URL: srv.URL, Token: "secret"}).Sessions(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(sessions) != 1 {
+				t.Fatalf("sessions %+v", sessions)
+			}
+			if got := sessions[0].GPUUse(); got != tc.use {
+				t.Errorf("GPUUse() = %q, want %q", got, tc.use)
+			}
+			if got := sessions[0].SlowHardware(); got != tc.slow {
+				t.Errorf("SlowHardware() = %v, want %v", got, tc.slow)
+			}
+		})
+	}
+}
+
 // TestTokenStaysOnItsHost: a redirect to another host gets neither the
 // X-Plex-Token header nor the query parameter; one on the same host does.
 func TestTokenStaysOnItsHost(t *testing.T) {

@@ -59,7 +59,15 @@ func scanLogs(text string, show int) (count, gpu int, last []string) {
 func podChecks(pod *corev1.Pod) []Finding {
 	name := pod.Namespace + "/" + pod.Name
 	out := []Finding{readiness(pod, name)}
-	devices, withDevices := gpuAccess(pod)
+	devices, withDevices := gpuAccess(pod, nvidiaGPU)
+	if len(devices) == 0 {
+		if intel, _ := gpuAccess(pod, intelGPU); len(intel) > 0 {
+			// Quick Sync: the NVIDIA runtime and capabilities do not apply.
+			return append(out,
+				Finding{Check: CheckDevices, Status: OK, Message: name + " uses Intel Quick Sync, not an NVIDIA GPU: " + strings.Join(intel, "; ")},
+				Finding{Check: CheckRuntime, Status: Skip, Message: name + ": no NVIDIA runtime needed for Intel Quick Sync"})
+		}
+	}
 	switch {
 	case len(devices) > 0:
 		out = append(out, Finding{Check: CheckDevices, Status: OK, Message: name + ": " + strings.Join(devices, "; ")})
@@ -116,12 +124,21 @@ func readiness(pod *corev1.Pod, name string) Finding {
 		name, where, strings.TrimSpace(strings.Join(why, ", ")), pod.Namespace, pod.Name)}
 }
 
-// gpuAccess lists, per container, the /dev/nvidia* host paths it mounts or
-// the nvidia.com/ resources it requests (the device plugin mounts those).
-func gpuAccess(pod *corev1.Pod) (devices []string, containers []string) {
+// gpuVendor is how a pod reaches one vendor's GPU: host paths under a
+// prefix, or an extended resource of the vendor's device plugin.
+type gpuVendor struct{ hostPath, resource string }
+
+var (
+	nvidiaGPU = gpuVendor{hostPath: "/dev/nvidia", resource: "nvidia.com/"}
+	intelGPU  = gpuVendor{hostPath: "/dev/dri", resource: "gpu.intel.com/"}
+)
+
+// gpuAccess lists, per container, the vendor's host paths it mounts or
+// the vendor's resources it requests (the device plugin mounts those).
+func gpuAccess(pod *corev1.Pod, vendor gpuVendor) (devices []string, containers []string) {
 	hostDev := map[string]string{} // volume name -> host path
 	for _, v := range pod.Spec.Volumes {
-		if v.HostPath != nil && strings.HasPrefix(v.HostPath.Path, "/dev/nvidia") {
+		if v.HostPath != nil && strings.HasPrefix(v.HostPath.Path, vendor.hostPath) {
 			hostDev[v.Name] = v.HostPath.Path
 		}
 	}
@@ -133,7 +150,7 @@ func gpuAccess(pod *corev1.Pod) (devices []string, containers []string) {
 			}
 		}
 		for name, q := range c.Resources.Limits {
-			if strings.HasPrefix(string(name), "nvidia.com/") && !q.IsZero() {
+			if strings.HasPrefix(string(name), vendor.resource) && !q.IsZero() {
 				have = append(have, fmt.Sprintf("%s: %s", name, q.String()))
 			}
 		}

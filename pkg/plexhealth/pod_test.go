@@ -76,6 +76,18 @@ func TestPodChecks(t *testing.T) {
 			want: map[string]Status{CheckRuntime: Warn}, text: "set runtimeClassName: nvidia",
 		},
 		{
+			name: "Intel Quick Sync: no NVIDIA warnings",
+			edit: func(p *corev1.Pod) {
+				p.Annotations = map[string]string{"gpu-directories": "dri"}
+				p.Spec.RuntimeClassName = nil
+				p.Spec.Containers[0].Env = nil
+				p.Spec.Volumes = []corev1.Volume{{Name: "dri", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/dev/dri"}}}}
+				p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "dri", MountPath: "/dev/dri"}}
+			},
+			want: map[string]Status{CheckRuntime: Skip},
+			text: "media/plex uses Intel Quick Sync, not an NVIDIA GPU: plex: /dev/dri",
+		},
+		{
 			name: "capabilities without video",
 			edit: func(p *corev1.Pod) { p.Spec.Containers[0].Env[1].Value = "compute,utility" },
 			want: map[string]Status{CheckCapabilities: Warn}, text: `plex sets "compute,utility"; hardware transcoding needs video`,
@@ -149,7 +161,7 @@ func TestCheckReport(t *testing.T) {
 		"server         ok       Plex Media Server 1.41.3.9314-a0bfb8370 (machine 6a646027a56abb6dbdf72484564db8567c737430) answers at " + srv.URL,
 		"transcode      ok       jane: Dune on Living Room TV: hardware nvdec → nvenc, speed 3.2",
 		"transcode      warn     sam: Alien on iPad: software transcode, speed 0.8: video encoded in software although hardware was requested",
-		"sessions       ok       2 session(s), 2 transcode(s), 1 of them on the GPU",
+		"sessions       ok       2 session(s), 2 transcode(s), 1 of them on the NVIDIA GPU, 1 fell back to the CPU",
 		"jane   Dune    Living Room TV   playing   transcode   full (nvdec → nvenc)   3.2",
 		"sam    Alien   iPad             playing   transcode   software               0.8",
 		"Plex is healthy: 0 failure(s), 1 warning(s)",

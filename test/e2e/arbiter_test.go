@@ -13,6 +13,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -23,6 +24,7 @@ import (
 	"github.com/gpuslice/gpuslice/internal/standin/dcgmtest"
 	"github.com/gpuslice/gpuslice/internal/standin/plextest"
 	"github.com/gpuslice/gpuslice/pkg/arbiter"
+	"github.com/gpuslice/gpuslice/pkg/journal"
 	"github.com/gpuslice/gpuslice/pkg/ops"
 	"github.com/gpuslice/gpuslice/pkg/plexhealth"
 	"github.com/gpuslice/gpuslice/pkg/signals"
@@ -218,6 +220,32 @@ func TestArbiterPlexTranscode(t *testing.T) {
 	}
 }
 
+// TestArbiterPlexFallback: a transcode that asked for the GPU and fell
+// back to the CPU preempts at once, with plenty of GPU memory free; Intel
+// Quick Sync and music transcodes are no NVIDIA activity.
+func TestArbiterPlexFallback(t *testing.T) {
+	a := startArbiterEnv(t)
+	ctx := testContext(t)
+	a.freeMiB(t, 8000)
+	c := a.run(t, func(o *arbiter.Options) {
+		o.Sources.Memory = []signals.MemorySource{&signals.DCGMExporter{Targets: []signals.Target{{URL: a.dcgm.MetricsURL()}}}}
+	})
+	a.plex.SetSessions(plextest.QuickSync("Up", "kim"), plextest.MusicTranscode("One More Time", "lee"))
+	stays(t, ctx, a, c, ollama, 1, "Quick Sync and music use no NVIDIA GPU")
+
+	a.plex.SetSessions(plextest.SoftwareFallback("Alien", "sam"), plextest.QuickSync("Up", "kim"))
+	a.waitReplicas(t, ctx, ollama, 0)
+	a.waitReplicas(t, ctx, vllm, 0)
+	ev := a.events(t, ctx, ollama, arbiter.ReasonPreempted)
+	if len(ev) == 0 || !strings.Contains(ev[0].Message, "fell back to the CPU although hardware was requested: Alien") {
+		t.Errorf("Preempted events on Ollama %v: want the fallback as the reason", ev)
+	}
+	poll(t, ctx, "a TranscodeFellBack warning on Plex", func(ctx context.Context) (bool, error) {
+		ev := a.events(t, ctx, plex, arbiter.ReasonTranscodeFellBack)
+		return len(ev) > 0 && ev[0].Type == corev1.EventTypeWarning && strings.Contains(ev[0].Message, "Alien"), nil
+	})
+}
+
 func (a *arbiterEnv) annotate(t *testing.T, ctx context.Context, ref workload.Ref, set map[string]string) {
 	t.Helper()
 	if _, err := ops.Annotate(ctx, a.cs, ref, set, nil, nil); err != nil {
@@ -401,18 +429,55 @@ func TestArbiterForbidden(t *testing.T) {
 }
 
 // TestArbiterDryRun: with --dry-run the arbiter says what it would do and
-// changes nothing.
+// changes nothing, not even to finish a lower-memory step a crash cut
+// short; gpuslice restore undoes a lower-memory preemption.
 func TestArbiterDryRun(t *testing.T) {
 	a := startArbiterEnv(t)
 	ctx := testContext(t)
+	// A lower-memory step cut short: the intent, without the fraction or
+	// the restart, which a live arbiter would finish.
+	unfinished := workload.LowerRecord{From: "0.70", To: "0.30", At: "2026-11-28T20:00:00Z", Node: "homelabai", Reason: "test"}
+	a.annotate(t, ctx, vllm, unfinished.Annotations())
 	c := a.run(t, func(o *arbiter.Options) { o.DryRun = true })
 	a.transcode(true)
+	// vLLM's unfinished lower-memory step is a preemption that never takes
+	// effect: past the preempt timeout the arbiter would go on to Ollama.
 	poll(t, ctx, "a WouldPreempt event", func(ctx context.Context) (bool, error) {
+		a.clock.Advance(time.Minute)
 		return len(a.events(t, ctx, ollama, arbiter.ReasonWouldPreempt)) > 0, nil
+	})
+	poll(t, ctx, "a PreemptionStuck event on vLLM", func(ctx context.Context) (bool, error) {
+		return len(a.events(t, ctx, vllm, arbiter.ReasonPreemptionStuck)) > 0, nil
 	})
 	stays(t, ctx, a, c, ollama, 1, "dry run")
 	stays(t, ctx, a, c, vllm, 2, "dry run")
 	if hasReleaseAnnotations(deployment(ctx, t, a.cs, ollama).Annotations) {
 		t.Error("dry run wrote a release record")
+	}
+	if v, d := configValue(ctx, t, a.cs), deployment(ctx, t, a.cs, vllm); v != "0.70" || d.Spec.Template.Annotations[workload.AnnotationRestartedAt] != "" {
+		t.Errorf("dry run finished the lower-memory step: GPU_MEMORY_UTILIZATION %s, restartedAt %q", v, d.Spec.Template.Annotations[workload.AnnotationRestartedAt])
+	}
+	if _, found, err := arbiter.ReadJournal(ctx, a.cs, arbiter.JournalRef{Namespace: "default", Name: journal.DefaultName}); found || err != nil {
+		t.Errorf("dry run wrote its journal (%v)", err)
+	}
+
+	// gpuslice restore undoes a lower-memory preemption.
+	if _, err := a.cs.AppsV1().Deployments(vllm.Namespace).Patch(ctx, vllm.Name, types.JSONPatchType,
+		[]byte(`[{"op":"remove","path":"/metadata/annotations/gpuslice.io~1lowered-from"}]`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ops.Lower(ctx, a.cs, vllm, ops.LowerOptions{Fraction: "0.30", Node: "homelabai", Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	if v := configValue(ctx, t, a.cs); v != "0.30" {
+		t.Fatalf("lowered to %s, want 0.30", v)
+	}
+	out, err := gpuslice(t, a.env, "restore", "vllm-server", "-n", "ai-dev")
+	if err != nil || !strings.Contains(out, "GPU_MEMORY_UTILIZATION 0.30 → 0.70") {
+		t.Errorf("gpuslice restore of a lowered workload: %v\n%s", err, out)
+	}
+	d := deployment(ctx, t, a.cs, vllm)
+	if _, lowered := d.Annotations[workload.AnnotationLoweredFrom]; lowered || configValue(ctx, t, a.cs) != "0.70" {
+		t.Errorf("after restore: GPU_MEMORY_UTILIZATION %s, annotations %v", configValue(ctx, t, a.cs), d.Annotations)
 	}
 }

@@ -145,7 +145,8 @@ arbiter:
 	})
 
 	body := httpGet(t, "http://"+listen+"/metrics")
-	for _, want := range []string{"gpuslice_arbiter_leader 1", `gpuslice_arbiter_steps_total{kind="preempt",result="done"} 2`} {
+	for _, want := range []string{"gpuslice_arbiter_leader 1", `gpuslice_arbiter_steps_total{kind="preempt",result="done",workload="ai-dev/deployment/vllm-server"} 1`,
+		`gpuslice_arbiter_steps_total{kind="preempt",result="done",workload="ai/deployment/ollama"} 1`} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}

@@ -59,7 +59,7 @@ func TestPlexHealth(t *testing.T) {
 		"devices        ok       media/plex-", ": plex: /dev/nvidia-uvm, /dev/nvidia0, /dev/nvidiactl",
 		"runtimeClassName nvidia",
 		"transcode      ok       jane: Dune on Living Room TV: hardware nvdec → nvenc, speed 3.2",
-		"sessions       ok       2 session(s), 1 transcode(s), 1 of them on the GPU",
+		"sessions       ok       2 session(s), 1 transcode(s), 1 of them on the NVIDIA GPU",
 		"Plex is healthy: 0 failure(s), 0 warning(s)")
 
 	// The real log reader: without a kubelet the API server cannot fetch
@@ -72,7 +72,14 @@ func TestPlexHealth(t *testing.T) {
 	plex.Sessions = append(plex.Sessions, plextest.SoftwareFallback("Alien", "sam"))
 	plex.Unlock()
 	check("software fallback", opts, true, 1,
-		"transcode      warn     sam: Alien on iPad: software transcode, speed 0.8: video encoded in software although hardware was requested")
+		"transcode      warn     sam: Alien on iPad: software transcode, speed 0.8: video encoded in software although hardware was requested: it fell back to the CPU",
+		"1 of them on the NVIDIA GPU, 1 fell back to the CPU")
+
+	plex.SetSessions(plextest.HardwareTranscode("Dune", "jane"), plextest.SlowHardware("Heat", "alex"), plextest.QuickSync("Up", "kim"), plextest.MusicTranscode("One More Time", "lee"))
+	check("slow hardware beside Quick Sync and music", opts, true, 1,
+		"transcode      warn     alex: Heat on Living Room TV: hardware nvdec → nvenc, speed 0.7: transcoding slower than real time",
+		"transcode      ok       kim: Up on Roku: hardware vaapi → vaapi, speed 2.4 (not an NVIDIA GPU",
+		"4 session(s), 3 transcode(s), 2 of them on the NVIDIA GPU, 1 on another GPU")
 
 	wrongToken := opts
 	wrongToken.Token = "expired"

@@ -25,7 +25,7 @@ const module = "github.com/gpuslice/gpuslice"
 // pure are the packages that compute on objects they are given: they are
 // table-tested without a cluster and must not link client-go.
 var pure = []string{
-	"pkg/workload", "pkg/inject", "pkg/admit", "pkg/ledger", "pkg/policy", "pkg/gate", "pkg/clusterview",
+	"pkg/workload", "pkg/inject", "pkg/admit", "pkg/ledger", "pkg/policy", "pkg/gate", "pkg/clusterview", "pkg/journal",
 	"pkg/pluginconfig", "pkg/cgroup", "pkg/podenv", "pkg/podstatus", "pkg/doctor", "internal/seed", "internal/table",
 }
 

@@ -12,6 +12,7 @@ package plextest
 import (
 	"fmt"
 	"html"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -52,6 +53,43 @@ func SoftwareFallback(title, user string) Session {
 		"audioDecision": "copy", "protocol": "hls", "container": "mpegts", "videoCodec": "h264", "audioCodec": "aac",
 		"transcodeHwRequested": "1", "transcodeHwFullPipeline": "0",
 	})
+}
+
+// SlowHardware is a hardware transcode slower than real time while not
+// throttled: the GPU is on it, but overloaded.
+func SlowHardware(title, user string) Session {
+	s := HardwareTranscode(title, user)
+	s.Transcode = maps.Clone(s.Transcode)
+	s.Transcode["speed"] = "0.7"
+	return s
+}
+
+// QuickSync is a transcode on Intel Quick Sync (VA-API through /dev/dri):
+// hardware, but not an NVIDIA GPU.
+func QuickSync(title, user string) Session {
+	return video(title, user, "Roku", map[string]string{
+		"key": "/transcode/sessions/qsv1", "throttled": "0", "complete": "0", "progress": "40.2", "speed": "2.4",
+		"context": "streaming", "sourceVideoCodec": "h264", "sourceAudioCodec": "aac", "videoDecision": "transcode",
+		"audioDecision": "copy", "protocol": "hls", "container": "mpegts", "videoCodec": "h264", "audioCodec": "aac",
+		"transcodeHwRequested": "1", "transcodeHwDecoding": "vaapi", "transcodeHwDecodingTitle": "Intel (VA-API)",
+		"transcodeHwEncoding": "vaapi", "transcodeHwEncodingTitle": "Intel (VA-API)", "transcodeHwFullPipeline": "1",
+	})
+}
+
+// MusicTranscode is a Track (music) session whose audio is transcoded:
+// Plex still says transcodeHwRequested="1", but no video is involved.
+func MusicTranscode(title, user string) Session {
+	return Session{
+		Element: "Track",
+		Attrs: map[string]string{"type": "track", "title": title, "grandparentTitle": "Daft Punk", "parentTitle": "Discovery",
+			"sessionKey": "7", "key": "/library/metadata/5678"},
+		User: user, Player: "Plexamp", State: "playing",
+		Transcode: map[string]string{
+			"key": "/transcode/sessions/audio1", "throttled": "1", "complete": "0", "progress": "55.0", "speed": "12.0",
+			"context": "streaming", "sourceAudioCodec": "flac", "audioDecision": "transcode", "protocol": "http",
+			"container": "mp3", "audioCodec": "mp3", "audioChannels": "2", "transcodeHwRequested": "1",
+		},
+	}
 }
 
 // DirectPlay is a session without a transcode.
@@ -164,7 +202,11 @@ func (s *Server) sessionsXML() string {
 	for i, ses := range s.Sessions {
 		fmt.Fprintf(&b, "<%s%s>\n", ses.Element, attrs(ses.Attrs))
 		// Media and Part come first in Plex's answer; the parser must skip them.
-		fmt.Fprintf(&b, `<Media id="%d" videoResolution="1080" selected="1"><Part id="%d" decision="transcode" selected="1"/></Media>`+"\n", 350100+i, 350400+i)
+		if ses.Element == "Track" {
+			fmt.Fprintf(&b, `<Media id="%d" audioCodec="flac" audioChannels="2" container="flac" selected="1"><Part id="%d" decision="transcode" selected="1"><Stream id="%d" streamType="2" codec="flac" selected="1"/></Part></Media>`+"\n", 350100+i, 350400+i, 350700+i)
+		} else {
+			fmt.Fprintf(&b, `<Media id="%d" videoResolution="1080" selected="1"><Part id="%d" decision="transcode" selected="1"/></Media>`+"\n", 350100+i, 350400+i)
+		}
 		fmt.Fprintf(&b, `<User id="%d" title="%s"/>`+"\n", i+1, attr(ses.User))
 		fmt.Fprintf(&b, `<Player address="10.0.0.%d" machineIdentifier="player-%d" platform="Linux" product="Plex Web" state="%s" title="%s" local="1"/>`+"\n",
 			10+i, i, attr(ses.State), attr(ses.Player))
