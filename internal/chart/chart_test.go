@@ -15,6 +15,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 
@@ -182,6 +183,34 @@ func TestChartWebhookConfigIsTheExample(t *testing.T) {
 	}
 }
 
+// webhook.profileNamespaces alone gives the webhook a config that limits
+// the built-in profile, and a pod elsewhere is denied.
+func TestChartProfileNamespaces(t *testing.T) {
+	r := render(t, Options{Values: values(t, `{webhook: {profileNamespaces: {nvidia: [media, ai-dev]}}}`)})
+	var cm corev1.ConfigMap
+	convert(t, r.Find("ConfigMap", "gpuslice-webhook-config"), &cm)
+	cfg, err := inject.ParseConfig([]byte(cm.Data["config.yaml"]), "gpu-system")
+	if err != nil {
+		t.Fatalf("the webhook would refuse the rendered config: %v\n%s", err, cm.Data["config.yaml"])
+	}
+	if got := cfg.Profiles[0]; got.Name != inject.BuiltinProfileName || !slices.Equal(got.Namespaces, []string{"media", "ai-dev"}) {
+		t.Errorf("built-in profile %+v, want it limited to media, ai-dev", got)
+	}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{"gpu-directories": "nvidia"}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app"}}}}
+	if d := cfg.Mutate("ai", pod); d.Allowed || !strings.Contains(d.Message, "allowed in: media, ai-dev") {
+		t.Errorf("a pod in ai: allowed=%v %q, want denied naming the allowed namespaces", d.Allowed, d.Message)
+	}
+	if !slices.Contains(webhookArgs(t, r), "--config=/config/config.yaml") {
+		t.Errorf("webhook args %v lack --config", webhookArgs(t, r))
+	}
+
+	_, err = Render(loadChart(t), Options{Values: values(t, `{webhook: {profileNamespaces: {nvidia: [media]}, config: {profileNamespaces: {nvidia: [ai]}}}}`)})
+	if err == nil || !strings.Contains(err.Error(), "not both") {
+		t.Errorf("both places set: err = %v, want a refusal", err)
+	}
+}
+
 // The admission gate gets the flag, a token even with cert-manager, and
 // exactly what its informers and Events need; without it, none of that.
 func TestChartAdmissionGate(t *testing.T) {
@@ -289,6 +318,8 @@ func TestChartSchemaRejects(t *testing.T) {
 		{`{webhook: {config: {profile: []}}}`, []string{"profile", "not allowed"}},
 		{`{certificates: {selfSigned: {validity: 30d}}}`, []string{"/certificates/selfSigned/validity"}},
 		{`{agent: {hostPID: "yes"}}`, []string{"/agent/hostPID", "want boolean"}},
+		{`{webhook: {profileNamespaces: {nvidia: [Media]}}}`, []string{"/webhook/profileNamespaces/nvidia/0"}},
+		{`{webhook: {profileNamespaces: {nvidia: []}}}`, []string{"/webhook/profileNamespaces/nvidia", "minItems"}},
 	}
 	ch := loadChart(t)
 	for _, tt := range tests {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gpuslice/gpuslice/internal/serving"
 	"github.com/gpuslice/gpuslice/pkg/certs"
+	"github.com/gpuslice/gpuslice/pkg/registration"
 )
 
 // Server is the webhook's HTTPS server: /mutate, /healthz, /readyz and
@@ -37,7 +38,8 @@ type Server struct {
 func (s *Server) mux(withMutate bool) *http.ServeMux {
 	mux := http.NewServeMux()
 	if withMutate {
-		mux.Handle("/mutate", s.Handler)
+		mux.Handle(registration.MutatePath, s.Handler)
+		mux.Handle(registration.HostPathForbiddenPath, s.Handler)
 	}
 	serving.Endpoints(mux, s.Metrics.Registry, s.readiness, s.Log)
 	return mux

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	nodev1 "k8s.io/api/node/v1"
@@ -41,6 +42,7 @@ import (
 	"github.com/gpuslice/gpuslice/internal/demo"
 	"github.com/gpuslice/gpuslice/internal/harness/localcluster"
 	"github.com/gpuslice/gpuslice/internal/seed"
+	"github.com/gpuslice/gpuslice/pkg/inject"
 	"github.com/gpuslice/gpuslice/pkg/registration"
 	"github.com/gpuslice/gpuslice/pkg/workload"
 )
@@ -95,7 +97,8 @@ webhook:
       - name: intel-qsv
         devices: [{name: dri, hostPath: /dev/dri, type: Directory}]
         namespaces: [media]
-    hybrid: {resourceName: nvidia.com/gpu.shared, env: {NVIDIA_VISIBLE_DEVICES: all}}`},
+    hybrid: {resourceName: nvidia.com/gpu.shared, runtimeClassName: nvidia, env: {NVIDIA_DRIVER_CAPABILITIES: "compute,utility"}}
+  profileNamespaces: {nvidia: [media, ai, ai-dev]}`},
 	{name: "self-signed tuned", values: `certificates: {selfSigned: {caSecretName: gpuslice-ca, validity: 240h}}`},
 	{name: "cert-manager", values: `certificates: {mode: cert-manager, certManager: {duration: 720h, renewBefore: 240h}}`},
 	{name: "cert-manager issuer", values: `
@@ -300,6 +303,7 @@ func TestExamplesMatchDemo(t *testing.T) {
 			t.Errorf("%s: nodeSelector %v", want.Name, got.Spec.Template.Spec.NodeSelector)
 		}
 	}
+	checkExamplesGetTheGPU(t, byName)
 	vllm := seed.VLLMWorkload()
 	var cm corev1.ConfigMap
 	fromUnstructured(t, byName["ConfigMap/ai-dev/vllm-config"], &cm)
@@ -312,6 +316,57 @@ func TestExamplesMatchDemo(t *testing.T) {
 	}
 	if !equalMaps(got.Spec.Selector.MatchLabels, vllm.Deployment.Spec.Selector.MatchLabels) {
 		t.Errorf("vLLM selector %v, want %v (the seed's -l app=vllm)", got.Spec.Selector.MatchLabels, vllm.Deployment.Spec.Selector.MatchLabels)
+	}
+}
+
+// checkExamplesGetTheGPU: every example pod that requests shares, once the
+// webhook has mutated it, runs under the nvidia runtime class (K3s's
+// default is runc: a share and no GPU) and leaves NVIDIA_VISIBLE_DEVICES to
+// the device plugin.
+func checkExamplesGetTheGPU(t *testing.T, byName map[string]*unstructured.Unstructured) {
+	t.Helper()
+	cfg := inject.DefaultConfig(chart.DefaultNamespace)
+	for key, obj := range byName {
+		if obj.GetKind() != "Deployment" {
+			continue
+		}
+		var d appsv1.Deployment
+		fromUnstructured(t, obj, &d)
+		raw, err := json.Marshal(&corev1.Pod{ObjectMeta: d.Spec.Template.ObjectMeta, Spec: d.Spec.Template.Spec})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pod, err := inject.DecodePod(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		patch, err := cfg.Mutate(d.Namespace, pod).PatchJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(patch) > 0 {
+			p, err := jsonpatch.DecodePatch(patch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if raw, err = p.Apply(raw); err != nil {
+				t.Fatalf("%s: %v", key, err)
+			}
+			if pod, err = inject.DecodePod(raw); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, c := range pod.Spec.Containers {
+			if _, shares := c.Resources.Limits[workload.SharedResource]; !shares {
+				continue
+			}
+			if rc := pod.Spec.RuntimeClassName; rc == nil || *rc != "nvidia" {
+				t.Errorf("%s: container %s requests %s but the pod runs under runtime class %v, not nvidia", key, c.Name, workload.SharedResource, rc)
+			}
+			if slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == inject.EnvVisibleDevices }) {
+				t.Errorf("%s: container %s requests shares and sets %s, overriding the device plugin's", key, c.Name, inject.EnvVisibleDevices)
+			}
+		}
 	}
 }
 
@@ -433,8 +488,10 @@ func TestDeployInstall(t *testing.T) {
 	if q := res.Limits[shares]; q.Value() != 2 {
 		t.Errorf("vLLM limits %v, want 2 %s from gpu-shares", res.Limits, shares)
 	}
-	if !slices.ContainsFunc(v.Spec.Containers[0].Env, func(e corev1.EnvVar) bool { return e.Name == "NVIDIA_VISIBLE_DEVICES" && e.Value == "all" }) {
-		t.Errorf("vLLM env %v lacks NVIDIA_VISIBLE_DEVICES=all", v.Spec.Containers[0].Env)
+	// The device plugin's NVIDIA_VISIBLE_DEVICES names the GPU the shares
+	// were allocated on; the webhook must not override it.
+	if slices.ContainsFunc(v.Spec.Containers[0].Env, func(e corev1.EnvVar) bool { return e.Name == "NVIDIA_VISIBLE_DEVICES" }) {
+		t.Errorf("vLLM env %v sets NVIDIA_VISIBLE_DEVICES, overriding the device plugin's", v.Spec.Containers[0].Env)
 	}
 
 	// The plain-HTTP metrics port the ServiceMonitor scrapes counts them.

@@ -96,7 +96,21 @@ and kind added when they are missing.
 {{- $c := deepCopy .Values.webhook.config }}
 {{- $_ := set $c "apiVersion" (default "gpuslice.io/v1alpha1" $c.apiVersion) }}
 {{- $_ = set $c "kind" (default "InjectorConfig" $c.kind) }}
+{{- with .Values.webhook.profileNamespaces }}
+{{- if $c.profileNamespaces }}
+{{- fail "set the namespaces of profiles in webhook.profileNamespaces or in webhook.config.profileNamespaces, not both" }}
+{{- end }}
+{{- $_ = set $c "profileNamespaces" . }}
+{{- end }}
 {{- toYaml $c }}
+{{- end }}
+
+{{/*
+"true" when the webhook gets a config file: webhook.config or
+webhook.profileNamespaces is set; "" otherwise.
+*/}}
+{{- define "gpuslice.webhook.hasConfig" -}}
+{{- if or .Values.webhook.config .Values.webhook.profileNamespaces }}true{{ end }}
 {{- end }}
 
 {{/*
