@@ -430,8 +430,8 @@ func TestMutate(t *testing.T) {
 			message:   []string{"intel-qsv (allowed in: media)", `namespace "default"`},
 		},
 		{
-			name:     "shares go to the first container with env",
-			pod:      newPod(annotated(workload.AnnotationShares, " 2 "), twoContainers),
+			name: "shares go to the first container with env",
+			pod:  newPod(annotated(workload.AnnotationShares, " 2 "), twoContainers),
 			warnings: []string{"added 2 nvidia.com/gpu.shared (limits+requests) to vllm", "set env NVIDIA_DRIVER_CAPABILITIES in vllm",
 				"set runtimeClassName nvidia (gpu-shares)"},
 			checks: []check{
@@ -451,9 +451,9 @@ func TestMutate(t *testing.T) {
 			checks:   []check{wantRuntimeClass("nvidia-cdi")},
 		},
 		{
-			name: "shares with a profile take the profile's runtime class",
-			pod:  newPod(annotated(workload.AnnotationProfiles, "nvidia-tools", workload.AnnotationShares, "1")),
-			cfg: mustParse(t, header+profile("nvidia-tools", "  runtimeClassName: nvidia-tools-rc\n", "{name: nvidia-modeset, hostPath: /dev/nvidia-modeset}")),
+			name:     "shares with a profile take the profile's runtime class",
+			pod:      newPod(annotated(workload.AnnotationProfiles, "nvidia-tools", workload.AnnotationShares, "1")),
+			cfg:      mustParse(t, header+profile("nvidia-tools", "  runtimeClassName: nvidia-tools-rc\n", "{name: nvidia-modeset, hostPath: /dev/nvidia-modeset}")),
 			warnings: []string{"set runtimeClassName nvidia-tools-rc (profile nvidia-tools)"},
 			checks:   []check{wantRuntimeClass("nvidia-tools-rc")},
 		},
@@ -464,8 +464,8 @@ func TestMutate(t *testing.T) {
 			checks: []check{wantRuntimeClass(""), wantPatchPaths("/spec/containers/0/resources", "/spec/containers/0/env")},
 		},
 		{
-			name: "a pod's own NVIDIA_VISIBLE_DEVICES beside shares is kept and reported",
-			pod:  newPod(annotated(workload.AnnotationShares, "1"), containers(container("ollama", env("NVIDIA_VISIBLE_DEVICES", "all")))),
+			name:     "a pod's own NVIDIA_VISIBLE_DEVICES beside shares is kept and reported",
+			pod:      newPod(annotated(workload.AnnotationShares, "1"), containers(container("ollama", env("NVIDIA_VISIBLE_DEVICES", "all")))),
 			warnings: []string{`NVIDIA_VISIBLE_DEVICES="all" in ollama overrides the device plugin's GPU; remove it`},
 			checks:   []check{wantEnv("ollama", "NVIDIA_VISIBLE_DEVICES=all", "NVIDIA_DRIVER_CAPABILITIES=compute,utility")},
 		},
