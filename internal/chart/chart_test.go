@@ -3,6 +3,7 @@ package chart
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -559,6 +560,68 @@ func TestChartArbiter(t *testing.T) {
 	}
 }
 
+// arbiter.workloadNamespaces takes every write out of the ClusterRole and
+// grants it per namespace, ConfigMaps by name; the grants together stay
+// what the cluster-wide default gives, so TestDeployArbiter (run scoped)
+// covers the default too.
+func TestChartArbiterWorkloadNamespaces(t *testing.T) {
+	clusterWide := render(t, Options{Values: values(t, `arbiter: {enabled: true}`)})
+	r := render(t, Options{Values: values(t, `arbiter: {enabled: true, workloadNamespaces: {ai: {}, ai-dev: {configMaps: [vllm-config]}}}`)})
+	var defaultRole, scopedRole rbacv1.ClusterRole
+	convert(t, clusterWide.Find("ClusterRole", "gpuslice-arbiter"), &defaultRole)
+	convert(t, r.Find("ClusterRole", "gpuslice-arbiter"), &scopedRole)
+	for _, res := range []string{"apps/deployments", "apps/statefulsets", "/configmaps"} {
+		if got := grants(scopedRole.Rules)[res]; !slices.Equal(got, []string{"list", "watch"}) {
+			t.Errorf("scoped ClusterRole grants %s %v, want list and watch only", res, got)
+		}
+		if got := grants(defaultRole.Rules)[res]; !slices.Equal(got, []string{"list", "watch", "get", "patch"}) {
+			t.Errorf("default ClusterRole grants %s %v, want list, watch, get, patch", res, got)
+		}
+	}
+	roles := map[string]rbacv1.Role{}
+	for _, u := range r.OfKind("Role") {
+		if u.GetName() == "gpuslice-arbiter-workloads" {
+			var role rbacv1.Role
+			convert(t, u, &role)
+			roles[role.Namespace] = role
+		}
+	}
+	if len(roles) != 2 {
+		t.Fatalf("per-namespace Roles in %v, want ai and ai-dev", slices.Collect(maps.Keys(roles)))
+	}
+	for ns, wantConfigMaps := range map[string][]string{"ai": nil, "ai-dev": {"vllm-config"}} {
+		g := grants(roles[ns].Rules)
+		for _, res := range []string{"apps/deployments", "apps/statefulsets"} {
+			if !slices.Equal(g[res], []string{"get", "patch"}) {
+				t.Errorf("Role in %s grants %s %v, want get and patch", ns, res, g[res])
+			}
+		}
+		var names []string
+		for _, rule := range roles[ns].Rules {
+			if slices.Contains(rule.Resources, "configmaps") {
+				names = append(names, rule.ResourceNames...)
+				if len(rule.ResourceNames) == 0 {
+					t.Errorf("Role in %s grants every ConfigMap: %+v", ns, rule)
+				}
+			}
+		}
+		if !slices.Equal(names, wantConfigMaps) {
+			t.Errorf("Role in %s grants ConfigMaps %v, want %v", ns, names, wantConfigMaps)
+		}
+	}
+	for _, u := range r.OfKind("RoleBinding") {
+		if u.GetName() != "gpuslice-arbiter-workloads" {
+			continue
+		}
+		var rb rbacv1.RoleBinding
+		convert(t, u, &rb)
+		if rb.RoleRef.Name != "gpuslice-arbiter-workloads" || len(rb.Subjects) != 1 ||
+			rb.Subjects[0].Name != "gpuslice-arbiter" || rb.Subjects[0].Namespace != "gpu-system" {
+			t.Errorf("RoleBinding in %s: %+v", rb.Namespace, rb)
+		}
+	}
+}
+
 // Values the arbiter could not run with stop the install.
 func TestChartArbiterRefuses(t *testing.T) {
 	tests := []struct{ values, want string }{
@@ -572,6 +635,8 @@ func TestChartArbiterRefuses(t *testing.T) {
 		{`arbiter: {timeZone: ""}`, "/arbiter/timeZone"},
 		{`arbiter: {replicas: 0}`, "/arbiter/replicas"},
 		{`arbiter: {plex: {token: abc}}`, "not allowed"},
+		{`arbiter: {workloadNamespaces: {AI: {}}}`, "'AI' does not match pattern"},
+		{`arbiter: {workloadNamespaces: {ai: {configMap: [x]}}}`, "not allowed"},
 	}
 	ch := loadChart(t)
 	for _, tt := range tests {

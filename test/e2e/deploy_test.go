@@ -146,6 +146,7 @@ arbiter:
   prometheusUrl: http://prometheus-operated.monitoring.svc:9090
   nodeLabel: Hostname
   agents: true
+  workloadNamespaces: {ai: {}, ai-dev: {configMaps: [vllm-config]}}
   plex: {url: http://plex.media.svc:32400, workload: media/statefulset/plex, tokenSecret: {name: plex-token, key: PLEX_TOKEN}}
   resources: {requests: {cpu: 20m, memory: 96Mi}, limits: {memory: 512Mi}}
   podDisruptionBudget: {minAvailable: 2}
@@ -163,7 +164,7 @@ arbiter:
 }
 
 // Namespaces the cases install into, besides the release's.
-var chartCaseNamespaces = []string{"gpu-system", "gpuslice", "monitoring"}
+var chartCaseNamespaces = []string{"gpu-system", "gpuslice", "monitoring", "ai", "ai-dev"}
 
 func repoRoot(t *testing.T) string {
 	t.Helper()
