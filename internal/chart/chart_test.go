@@ -622,6 +622,41 @@ func TestChartArbiterWorkloadNamespaces(t *testing.T) {
 	}
 }
 
+// agent.namespace moves the agent, and what reaches it, to its own
+// namespace; everything else stays in the release's.
+func TestChartAgentNamespace(t *testing.T) {
+	r := render(t, Options{Values: values(t, `{agent: {namespace: gpu-agents}, arbiter: {enabled: true, agents: true}, serviceMonitor: {enabled: true}}`)})
+	for _, u := range r.Objects() {
+		component := u.GetLabels()["app.kubernetes.io/component"]
+		if u.GetNamespace() == "" || u.GetKind() == "ServiceMonitor" {
+			continue
+		}
+		agentSide := component == "agent" || u.GetName() == "gpuslice-arbiter-agents"
+		if want := map[bool]string{true: "gpu-agents", false: DefaultNamespace}[agentSide]; u.GetNamespace() != want {
+			t.Errorf("%s %s in namespace %s, want %s", u.GetKind(), u.GetName(), u.GetNamespace(), want)
+		}
+	}
+	var role rbacv1.Role
+	convert(t, r.Find("Role", "gpuslice-arbiter-agents"), &role)
+	if got := grants(role.Rules); !reflect.DeepEqual(got, map[string][]string{"/pods/proxy": {"get"}}) {
+		t.Errorf("arbiter's Role in the agents' namespace grants %v, want get on pods/proxy", got)
+	}
+	var main rbacv1.Role
+	convert(t, r.Find("Role", "gpuslice-arbiter"), &main)
+	if _, ok := grants(main.Rules)["/pods/proxy"]; ok {
+		t.Error("the arbiter may still proxy to pods in the release namespace")
+	}
+	var d appsv1.Deployment
+	convert(t, r.Find("Deployment", "gpuslice-arbiter"), &d)
+	if !slices.Contains(d.Spec.Template.Spec.Containers[0].Args, "--agent-namespace=gpu-agents") {
+		t.Errorf("arbiter args %v lack --agent-namespace=gpu-agents", d.Spec.Template.Spec.Containers[0].Args)
+	}
+	sm, _, _ := unstructured.NestedStringSlice(r.Find("ServiceMonitor", "gpuslice-agent").Object, "spec", "namespaceSelector", "matchNames")
+	if !slices.Equal(sm, []string{"gpu-agents"}) {
+		t.Errorf("agent ServiceMonitor looks in %v, want gpu-agents", sm)
+	}
+}
+
 // Values the arbiter could not run with stop the install.
 func TestChartArbiterRefuses(t *testing.T) {
 	tests := []struct{ values, want string }{

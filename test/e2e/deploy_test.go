@@ -21,9 +21,11 @@ import (
 	"time"
 
 	jsonpatch "gopkg.in/evanphx/json-patch.v4"
+	helmchart "helm.sh/helm/v3/pkg/chart"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	nodev1 "k8s.io/api/node/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -161,10 +163,11 @@ arbiter:
   podLabels: {team: homelab}
   extraArgs: [--signal-timeout=5s]`},
 	{name: "arbiter without disruption budget", values: `arbiter: {enabled: true, podDisruptionBudget: {enabled: false}}`},
+	{name: "agent in its own namespace", values: `{agent: {namespace: gpu-agents}, arbiter: {enabled: true, agents: true}, serviceMonitor: {enabled: true}}`},
 }
 
 // Namespaces the cases install into, besides the release's.
-var chartCaseNamespaces = []string{"gpu-system", "gpuslice", "monitoring", "ai", "ai-dev"}
+var chartCaseNamespaces = []string{"gpu-system", "gpuslice", "monitoring", "ai", "ai-dev", "gpu-agents"}
 
 func repoRoot(t *testing.T) string {
 	t.Helper()
@@ -246,6 +249,70 @@ func TestDeployChart(t *testing.T) {
 				}
 			}
 		})
+	}
+	t.Run("release namespace enforcing Pod Security restricted", func(t *testing.T) {
+		checkPodSecurityRestricted(ctx, t, c, ch)
+	})
+}
+
+// checkPodSecurityRestricted: with the agent in a namespace of its own, the
+// webhook's and the arbiter's pods pass Pod Security "restricted" in the
+// release namespace; the agent's pods would not, and do not need to.
+func checkPodSecurityRestricted(ctx context.Context, t *testing.T, c *localcluster.Cluster, ch *helmchart.Chart) {
+	const release, agents = "gpuslice-restricted", "gpuslice-agents"
+	for ns, level := range map[string]string{release: "restricted", agents: "privileged"} {
+		obj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{workload.LabelPodSecurityEnforce: level}}}
+		if _, err := c.Client.CoreV1().Namespaces().Create(ctx, obj, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The agent's pod names RuntimeClass nvidia, which K3s ships.
+	rc := &nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: "nvidia"}, Handler: "nvidia"}
+	if _, err := c.Client.NodeV1().RuntimeClasses().Create(ctx, rc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	vals, err := chart.ParseValues(`{agent: {namespace: ` + agents + `}, arbiter: {enabled: true, agents: true}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := chart.Render(ch, chart.Options{Namespace: release, Values: vals})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Pod Security judges pods, not their controllers: create each pod
+	// template as a pod (dry run) where its controller would.
+	podOf := func(kind, name string) *corev1.Pod {
+		u := r.Find(kind, name)
+		if u == nil {
+			t.Fatalf("no %s %s rendered", kind, name)
+		}
+		raw, found, err := unstructured.NestedMap(u.Object, "spec", "template", "spec")
+		if err != nil || !found {
+			t.Fatalf("%s %s has no pod template: %v", kind, name, err)
+		}
+		var spec corev1.PodSpec
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(raw, &spec); err != nil {
+			t.Fatal(err)
+		}
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: u.GetNamespace()}, Spec: spec}
+	}
+	create := func(p *corev1.Pod) error {
+		_, err := c.Client.CoreV1().Pods(p.Namespace).Create(ctx, p, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		return err
+	}
+	agent := podOf("DaemonSet", "gpuslice-agent")
+	if agent.Namespace != agents {
+		t.Errorf("agent rendered into %q, want %q", agent.Namespace, agents)
+	}
+	for _, p := range []*corev1.Pod{podOf("Deployment", "gpuslice-webhook"), podOf("Deployment", "gpuslice-arbiter"), agent} {
+		if err := create(p); err != nil {
+			t.Errorf("%s's pod refused in namespace %s: %v", p.Name, p.Namespace, err)
+		}
+	}
+	// The check is real: the agent's pod is refused in the restricted one.
+	agent.Namespace = release
+	if err := create(agent); err == nil || !strings.Contains(err.Error(), "PodSecurity") {
+		t.Errorf("the agent's pod in a restricted namespace: err = %v, want Pod Security's refusal", err)
 	}
 }
 

@@ -148,3 +148,26 @@ growing past it into an OOM kill. */}}
     resourceFieldRef:
       resource: limits.memory
 {{- end }}
+
+{{/*
+The agent's namespace: agent.namespace, else the release's. The agent alone
+needs the host's PID namespace (or /proc); in a namespace of its own, the
+release namespace can enforce Pod Security "restricted".
+*/}}
+{{- define "gpuslice.agent.namespace" -}}
+{{- default .Release.Namespace .Values.agent.namespace }}
+{{- end }}
+
+{{/*
+The arbiter's rule for --agents, in the agents' namespace: get on the pods
+proxy, through which it scrapes each agent's /metrics (and /readyz when
+NVML is down), as gpuslice top does (signals.Agents).
+*/}}
+{{- define "gpuslice.arbiter.agentsRule" -}}
+# get: --agents scrapes each agent's /metrics (and /readyz when NVML is
+# down) through the API server's pods proxy (signals.Agents, as gpuslice
+# top does); only in the agents' namespace.
+- apiGroups: [""]
+  resources: [pods/proxy]
+  verbs: [get]
+{{- end }}
