@@ -657,6 +657,29 @@ func TestChartAgentNamespace(t *testing.T) {
 	}
 }
 
+// The webhook outlives what it admits: a priority above the workloads',
+// and a stopping replica serves on through the preStop delay, then drains
+// within the grace period.
+func TestChartWebhookOutlivesWorkloads(t *testing.T) {
+	var d appsv1.Deployment
+	convert(t, render(t, Options{}).Find("Deployment", "gpuslice-webhook"), &d)
+	pod := d.Spec.Template.Spec
+	if pod.PriorityClassName != "system-cluster-critical" {
+		t.Errorf("priorityClassName %q, want system-cluster-critical (above Plex's 1,000,000)", pod.PriorityClassName)
+	}
+	lc := pod.Containers[0].Lifecycle
+	if lc == nil || lc.PreStop == nil || lc.PreStop.Sleep == nil || lc.PreStop.Sleep.Seconds != 10 {
+		t.Fatalf("preStop %+v, want a 10 s sleep", lc)
+	}
+	// The preStop sleep, then --shutdown-grace (10 s), within the grace period.
+	if g := *pod.TerminationGracePeriodSeconds; g < lc.PreStop.Sleep.Seconds+10 {
+		t.Errorf("terminationGracePeriodSeconds %d is shorter than the preStop sleep and the drain", g)
+	}
+	if s := d.Spec.Strategy.RollingUpdate; s == nil || s.MaxUnavailable == nil || s.MaxUnavailable.IntValue() != 0 {
+		t.Errorf("rolling update %+v may take a replica away before its successor is ready", s)
+	}
+}
+
 // Values the arbiter could not run with stop the install.
 func TestChartArbiterRefuses(t *testing.T) {
 	tests := []struct{ values, want string }{

@@ -83,7 +83,8 @@ webhook:
         nodeSelectorTerms: [{matchExpressions: [{key: node-role.kubernetes.io/control-plane, operator: Exists}]}]
   nodeSelector: {kubernetes.io/os: linux}
   tolerations: [{key: node-role.kubernetes.io/control-plane, operator: Exists, effect: NoSchedule}]
-  priorityClassName: system-cluster-critical
+  priorityClassName: gpuslice-webhook
+  preStopSeconds: 5
   podAnnotations: {backup.velero.io/backup-volumes: ""}
   podLabels: {team: homelab}
   extraArgs: [--shutdown-grace=20s]`},
