@@ -108,6 +108,7 @@ Secret, which it also writes into the registration's caBundle.`,
 	f.StringVar(&o.server.ConfigFile, "config", "", "device profiles and namespace policy (YAML, see docs/webhook.md); built-in nvidia profile when empty; reloaded when the file changes")
 	f.DurationVar(&o.server.ConfigCheckEvery, "config-check-interval", 10*time.Second, "how often --config is checked for changes")
 	f.DurationVar(&o.server.ShutdownGrace, "shutdown-grace", 10*time.Second, "time requests in flight get to finish on SIGTERM")
+	f.DurationVar(&o.server.DrainDelay, "drain-delay", 3*time.Second, "after SIGTERM, keep answering this long, asking clients to close their connections, before closing them (rollouts without failed admissions)")
 	f.IntVar(&o.server.Limits.MaxConcurrent, "max-concurrent-admissions", webhook.DefaultLimits.MaxConcurrent, "admissions decoded at once; more wait up to 2s, then get HTTP 429 (bounds memory: see docs/security.md)")
 	f.StringVar(&o.tlsMinVersion, "tls-min-version", webhook.DefaultTLSMinVersion, "lowest TLS version served: VersionTLS12 or VersionTLS13")
 	f.StringSliceVar(&o.tlsCipherSuites, "tls-cipher-suites", webhook.DefaultCipherSuites, "TLS 1.2 cipher suites (IANA names); insecure and unknown names are refused")

@@ -3,6 +3,7 @@ package chart
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -15,6 +16,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 
@@ -182,6 +184,34 @@ func TestChartWebhookConfigIsTheExample(t *testing.T) {
 	}
 }
 
+// webhook.profileNamespaces alone gives the webhook a config that limits
+// the built-in profile, and a pod elsewhere is denied.
+func TestChartProfileNamespaces(t *testing.T) {
+	r := render(t, Options{Values: values(t, `{webhook: {profileNamespaces: {nvidia: [media, ai-dev]}}}`)})
+	var cm corev1.ConfigMap
+	convert(t, r.Find("ConfigMap", "gpuslice-webhook-config"), &cm)
+	cfg, err := inject.ParseConfig([]byte(cm.Data["config.yaml"]), "gpu-system")
+	if err != nil {
+		t.Fatalf("the webhook would refuse the rendered config: %v\n%s", err, cm.Data["config.yaml"])
+	}
+	if got := cfg.Profiles[0]; got.Name != inject.BuiltinProfileName || !slices.Equal(got.Namespaces, []string{"media", "ai-dev"}) {
+		t.Errorf("built-in profile %+v, want it limited to media, ai-dev", got)
+	}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{"gpu-directories": "nvidia"}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app"}}}}
+	if d := cfg.Mutate("ai", pod); d.Allowed || !strings.Contains(d.Message, "allowed in: media, ai-dev") {
+		t.Errorf("a pod in ai: allowed=%v %q, want denied naming the allowed namespaces", d.Allowed, d.Message)
+	}
+	if !slices.Contains(webhookArgs(t, r), "--config=/config/config.yaml") {
+		t.Errorf("webhook args %v lack --config", webhookArgs(t, r))
+	}
+
+	_, err = Render(loadChart(t), Options{Values: values(t, `{webhook: {profileNamespaces: {nvidia: [media]}, config: {profileNamespaces: {nvidia: [ai]}}}}`)})
+	if err == nil || !strings.Contains(err.Error(), "not both") {
+		t.Errorf("both places set: err = %v, want a refusal", err)
+	}
+}
+
 // The admission gate gets the flag, a token even with cert-manager, and
 // exactly what its informers and Events need; without it, none of that.
 func TestChartAdmissionGate(t *testing.T) {
@@ -289,6 +319,8 @@ func TestChartSchemaRejects(t *testing.T) {
 		{`{webhook: {config: {profile: []}}}`, []string{"profile", "not allowed"}},
 		{`{certificates: {selfSigned: {validity: 30d}}}`, []string{"/certificates/selfSigned/validity"}},
 		{`{agent: {hostPID: "yes"}}`, []string{"/agent/hostPID", "want boolean"}},
+		{`{webhook: {profileNamespaces: {nvidia: [Media]}}}`, []string{"/webhook/profileNamespaces/nvidia/0"}},
+		{`{webhook: {profileNamespaces: {nvidia: []}}}`, []string{"/webhook/profileNamespaces/nvidia", "minItems"}},
 	}
 	ch := loadChart(t)
 	for _, tt := range tests {
@@ -528,6 +560,126 @@ func TestChartArbiter(t *testing.T) {
 	}
 }
 
+// arbiter.workloadNamespaces takes every write out of the ClusterRole and
+// grants it per namespace, ConfigMaps by name; the grants together stay
+// what the cluster-wide default gives, so TestDeployArbiter (run scoped)
+// covers the default too.
+func TestChartArbiterWorkloadNamespaces(t *testing.T) {
+	clusterWide := render(t, Options{Values: values(t, `arbiter: {enabled: true}`)})
+	r := render(t, Options{Values: values(t, `arbiter: {enabled: true, workloadNamespaces: {ai: {}, ai-dev: {configMaps: [vllm-config]}}}`)})
+	var defaultRole, scopedRole rbacv1.ClusterRole
+	convert(t, clusterWide.Find("ClusterRole", "gpuslice-arbiter"), &defaultRole)
+	convert(t, r.Find("ClusterRole", "gpuslice-arbiter"), &scopedRole)
+	for _, res := range []string{"apps/deployments", "apps/statefulsets", "/configmaps"} {
+		if got := grants(scopedRole.Rules)[res]; !slices.Equal(got, []string{"list", "watch"}) {
+			t.Errorf("scoped ClusterRole grants %s %v, want list and watch only", res, got)
+		}
+		if got := grants(defaultRole.Rules)[res]; !slices.Equal(got, []string{"list", "watch", "get", "patch"}) {
+			t.Errorf("default ClusterRole grants %s %v, want list, watch, get, patch", res, got)
+		}
+	}
+	roles := map[string]rbacv1.Role{}
+	for _, u := range r.OfKind("Role") {
+		if u.GetName() == "gpuslice-arbiter-workloads" {
+			var role rbacv1.Role
+			convert(t, u, &role)
+			roles[role.Namespace] = role
+		}
+	}
+	if len(roles) != 2 {
+		t.Fatalf("per-namespace Roles in %v, want ai and ai-dev", slices.Collect(maps.Keys(roles)))
+	}
+	for ns, wantConfigMaps := range map[string][]string{"ai": nil, "ai-dev": {"vllm-config"}} {
+		g := grants(roles[ns].Rules)
+		for _, res := range []string{"apps/deployments", "apps/statefulsets"} {
+			if !slices.Equal(g[res], []string{"get", "patch"}) {
+				t.Errorf("Role in %s grants %s %v, want get and patch", ns, res, g[res])
+			}
+		}
+		var names []string
+		for _, rule := range roles[ns].Rules {
+			if slices.Contains(rule.Resources, "configmaps") {
+				names = append(names, rule.ResourceNames...)
+				if len(rule.ResourceNames) == 0 {
+					t.Errorf("Role in %s grants every ConfigMap: %+v", ns, rule)
+				}
+			}
+		}
+		if !slices.Equal(names, wantConfigMaps) {
+			t.Errorf("Role in %s grants ConfigMaps %v, want %v", ns, names, wantConfigMaps)
+		}
+	}
+	for _, u := range r.OfKind("RoleBinding") {
+		if u.GetName() != "gpuslice-arbiter-workloads" {
+			continue
+		}
+		var rb rbacv1.RoleBinding
+		convert(t, u, &rb)
+		if rb.RoleRef.Name != "gpuslice-arbiter-workloads" || len(rb.Subjects) != 1 ||
+			rb.Subjects[0].Name != "gpuslice-arbiter" || rb.Subjects[0].Namespace != "gpu-system" {
+			t.Errorf("RoleBinding in %s: %+v", rb.Namespace, rb)
+		}
+	}
+}
+
+// agent.namespace moves the agent, and what reaches it, to its own
+// namespace; everything else stays in the release's.
+func TestChartAgentNamespace(t *testing.T) {
+	r := render(t, Options{Values: values(t, `{agent: {namespace: gpu-agents}, arbiter: {enabled: true, agents: true}, serviceMonitor: {enabled: true}}`)})
+	for _, u := range r.Objects() {
+		component := u.GetLabels()["app.kubernetes.io/component"]
+		if u.GetNamespace() == "" || u.GetKind() == "ServiceMonitor" {
+			continue
+		}
+		agentSide := component == "agent" || u.GetName() == "gpuslice-arbiter-agents"
+		if want := map[bool]string{true: "gpu-agents", false: DefaultNamespace}[agentSide]; u.GetNamespace() != want {
+			t.Errorf("%s %s in namespace %s, want %s", u.GetKind(), u.GetName(), u.GetNamespace(), want)
+		}
+	}
+	var role rbacv1.Role
+	convert(t, r.Find("Role", "gpuslice-arbiter-agents"), &role)
+	if got := grants(role.Rules); !reflect.DeepEqual(got, map[string][]string{"/pods/proxy": {"get"}}) {
+		t.Errorf("arbiter's Role in the agents' namespace grants %v, want get on pods/proxy", got)
+	}
+	var main rbacv1.Role
+	convert(t, r.Find("Role", "gpuslice-arbiter"), &main)
+	if _, ok := grants(main.Rules)["/pods/proxy"]; ok {
+		t.Error("the arbiter may still proxy to pods in the release namespace")
+	}
+	var d appsv1.Deployment
+	convert(t, r.Find("Deployment", "gpuslice-arbiter"), &d)
+	if !slices.Contains(d.Spec.Template.Spec.Containers[0].Args, "--agent-namespace=gpu-agents") {
+		t.Errorf("arbiter args %v lack --agent-namespace=gpu-agents", d.Spec.Template.Spec.Containers[0].Args)
+	}
+	sm, _, _ := unstructured.NestedStringSlice(r.Find("ServiceMonitor", "gpuslice-agent").Object, "spec", "namespaceSelector", "matchNames")
+	if !slices.Equal(sm, []string{"gpu-agents"}) {
+		t.Errorf("agent ServiceMonitor looks in %v, want gpu-agents", sm)
+	}
+}
+
+// The webhook outlives what it admits: a priority above the workloads',
+// and a stopping replica serves on through the preStop delay, then drains
+// within the grace period.
+func TestChartWebhookOutlivesWorkloads(t *testing.T) {
+	var d appsv1.Deployment
+	convert(t, render(t, Options{}).Find("Deployment", "gpuslice-webhook"), &d)
+	pod := d.Spec.Template.Spec
+	if pod.PriorityClassName != "system-cluster-critical" {
+		t.Errorf("priorityClassName %q, want system-cluster-critical (above Plex's 1,000,000)", pod.PriorityClassName)
+	}
+	lc := pod.Containers[0].Lifecycle
+	if lc == nil || lc.PreStop == nil || lc.PreStop.Sleep == nil || lc.PreStop.Sleep.Seconds != 10 {
+		t.Fatalf("preStop %+v, want a 10 s sleep", lc)
+	}
+	// The preStop sleep, then --shutdown-grace (10 s), within the grace period.
+	if g := *pod.TerminationGracePeriodSeconds; g < lc.PreStop.Sleep.Seconds+10 {
+		t.Errorf("terminationGracePeriodSeconds %d is shorter than the preStop sleep and the drain", g)
+	}
+	if s := d.Spec.Strategy.RollingUpdate; s == nil || s.MaxUnavailable == nil || s.MaxUnavailable.IntValue() != 0 {
+		t.Errorf("rolling update %+v may take a replica away before its successor is ready", s)
+	}
+}
+
 // Values the arbiter could not run with stop the install.
 func TestChartArbiterRefuses(t *testing.T) {
 	tests := []struct{ values, want string }{
@@ -541,6 +693,8 @@ func TestChartArbiterRefuses(t *testing.T) {
 		{`arbiter: {timeZone: ""}`, "/arbiter/timeZone"},
 		{`arbiter: {replicas: 0}`, "/arbiter/replicas"},
 		{`arbiter: {plex: {token: abc}}`, "not allowed"},
+		{`arbiter: {workloadNamespaces: {AI: {}}}`, "'AI' does not match pattern"},
+		{`arbiter: {workloadNamespaces: {ai: {configMap: [x]}}}`, "not allowed"},
 	}
 	ch := loadChart(t)
 	for _, tt := range tests {

@@ -85,8 +85,9 @@ func VLLMWorkload() Workload {
 	d.Spec.Template.Spec.RuntimeClassName = ptr.To("nvidia")
 	c := &d.Spec.Template.Spec.Containers[0]
 	c.Name = "vllm"
+	// The seed's manifest also sets NVIDIA_VISIBLE_DEVICES=all, which
+	// overrides the GPU the device plugin allocates the shares on; left out.
 	c.Env = []corev1.EnvVar{
-		{Name: "NVIDIA_VISIBLE_DEVICES", Value: "all"},
 		{Name: "NVIDIA_DRIVER_CAPABILITIES", Value: "compute,utility"},
 	}
 	c.EnvFrom = []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "vllm-config"}}}}

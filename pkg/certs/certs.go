@@ -148,23 +148,43 @@ func ParseCertificate(pemData []byte) (*x509.Certificate, error) {
 
 // AppendBundle adds the certificates of add to bundle, skipping ones already
 // present, so that a caBundle can trust an old and a new CA during rotation.
+// Certificates that have expired are dropped from both: a CA past its
+// NotAfter verifies nothing, and left in place the bundle only grows.
 func AppendBundle(bundle, add []byte) []byte {
-	out := bytes.TrimSpace(bundle)
-	for rest := add; ; {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		one := pem.EncodeToMemory(block)
-		if !bytes.Contains(bundle, bytes.TrimSpace(one)) {
+	return appendBundle(bundle, add, time.Now())
+}
+
+func appendBundle(bundle, add []byte, now time.Time) []byte {
+	var out []byte
+	seen := map[string]bool{}
+	for _, src := range [][]byte{bundle, add} {
+		for rest := src; ; {
+			var block *pem.Block
+			block, rest = pem.Decode(rest)
+			if block == nil {
+				break
+			}
+			if seen[string(block.Bytes)] || expired(block, now) {
+				continue
+			}
+			seen[string(block.Bytes)] = true
 			if len(out) > 0 {
 				out = append(out, '\n')
 			}
-			out = append(out, bytes.TrimSpace(one)...)
+			out = append(out, bytes.TrimSpace(pem.EncodeToMemory(block))...)
 		}
 	}
 	return append(out, '\n')
+}
+
+// expired is true for a certificate past its NotAfter; anything that does
+// not parse as one is kept, for the API server to judge.
+func expired(block *pem.Block, now time.Time) bool {
+	if block.Type != "CERTIFICATE" {
+		return false
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	return err == nil && now.After(cert.NotAfter)
 }
 
 func encode(der []byte, key *ecdsa.PrivateKey) (KeyPair, error) {

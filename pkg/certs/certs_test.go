@@ -75,6 +75,42 @@ func TestAppendBundle(t *testing.T) {
 	}
 }
 
+// An expired CA leaves the bundle when the next one is added, and is never
+// added; the one still valid stays.
+func TestAppendBundleDropsExpired(t *testing.T) {
+	valid := newCA(t)
+	old, err := NewCA("expired CA", -time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name        string
+		bundle, add []byte
+		want        []*CA
+	}{
+		{name: "expired in the bundle", bundle: old.CertPEM, add: valid.CertPEM, want: []*CA{valid}},
+		{name: "expired added", bundle: valid.CertPEM, add: old.CertPEM, want: []*CA{valid}},
+		{name: "both valid stay", bundle: valid.CertPEM, add: newCA(t).CertPEM, want: nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := string(AppendBundle(tt.bundle, tt.add))
+			if strings.Contains(got, strings.TrimSpace(string(old.CertPEM))) {
+				t.Errorf("the expired CA is still in the bundle")
+			}
+			for _, ca := range tt.want {
+				if !strings.Contains(got, strings.TrimSpace(string(ca.CertPEM))) {
+					t.Errorf("a valid CA left the bundle")
+				}
+			}
+		})
+	}
+	// Once the last CA has expired, the bundle holds none.
+	if got := appendBundle(valid.CertPEM, nil, valid.Certificate().NotAfter.Add(time.Second)); strings.Contains(string(got), "BEGIN") {
+		t.Errorf("bundle after every CA expired: %s", got)
+	}
+}
+
 func servedSerial(t *testing.T, s Source) string {
 	t.Helper()
 	c, err := s.GetCertificate(&tls.ClientHelloInfo{})

@@ -60,8 +60,25 @@ type Hybrid struct {
 	// ResourceName is the extended resource requested; DefaultSharedResource when empty.
 	ResourceName string `json:"resourceName,omitempty" yaml:"resourceName,omitempty"`
 	// Env is added to the shares container where the variable is not set yet.
+	// It may not hold NVIDIA_VISIBLE_DEVICES: the device plugin sets that
+	// to the GPU it allocated, and a value here would override it.
 	Env map[string]string `json:"env,omitempty" yaml:"env,omitempty"`
+	// RuntimeClassName is set on a pod with shares that names no runtime
+	// class and selects no profile that sets one: K3s's default runtime is
+	// runc, under which a share is only a number. Nil in the file means
+	// DefaultSharesRuntimeClass; "" means none (nvidia is the default
+	// runtime).
+	RuntimeClassName *string `json:"runtimeClassName,omitempty" yaml:"runtimeClassName,omitempty"`
 }
+
+// DefaultSharesRuntimeClass is the runtime class pods with shares get
+// unless the configuration says otherwise: the one K3s registers for the
+// NVIDIA container runtime, as the built-in profile uses.
+const DefaultSharesRuntimeClass = "nvidia"
+
+// EnvVisibleDevices is the variable through which the device plugin tells
+// the NVIDIA container runtime which GPU a container was allocated.
+const EnvVisibleDevices = "NVIDIA_VISIBLE_DEVICES"
 
 // Config is the resolved injector configuration. Build it with DefaultConfig,
 // ParseConfig or LoadConfig; Mutate only reads it, so one Config may serve
@@ -79,16 +96,19 @@ type fileConfig struct {
 	Kind               string    `json:"kind"`
 	ExcludedNamespaces []string  `json:"excludedNamespaces"`
 	Profiles           []Profile `json:"profiles"`
-	Hybrid             *Hybrid   `json:"hybrid"`
+	// ProfileNamespaces limits profiles, the built-in one included, to
+	// namespaces by name: the chart's webhook.profileNamespaces.
+	ProfileNamespaces map[string][]string `json:"profileNamespaces"`
+	Hybrid            *Hybrid             `json:"hybrid"`
 }
 
 // knownFields lists the fields accepted at each level of the file (path with
 // indices removed), so an unknown field can be answered with a suggestion.
 var knownFields = map[string][]string{
-	"":                 {"apiVersion", "kind", "excludedNamespaces", "profiles", "hybrid"},
+	"":                 {"apiVersion", "kind", "excludedNamespaces", "profiles", "profileNamespaces", "hybrid"},
 	"profiles":         {"name", "devices", "runtimeClassName", "namespaces"},
 	"profiles.devices": {"name", "hostPath", "mountPath", "type"},
-	"hybrid":           {"resourceName", "env"},
+	"hybrid":           {"resourceName", "env", "runtimeClassName"},
 }
 
 var hostPathTypes = []corev1.HostPathType{
@@ -115,11 +135,18 @@ func builtinProfile() Profile {
 	}
 }
 
+// defaultHybridEnv holds no NVIDIA_VISIBLE_DEVICES: the device plugin's
+// per-GPU assignment must reach the container (with "all", every pod on a
+// two-GPU node would see both GPUs).
 func defaultHybridEnv() map[string]string {
 	return map[string]string{
-		"NVIDIA_VISIBLE_DEVICES":     "all",
 		"NVIDIA_DRIVER_CAPABILITIES": "compute,utility",
 	}
+}
+
+func defaultSharesRuntimeClass() *string {
+	rc := DefaultSharesRuntimeClass
+	return &rc
 }
 
 // defaultExcluded keeps annotated pods out of kube-system and out of the
@@ -139,7 +166,11 @@ func DefaultConfig(webhookNamespace string) *Config {
 	return &Config{
 		Profiles:           []Profile{builtinProfile()},
 		ExcludedNamespaces: defaultExcluded(webhookNamespace),
-		Hybrid:             Hybrid{ResourceName: workload.SharedResource, Env: defaultHybridEnv()},
+		Hybrid: Hybrid{
+			ResourceName:     workload.SharedResource,
+			Env:              defaultHybridEnv(),
+			RuntimeClassName: defaultSharesRuntimeClass(),
+		},
 	}
 }
 
@@ -207,9 +238,15 @@ func (fc *fileConfig) resolve(webhookNamespace string) *Config {
 		if fc.Hybrid.Env != nil {
 			cfg.Hybrid.Env = fc.Hybrid.Env
 		}
+		if fc.Hybrid.RuntimeClassName != nil {
+			cfg.Hybrid.RuntimeClassName = fc.Hybrid.RuntimeClassName
+		}
 	}
 	cfg.Profiles = fc.profilesWithBuiltin()
 	for i := range cfg.Profiles {
+		if ns, ok := fc.ProfileNamespaces[cfg.Profiles[i].Name]; ok {
+			cfg.Profiles[i].Namespaces = ns
+		}
 		for j := range cfg.Profiles[i].Devices {
 			d := &cfg.Profiles[i].Devices[j]
 			if d.MountPath == "" {
@@ -309,8 +346,40 @@ func (fc *fileConfig) validate(p *problems) {
 		}
 	}
 	checkAcrossProfiles(p, fc.Profiles)
+	fc.validateProfileNamespaces(p)
 	if fc.Hybrid != nil {
 		validateHybrid(p, fc.Hybrid)
+	}
+}
+
+// validateProfileNamespaces checks profileNamespaces names profiles that
+// exist and says each profile's namespaces in one place only.
+func (fc *fileConfig) validateProfileNamespaces(p *problems) {
+	names := make([]string, 0, len(fc.ProfileNamespaces))
+	for name := range fc.ProfileNamespaces {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	known := fc.profilesWithBuiltin()
+	for _, name := range names {
+		field := "profileNamespaces." + name
+		i := slices.IndexFunc(known, func(prof Profile) bool { return prof.Name == name })
+		switch {
+		case i < 0:
+			profileNames := make([]string, 0, len(known))
+			for _, prof := range known {
+				profileNames = append(profileNames, prof.Name)
+			}
+			p.addf(field, "no profile %q; known profiles: %s", name, strings.Join(profileNames, ", "))
+			continue
+		case len(known[i].Namespaces) > 0:
+			p.addf(field, "profile %q also lists namespaces in profiles[].namespaces; keep one of the two", name)
+		case len(fc.ProfileNamespaces[name]) == 0:
+			p.addf(field, "empty; list the namespaces that may use profile %q, or remove the entry to allow every namespace not excluded", name)
+		}
+		for k, ns := range fc.ProfileNamespaces[name] {
+			checkName(p, fmt.Sprintf("%s[%d]", field, k), ns, "namespace", validation.IsDNS1123Label)
+		}
 	}
 }
 
@@ -361,6 +430,7 @@ func validateProfile(p *problems, field string, prof *Profile) {
 		df := fmt.Sprintf("%s.devices[%d]", field, j)
 		checkName(p, df+".name", d.Name, "volume name", validation.IsDNS1123Label)
 		checkPath(p, df+".hostPath", d.HostPath)
+		checkDevicePath(p, df+".hostPath", d.HostPath)
 		mountPath := d.MountPath
 		if mountPath == "" {
 			mountPath = d.HostPath
@@ -412,6 +482,22 @@ func checkPath(p *problems, field, value string) {
 		p.addf(field, "%q is not clean; write it as %q", value, path.Clean(value))
 	case value == "/":
 		p.addf(field, "\"/\" is not allowed; name a device node or directory such as \"/dev/dri\"")
+	}
+}
+
+// deviceRoot is the only host directory a profile may mount from: any other
+// host path (/etc, the container runtime's socket) would hand a pod the node.
+const deviceRoot = "/dev/"
+
+// checkDevicePath keeps host paths under /dev/; checkPath reports the
+// malformed ones.
+func checkDevicePath(p *problems, field, value string) {
+	if !path.IsAbs(value) || path.Clean(value) != value || value == "/" {
+		return
+	}
+	// Not /dev itself: that is every disk of the node too.
+	if !strings.HasPrefix(value, deviceRoot) {
+		p.addf(field, "%q is not a device; only paths under %s may be injected (e.g. \"/dev/dri\"); mount anything else with the pod's own volumes", value, deviceRoot)
 	}
 }
 
@@ -477,6 +563,9 @@ func validateHybrid(p *problems, h *Hybrid) {
 			p.addf("hybrid.resourceName", "%q has no domain; extended resources look like %q", h.ResourceName, workload.SharedResource)
 		}
 	}
+	if rc := h.RuntimeClassName; rc != nil && *rc != "" {
+		checkName(p, "hybrid.runtimeClassName", *rc, "runtime class name", validation.IsDNS1123Subdomain)
+	}
 	keys := make([]string, 0, len(h.Env))
 	for k := range h.Env {
 		keys = append(keys, k)
@@ -485,6 +574,10 @@ func validateHybrid(p *problems, h *Hybrid) {
 	for _, k := range keys {
 		if msgs := content.IsCIdentifier(k); len(msgs) > 0 {
 			p.addf("hybrid.env."+k, "%q is not a valid variable name; use letters, digits and '_' and do not start with a digit", k)
+		}
+		if k == EnvVisibleDevices {
+			p.addf("hybrid.env."+k, "would override the GPU the device plugin allocates to each pod with shares "+
+				"(with %q every pod on a multi-GPU node sees every GPU); remove it", h.Env[k])
 		}
 	}
 }

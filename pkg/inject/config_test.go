@@ -55,6 +55,17 @@ func TestParseConfigDefaults(t *testing.T) {
 		{"hybrid resource only keeps default env", "hybrid: {resourceName: example.com/vgpu}\n", func(c *Config) {
 			c.Hybrid.ResourceName = "example.com/vgpu"
 		}},
+		{"profileNamespaces limits the built-in profile", "profileNamespaces: {nvidia: [media, ai-dev]}\n", func(c *Config) {
+			c.Profiles[0].Namespaces = []string{"media", "ai-dev"}
+		}},
+		{"hybrid runtime class", "hybrid: {runtimeClassName: nvidia-cdi}\n", func(c *Config) {
+			rc := "nvidia-cdi"
+			c.Hybrid.RuntimeClassName = &rc
+		}},
+		{"an empty hybrid runtime class means none", "hybrid: {runtimeClassName: \"\"}\n", func(c *Config) {
+			rc := ""
+			c.Hybrid.RuntimeClassName = &rc
+		}},
 		{"a file profile named nvidia replaces the built-in", `profiles:
 - name: nvidia
   devices: [{name: nvidia0, hostPath: /dev/nvidia0, type: CharDevice}, {name: ctl, hostPath: /dev/nvidiactl, mountPath: /dev/ctl, type: ""}]
@@ -161,6 +172,27 @@ func TestParseConfigErrors(t *testing.T) {
 		}},
 		{"resource name without domain", header + "hybrid: {resourceName: gpu}\n", []string{`hybrid.resourceName: "gpu" has no domain`}},
 		{"invalid resource name", header + "hybrid: {resourceName: nvidia.com/gpu shared}\n", []string{`hybrid.resourceName: "nvidia.com/gpu shared" is not a qualified resource name`}},
+		{"hybrid runtime class", header + "hybrid: {runtimeClassName: NVIDIA}\n", []string{
+			`hybrid.runtimeClassName: "NVIDIA" is not a valid runtime class name; write it as "nvidia"`,
+		}},
+		{"NVIDIA_VISIBLE_DEVICES in the hybrid env", header + "hybrid: {env: {NVIDIA_VISIBLE_DEVICES: all}}\n", []string{
+			`hybrid.env.NVIDIA_VISIBLE_DEVICES: would override the GPU the device plugin allocates to each pod with shares`, "remove it",
+		}},
+		{"host paths outside /dev", header + profile("a", "", "{name: etc, hostPath: /etc}", "{name: sock, hostPath: /run/containerd/containerd.sock}", "{name: devx, hostPath: /devices}", "{name: dev, hostPath: /dev}"), []string{
+			`profiles[0].devices[0].hostPath: "/etc" is not a device; only paths under /dev/ may be injected`,
+			`profiles[0].devices[1].hostPath: "/run/containerd/containerd.sock" is not a device`,
+			`profiles[0].devices[2].hostPath: "/devices" is not a device`,
+			`profiles[0].devices[3].hostPath: "/dev" is not a device`,
+		}},
+		{"profileNamespaces", header + profile("qsv", "  namespaces: [media]\n", "{name: dri, hostPath: /dev/dri}") +
+			"profileNamespaces: {nvdia: [media], qsv: [media], nvidia: [Media]}\n", []string{
+			`profileNamespaces.nvdia: no profile "nvdia"; known profiles: nvidia, qsv`,
+			`profileNamespaces.qsv: profile "qsv" also lists namespaces in profiles[].namespaces; keep one of the two`,
+			`profileNamespaces.nvidia[0]: "Media" is not a valid namespace; write it as "media"`,
+		}},
+		{"empty profileNamespaces entry", header + "profileNamespaces: {nvidia: []}\n", []string{
+			`profileNamespaces.nvidia: empty; list the namespaces that may use profile "nvidia"`,
+		}},
 		{"env names", header + "hybrid: {env: {1BAD: x, BAD-NAME: v, GOOD: z}}\n", []string{
 			`hybrid.env.1BAD: "1BAD" is not a valid variable name`, `hybrid.env.BAD-NAME: "BAD-NAME" is not a valid variable name`,
 		}},

@@ -30,6 +30,16 @@ func exampleConfig(t testing.TB) *Config {
 	return cfg
 }
 
+// mustParse parses a config body that must be valid.
+func mustParse(t testing.TB, body string) *Config {
+	t.Helper()
+	cfg, err := ParseConfig([]byte(body), "gpu-system")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
 func readTestdata(t testing.TB, name string) []byte {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join("testdata", name))

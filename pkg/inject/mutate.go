@@ -22,6 +22,7 @@ const (
 	ReasonVolumeConflict      = "volume-conflict"
 	ReasonInvalidShares       = "invalid-shares"
 	ReasonUnknownContainer    = "unknown-container"
+	ReasonPodSecurity         = "pod-security"
 )
 
 // Decision is the outcome of Mutate for one pod.
@@ -60,13 +61,29 @@ func (m *mutation) warn(format string, args ...any) {
 	m.warnings = append(m.warnings, warning(format, args...))
 }
 
-// Mutate decides on one pod. namespace is the AdmissionRequest's namespace:
+// Namespace is what Mutate knows of the pod's namespace.
+type Namespace struct {
+	// Name is the AdmissionRequest's namespace: pod.metadata.namespace may
+	// still be empty on create.
+	Name string
+	// HostPathForbidden is set when the namespace's Pod Security level
+	// (label pod-security.kubernetes.io/enforce: baseline or restricted)
+	// refuses hostPath volumes, so device profiles cannot work there.
+	HostPathForbidden bool
+}
+
+// Mutate decides on one pod in a namespace that allows hostPath; see MutateIn.
+func (c *Config) Mutate(namespace string, pod *corev1.Pod) Decision {
+	return c.MutateIn(Namespace{Name: namespace}, pod)
+}
+
+// MutateIn decides on one pod. namespace is the AdmissionRequest's namespace:
 // pod.metadata.namespace may still be empty on create. pod must be decoded
 // (see DecodePod) from the JSON the patch will be applied to, because whether
 // a list or map is present there decides between appending and adding it.
 // Mutate does not modify pod, and applying its patch then calling it again
 // yields no patch.
-func (c *Config) Mutate(namespace string, pod *corev1.Pod) Decision {
+func (c *Config) MutateIn(namespace Namespace, pod *corev1.Pod) Decision {
 	if c == nil {
 		c = DefaultConfig("")
 	}
@@ -110,7 +127,7 @@ func denied(d Decision, den *denial) Decision {
 
 // plan runs the checks that can deny, then builds the ops. Device injection
 // can still deny on a volume conflict; the caller then drops what was built.
-func (m *mutation) plan(namespace string, profiles []*Profile, wantShares bool, sharesValue string) *denial {
+func (m *mutation) plan(namespace Namespace, profiles []*Profile, wantShares bool, sharesValue string) *denial {
 	var shares int64
 	if wantShares {
 		var den *denial
@@ -118,7 +135,10 @@ func (m *mutation) plan(namespace string, profiles []*Profile, wantShares bool, 
 			return den
 		}
 	}
-	if den := m.cfg.checkNamespace(namespace, profiles, wantShares); den != nil {
+	if den := m.cfg.checkNamespace(namespace.Name, profiles, wantShares); den != nil {
+		return den
+	}
+	if den := checkPodSecurity(namespace, profiles); den != nil {
 		return den
 	}
 	target := -1
@@ -131,7 +151,7 @@ func (m *mutation) plan(namespace string, profiles []*Profile, wantShares bool, 
 	if den := m.injectDevices(profiles); den != nil {
 		return den
 	}
-	m.setRuntimeClass(profiles)
+	m.setRuntimeClass(profiles, wantShares)
 	if target >= 0 {
 		m.addShares(target, shares)
 		m.addEnv(target)
@@ -204,6 +224,26 @@ func (c *Config) checkNamespace(namespace string, profiles []*Profile, wantShare
 			strings.Join(blocked, "; "), namespace, workload.AnnotationProfiles)
 	}
 	return nil
+}
+
+// checkPodSecurity refuses device profiles where Pod Security would refuse
+// their hostPath volumes anyway, with a message that says what to change
+// instead of Pod Security's, which names volumes the user never wrote.
+func checkPodSecurity(namespace Namespace, profiles []*Profile) *denial {
+	if !namespace.HostPathForbidden || len(profiles) == 0 {
+		return nil
+	}
+	names := make([]string, len(profiles))
+	for i, p := range profiles {
+		names[i] = p.Name
+	}
+	return deny(ReasonPodSecurity,
+		"namespace %q enforces Pod Security %s (label %s), which refuses the hostPath volumes that profile(s) %s mount; "+
+			"label the namespace %s=privileged (kubectl label namespace %s %s=privileged --overwrite), "+
+			"or drop %s and request GPU shares only (%s), which need no hostPath",
+		namespace.Name, strings.Join(workload.PodSecurityLevelsForbiddingHostPath, " or "), workload.LabelPodSecurityEnforce,
+		strings.Join(names, ", "), workload.LabelPodSecurityEnforce, namespace.Name, workload.LabelPodSecurityEnforce,
+		workload.AnnotationProfiles, workload.AnnotationShares)
 }
 
 // containerRef is a container and the JSON pointer it lives at.
@@ -392,23 +432,31 @@ func describeVolume(v corev1.Volume) string {
 	return strings.Join(keys, "+")
 }
 
-// setRuntimeClass uses the first selected profile that names a runtime class
-// and never overrides one the pod already has.
-func (m *mutation) setRuntimeClass(profiles []*Profile) {
+// setRuntimeClass uses the first selected profile that names a runtime
+// class, else, for a pod with shares, the hybrid one; it never overrides one
+// the pod already has.
+func (m *mutation) setRuntimeClass(profiles []*Profile, wantShares bool) {
+	want, source := "", ""
 	for _, p := range profiles {
-		if p.RuntimeClassName == "" {
-			continue
+		if p.RuntimeClassName != "" {
+			want, source = p.RuntimeClassName, "profile "+p.Name
+			break
 		}
-		if rc := m.pod.Spec.RuntimeClassName; rc != nil && *rc != "" {
-			if *rc != p.RuntimeClassName {
-				m.warn("kept runtimeClassName %s; profile %s would set %s", display(*rc), p.Name, p.RuntimeClassName)
-			}
-			return
-		}
-		m.ops = append(m.ops, PatchOp{Op: "add", Path: "/spec/runtimeClassName", Value: p.RuntimeClassName})
-		m.warn("set runtimeClassName %s (profile %s)", p.RuntimeClassName, p.Name)
+	}
+	if rc := m.cfg.Hybrid.RuntimeClassName; want == "" && wantShares && rc != nil {
+		want, source = *rc, workload.AnnotationShares
+	}
+	if want == "" {
 		return
 	}
+	if rc := m.pod.Spec.RuntimeClassName; rc != nil && *rc != "" {
+		if *rc != want {
+			m.warn("kept runtimeClassName %s; %s would set %s", display(*rc), source, want)
+		}
+		return
+	}
+	m.ops = append(m.ops, PatchOp{Op: "add", Path: "/spec/runtimeClassName", Value: want})
+	m.warn("set runtimeClassName %s (%s)", want, source)
 }
 
 // parseShares accepts a positive whole number of time-sliced GPU shares.
@@ -539,5 +587,11 @@ func (m *mutation) addEnv(index int) {
 	m.ops = addToList(m.ops, fmt.Sprintf("/spec/containers/%d/env", index), len(c.Env) > 0, add)
 	if len(added) > 0 {
 		m.warn("set env %s in %s", shortList(added, 3), display(c.Name))
+	}
+	// The pod's own value wins over the device plugin's, which names the
+	// GPU the shares were allocated on.
+	if i := slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == EnvVisibleDevices }); i >= 0 && c.Env[i].ValueFrom == nil {
+		m.warn("%s=%q in %s overrides the device plugin's GPU; remove it",
+			EnvVisibleDevices, c.Env[i].Value, display(c.Name))
 	}
 }

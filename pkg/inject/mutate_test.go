@@ -27,6 +27,8 @@ func TestMutateGolden(t *testing.T) {
 		{"vllm", "ai-dev", []string{
 			"gpuslice: mounted /dev/nvidia0, /dev/nvidiactl, /dev/nvidia-uvm into vllm",
 			"gpuslice: added 2 nvidia.com/gpu.shared (limits+requests) to vllm",
+			// The seed's vLLM states NVIDIA_VISIBLE_DEVICES=all itself.
+			`gpuslice: NVIDIA_VISIBLE_DEVICES="all" in vllm overrides the device plugin's GPU; remove it`,
 		}},
 	}
 	for _, tc := range cases {
@@ -428,15 +430,44 @@ func TestMutate(t *testing.T) {
 			message:   []string{"intel-qsv (allowed in: media)", `namespace "default"`},
 		},
 		{
-			name:     "shares go to the first container with env",
-			pod:      newPod(annotated(workload.AnnotationShares, " 2 "), twoContainers),
-			warnings: []string{"added 2 nvidia.com/gpu.shared (limits+requests) to vllm", "set env NVIDIA_DRIVER_CAPABILITIES, NVIDIA_VISIBLE_DEVICES in vllm"},
+			name: "shares go to the first container with env",
+			pod:  newPod(annotated(workload.AnnotationShares, " 2 "), twoContainers),
+			warnings: []string{"added 2 nvidia.com/gpu.shared (limits+requests) to vllm", "set env NVIDIA_DRIVER_CAPABILITIES in vllm",
+				"set runtimeClassName nvidia (gpu-shares)"},
 			checks: []check{
 				wantShares("vllm", "2", "2"), wantShares("sidecar", "", ""),
-				wantEnv("vllm", "NVIDIA_DRIVER_CAPABILITIES=compute,utility", "NVIDIA_VISIBLE_DEVICES=all"),
-				wantEnv("sidecar"), wantVolumes(), wantRuntimeClass(""),
-				wantPatchPaths("/spec/containers/0/resources", "/spec/containers/0/env"),
+				// No NVIDIA_VISIBLE_DEVICES: the device plugin's assignment must reach the container.
+				wantEnv("vllm", "NVIDIA_DRIVER_CAPABILITIES=compute,utility"),
+				wantEnv("sidecar"), wantVolumes(),
+				// K3s's default runtime is runc: without nvidia a share gives no GPU.
+				wantRuntimeClass("nvidia"),
+				wantPatchPaths("/spec/runtimeClassName", "/spec/containers/0/resources", "/spec/containers/0/env"),
 			},
+		},
+		{
+			name:     "shares keep the pod's runtime class",
+			pod:      newPod(annotated(workload.AnnotationShares, "1"), runtimeClass("nvidia-cdi")),
+			warnings: []string{"kept runtimeClassName nvidia-cdi; gpu-shares would set nvidia"},
+			checks:   []check{wantRuntimeClass("nvidia-cdi")},
+		},
+		{
+			name:     "shares with a profile take the profile's runtime class",
+			pod:      newPod(annotated(workload.AnnotationProfiles, "nvidia-tools", workload.AnnotationShares, "1")),
+			cfg:      mustParse(t, header+profile("nvidia-tools", "  runtimeClassName: nvidia-tools-rc\n", "{name: nvidia-modeset, hostPath: /dev/nvidia-modeset}")),
+			warnings: []string{"set runtimeClassName nvidia-tools-rc (profile nvidia-tools)"},
+			checks:   []check{wantRuntimeClass("nvidia-tools-rc")},
+		},
+		{
+			name:   "shares set no runtime class when the configuration says none",
+			pod:    newPod(annotated(workload.AnnotationShares, "1")),
+			cfg:    mustParse(t, header+"hybrid: {runtimeClassName: \"\"}\n"),
+			checks: []check{wantRuntimeClass(""), wantPatchPaths("/spec/containers/0/resources", "/spec/containers/0/env")},
+		},
+		{
+			name:     "a pod's own NVIDIA_VISIBLE_DEVICES beside shares is kept and reported",
+			pod:      newPod(annotated(workload.AnnotationShares, "1"), containers(container("ollama", env("NVIDIA_VISIBLE_DEVICES", "all")))),
+			warnings: []string{`NVIDIA_VISIBLE_DEVICES="all" in ollama overrides the device plugin's GPU; remove it`},
+			checks:   []check{wantEnv("ollama", "NVIDIA_VISIBLE_DEVICES=all", "NVIDIA_DRIVER_CAPABILITIES=compute,utility")},
 		},
 		{
 			name: "shares go to the named container, next to other resources",
@@ -445,9 +476,9 @@ func TestMutate(t *testing.T) {
 			)),
 			checks: []check{
 				wantShares("sidecar", "3", "3"), wantShares("vllm", "", ""),
-				wantEnv("sidecar", "OTHER=x", "NVIDIA_DRIVER_CAPABILITIES=compute,utility", "NVIDIA_VISIBLE_DEVICES=all"),
-				wantPatchPaths("/spec/containers/1/resources/limits/nvidia.com~1gpu.shared", "/spec/containers/1/resources/requests",
-					"/spec/containers/1/env/-", "/spec/containers/1/env/-"),
+				wantEnv("sidecar", "OTHER=x", "NVIDIA_DRIVER_CAPABILITIES=compute,utility"),
+				wantPatchPaths("/spec/runtimeClassName", "/spec/containers/1/resources/limits/nvidia.com~1gpu.shared", "/spec/containers/1/resources/requests",
+					"/spec/containers/1/env/-"),
 			},
 		},
 		{
@@ -461,13 +492,13 @@ func TestMutate(t *testing.T) {
 			},
 			checks: []check{
 				wantShares("vllm", "1", ""),
-				wantEnv("vllm", "NVIDIA_DRIVER_CAPABILITIES=compute,video,utility", "NVIDIA_VISIBLE_DEVICES=all"),
+				wantEnv("vllm", "NVIDIA_DRIVER_CAPABILITIES=compute,video,utility"),
 			},
 		},
 		{
 			name:   "the missing one of request and limit is added when the other matches",
 			pod:    newPod(annotated(workload.AnnotationShares, "2"), containers(container("vllm", quantity("requests", workload.SharedResource, "2000m")))),
-			checks: []check{wantShares("vllm", "2", "2"), wantPatchPaths("/spec/containers/0/resources/limits", "/spec/containers/0/env")},
+			checks: []check{wantShares("vllm", "2", "2"), wantPatchPaths("/spec/runtimeClassName", "/spec/containers/0/resources/limits", "/spec/containers/0/env")},
 		},
 		{
 			name:    "invalid shares",
@@ -608,5 +639,54 @@ func TestDecodePodIsStrictAboutKeys(t *testing.T) {
 	pod, err := DecodePod([]byte(`{"Spec":{"containers":[{"name":"a"}]}}`))
 	if err != nil || len(pod.Spec.Containers) != 0 {
 		t.Errorf("DecodePod must match keys case-sensitively: %+v, %v", pod, err)
+	}
+}
+
+func TestMutatePodSecurity(t *testing.T) {
+	cfg := DefaultConfig("gpu-system")
+	cases := []struct {
+		name      string
+		namespace Namespace
+		pod       *corev1.Pod
+		reason    string
+		message   []string
+	}{
+		{
+			name:      "devices where hostPath is forbidden are denied with the fix",
+			namespace: Namespace{Name: "ai", HostPathForbidden: true},
+			pod:       newPod(annotated(workload.AnnotationProfiles, "nvidia")),
+			reason:    ReasonPodSecurity,
+			message: []string{`namespace "ai" enforces Pod Security baseline or restricted`, "profile(s) nvidia",
+				"kubectl label namespace ai pod-security.kubernetes.io/enforce=privileged --overwrite", "request GPU shares only (gpu-shares)"},
+		},
+		{
+			name:      "hybrid pods are denied too",
+			namespace: Namespace{Name: "ai-dev", HostPathForbidden: true},
+			pod:       newPod(annotated(workload.AnnotationProfiles, "nvidia", workload.AnnotationShares, "2")),
+			reason:    ReasonPodSecurity,
+		},
+		{
+			name:      "shares alone need no hostPath",
+			namespace: Namespace{Name: "ai", HostPathForbidden: true},
+			pod:       newPod(annotated(workload.AnnotationShares, "1")),
+		},
+		{
+			name:      "devices where hostPath is allowed",
+			namespace: Namespace{Name: "media"},
+			pod:       newPod(annotated(workload.AnnotationProfiles, "nvidia")),
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			d := cfg.MutateIn(tc.namespace, tc.pod)
+			if d.Reason != tc.reason || d.Allowed != (tc.reason == "") {
+				t.Fatalf("allowed=%v reason=%q (message %q), want reason %q", d.Allowed, d.Reason, d.Message, tc.reason)
+			}
+			for _, s := range tc.message {
+				if !strings.Contains(d.Message, s) {
+					t.Errorf("message %q lacks %q", d.Message, s)
+				}
+			}
+		})
 	}
 }

@@ -27,6 +27,18 @@ const (
 	DefaultNamespace     = "gpu-system"
 	DefaultService       = "gpu-webhook"
 	DefaultTimeoutSecond = 5
+	// PodSecurityWebhookName receives the annotated pods of namespaces
+	// whose Pod Security level forbids hostPath.
+	PodSecurityWebhookName = "pod-security.gpu-directory-injector.gpuslice.io"
+)
+
+// Where the webhook serves: MutatePath, and HostPathForbiddenPath for the
+// namespaces whose Pod Security level refuses hostPath volumes. The API
+// server picks between them with the namespaces' labels, so the webhook
+// itself needs no permission to read namespaces.
+const (
+	MutatePath            = "/mutate"
+	HostPathForbiddenPath = MutatePath + "/hostpath-forbidden"
 )
 
 // Options describe where the API server reaches the webhook.
@@ -71,18 +83,6 @@ func Build(o Options) *admissionregistrationv1.MutatingWebhookConfiguration {
 	}
 	excluded = sortedUnique(excluded)
 
-	cc := admissionregistrationv1.WebhookClientConfig{CABundle: o.CABundle}
-	if o.URL != "" {
-		url := o.URL
-		cc.URL = &url
-	} else {
-		path := "/mutate"
-		port := o.ServicePort
-		if port == 0 {
-			port = 443
-		}
-		cc.Service = &admissionregistrationv1.ServiceReference{Name: o.ServiceName, Namespace: o.ServiceNamespace, Path: &path, Port: &port}
-	}
 	fail := admissionregistrationv1.Fail
 	sideEffects := admissionregistrationv1.SideEffectClassNone
 	condition := admissionregistrationv1.MatchCondition{Name: "has-gpuslice-annotation", Expression: MatchExpression()}
@@ -93,14 +93,16 @@ func Build(o Options) *admissionregistrationv1.MutatingWebhookConfiguration {
 	reinvoke := admissionregistrationv1.IfNeededReinvocationPolicy
 	scope := admissionregistrationv1.NamespacedScope
 	equivalent := admissionregistrationv1.Equivalent
-	return &admissionregistrationv1.MutatingWebhookConfiguration{
-		TypeMeta: metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "MutatingWebhookConfiguration"},
-		ObjectMeta: metav1.ObjectMeta{Name: o.Name, Labels: map[string]string{
-			"app.kubernetes.io/name": "gpuslice", "app.kubernetes.io/component": "webhook",
-		}},
-		Webhooks: []admissionregistrationv1.MutatingWebhook{{
-			Name:                    DefaultWebhookName,
-			ClientConfig:            cc,
+	webhook := func(name string, hostPathForbidden bool) admissionregistrationv1.MutatingWebhook {
+		// Exactly one of the two webhooks matches any namespace: NotIn also
+		// matches a namespace without the label.
+		podSecurity := metav1.LabelSelectorOpNotIn
+		if hostPathForbidden {
+			podSecurity = metav1.LabelSelectorOpIn
+		}
+		return admissionregistrationv1.MutatingWebhook{
+			Name:                    name,
+			ClientConfig:            o.clientConfig(hostPathForbidden),
 			AdmissionReviewVersions: []string{"v1"},
 			FailurePolicy:           &fail,
 			SideEffects:             &sideEffects,
@@ -113,12 +115,48 @@ func Build(o Options) *admissionregistrationv1.MutatingWebhookConfiguration {
 					APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}, Scope: &scope,
 				},
 			}},
-			NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
-				Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: excluded,
-			}}},
+			NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+				{Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: excluded},
+				{Key: workload.LabelPodSecurityEnforce, Operator: podSecurity, Values: workload.PodSecurityLevelsForbiddingHostPath},
+			}},
 			MatchConditions: []admissionregistrationv1.MatchCondition{condition},
-		}},
+		}
 	}
+	return &admissionregistrationv1.MutatingWebhookConfiguration{
+		TypeMeta: metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "MutatingWebhookConfiguration"},
+		ObjectMeta: metav1.ObjectMeta{Name: o.Name, Labels: map[string]string{
+			"app.kubernetes.io/name": "gpuslice", "app.kubernetes.io/component": "webhook",
+		}},
+		Webhooks: []admissionregistrationv1.MutatingWebhook{
+			webhook(DefaultWebhookName, false),
+			webhook(PodSecurityWebhookName, true),
+		},
+	}
+}
+
+// clientConfig is where the API server sends a review: the Service or the
+// URL, at HostPathForbiddenPath for namespaces that forbid hostPath.
+func (o Options) clientConfig(hostPathForbidden bool) admissionregistrationv1.WebhookClientConfig {
+	cc := admissionregistrationv1.WebhookClientConfig{CABundle: o.CABundle}
+	if o.URL != "" {
+		url := o.URL
+		if hostPathForbidden {
+			// The URL names MutatePath; the other route sits beneath it.
+			url = strings.TrimSuffix(url, "/") + strings.TrimPrefix(HostPathForbiddenPath, MutatePath)
+		}
+		cc.URL = &url
+		return cc
+	}
+	path := MutatePath
+	if hostPathForbidden {
+		path = HostPathForbiddenPath
+	}
+	port := o.ServicePort
+	if port == 0 {
+		port = 443
+	}
+	cc.Service = &admissionregistrationv1.ServiceReference{Name: o.ServiceName, Namespace: o.ServiceNamespace, Path: &path, Port: &port}
+	return cc
 }
 
 // MatchExpression is the CEL condition that selects annotated pods.

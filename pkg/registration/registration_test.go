@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 func TestBuild(t *testing.T) {
@@ -22,7 +23,7 @@ func TestBuild(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			m := Build(tt.opts)
-			if m.Name != DefaultName || len(m.Webhooks) != 1 {
+			if m.Name != DefaultName || len(m.Webhooks) != 2 {
 				t.Fatalf("name %q, %d webhooks", m.Name, len(m.Webhooks))
 			}
 			w := m.Webhooks[0]
@@ -52,6 +53,39 @@ func TestBuild(t *testing.T) {
 				t.Errorf("matchConditions: %+v", w.MatchConditions)
 			}
 		})
+	}
+}
+
+// Namespaces whose Pod Security level forbids hostPath go to their own
+// path, and every other namespace to /mutate: exactly one webhook each.
+func TestBuildPodSecurityRoute(t *testing.T) {
+	for _, o := range []Options{
+		{ServiceName: "gpu-webhook", ServiceNamespace: "gpu-system"},
+		{URL: "https://127.0.0.1:8443/mutate"},
+	} {
+		m := Build(o)
+		if len(m.Webhooks) != 2 || m.Webhooks[0].Name != DefaultWebhookName || m.Webhooks[1].Name != PodSecurityWebhookName {
+			t.Fatalf("webhooks: %+v", m.Webhooks)
+		}
+		target := func(w admissionregistrationv1.MutatingWebhook) string {
+			if w.ClientConfig.URL != nil {
+				return *w.ClientConfig.URL
+			}
+			return *w.ClientConfig.Service.Path
+		}
+		if got := target(m.Webhooks[0]); !strings.HasSuffix(got, MutatePath) {
+			t.Errorf("first webhook goes to %s, want %s", got, MutatePath)
+		}
+		if got := target(m.Webhooks[1]); !strings.HasSuffix(got, HostPathForbiddenPath) {
+			t.Errorf("second webhook goes to %s, want %s", got, HostPathForbiddenPath)
+		}
+		for i, want := range []metav1.LabelSelectorOperator{metav1.LabelSelectorOpNotIn, metav1.LabelSelectorOpIn} {
+			exprs := m.Webhooks[i].NamespaceSelector.MatchExpressions
+			if len(exprs) != 2 || exprs[1].Key != "pod-security.kubernetes.io/enforce" || exprs[1].Operator != want ||
+				strings.Join(exprs[1].Values, ",") != "baseline,restricted" {
+				t.Errorf("webhook %d namespace selector %+v, want %s baseline,restricted", i, exprs, want)
+			}
+		}
 	}
 }
 

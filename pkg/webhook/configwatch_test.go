@@ -71,12 +71,13 @@ func TestConfigWatcher(t *testing.T) {
 	writeConfig(t, path, qsvProfile)
 	waitFor("the new profile", hasQSV)
 
-	// A broken edit is counted and changes nothing.
-	writeConfig(t, path, qsvProfile+"  - name: Bad Name\n")
+	// A broken edit is counted and changes nothing: here a profile that
+	// would hand pods the node's /etc.
+	writeConfig(t, path, qsvProfile+"  - name: host-etc\n    devices: [{name: etc, hostPath: /etc}]\n")
 	waitFor("the failed reload to be counted", func() bool {
 		return testutil.ToFloat64(h.metrics.configReloads.WithLabelValues("error")) == 1
 	})
-	if !hasQSV() {
+	if !hasQSV() || slices.Contains(h.config.Load().ProfileNames(), "host-etc") {
 		t.Error("a broken config replaced the one in force")
 	}
 	if got := testutil.ToFloat64(h.metrics.configReloads.WithLabelValues("success")); got != 1 {
@@ -86,7 +87,7 @@ func TestConfigWatcher(t *testing.T) {
 	srv := readyServer(t, h)
 	rec := httptest.NewRecorder()
 	srv.mux(false).ServeHTTP(rec, mustRequest(t, "/readyz"))
-	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "config.yaml does not load") || !strings.Contains(rec.Body.String(), "Bad Name") {
+	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "config.yaml does not load") || !strings.Contains(rec.Body.String(), `"/etc" is not a device`) {
 		t.Errorf("readyz after a broken edit = %d %q", rec.Code, rec.Body.String())
 	}
 	writeConfig(t, path, qsvProfile+"  - name: nvidia-again\n    devices: [{name: ctl, hostPath: /dev/nvidiactl}]\n")

@@ -23,13 +23,15 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/gpuslice/gpuslice/pkg/inject"
+	"github.com/gpuslice/gpuslice/pkg/registration"
 )
 
 // DefaultMaxBodyBytes bounds a request body. etcd refuses objects over
 // 1.5 MiB, and the review of a pod's creation carries one object.
 const DefaultMaxBodyBytes = 2 << 20
 
-// Handler answers AdmissionReview v1 requests at /mutate.
+// Handler answers AdmissionReview v1 requests at /mutate and
+// /mutate/hostpath-forbidden.
 type Handler struct {
 	config  atomic.Pointer[inject.Config]
 	gate    atomic.Pointer[Gate] // nil: the admission gate is off
@@ -95,7 +97,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), status)
 		return
 	}
-	resp, outcome := h.admit(r.Context(), review.Request)
+	// The registration sends namespaces whose Pod Security level forbids
+	// hostPath to their own path.
+	ns := inject.Namespace{Name: review.Request.Namespace, HostPathForbidden: r.URL.Path == registration.HostPathForbiddenPath}
+	resp, outcome := h.admit(r.Context(), ns, review.Request)
 	out := admissionv1.AdmissionReview{TypeMeta: review.TypeMeta, Response: resp}
 	body, err := json.Marshal(out)
 	if err != nil {
@@ -147,7 +152,7 @@ func (h *Handler) decode(w http.ResponseWriter, r *http.Request) (review admissi
 
 // admit turns one request into a response. It never panics: a bug in the
 // mutation becomes a denial naming the pod, not a crashed server.
-func (h *Handler) admit(ctx context.Context, req *admissionv1.AdmissionRequest) (resp *admissionv1.AdmissionResponse, outcome string) {
+func (h *Handler) admit(ctx context.Context, ns inject.Namespace, req *admissionv1.AdmissionRequest) (resp *admissionv1.AdmissionResponse, outcome string) {
 	defer func() {
 		if p := recover(); p != nil {
 			h.log.Error("mutation panicked", "uid", req.UID, "namespace", req.Namespace, "name", req.Name, "panic", fmt.Sprint(p))
@@ -174,7 +179,7 @@ func (h *Handler) admit(ctx context.Context, req *admissionv1.AdmissionRequest) 
 		h.metrics.denials.WithLabelValues(reason).Inc()
 		return deny(req.UID, msg), "denied"
 	}
-	d := h.config.Load().Mutate(req.Namespace, pod)
+	d := h.config.Load().MutateIn(ns, pod)
 	name := podName(req, pod)
 	if !d.Allowed {
 		h.metrics.denials.WithLabelValues(d.Reason).Inc()

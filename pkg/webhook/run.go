@@ -37,6 +37,8 @@ type RunOptions struct {
 	// ConfigCheckEvery is how often ConfigFile is checked for changes.
 	ConfigCheckEvery time.Duration
 	ShutdownGrace    time.Duration
+	// DrainDelay: see Server.DrainDelay.
+	DrainDelay time.Duration
 	// Limits bound admissions' cost; zero fields are DefaultLimits'.
 	Limits Limits
 	// TLS is the served versions and suites; zero means ParseTLSOptions'
@@ -122,7 +124,7 @@ func Run(ctx context.Context, o RunOptions) error {
 		w := &ConfigWatcher{Path: o.ConfigFile, Namespace: o.Namespace, Every: every, Handler: handler, Metrics: metrics, Log: o.Log}
 		go w.Run(ctx, configStamp)
 	}
-	srv := &Server{Handler: handler, Metrics: metrics, Certs: source, Log: o.Log, ShutdownGrace: o.ShutdownGrace, TLS: o.TLS}
+	srv := &Server{Handler: handler, Metrics: metrics, Certs: source, Log: o.Log, ShutdownGrace: o.ShutdownGrace, DrainDelay: o.DrainDelay, TLS: o.TLS}
 	return srv.Serve(ctx, ln, metricsLn)
 }
 

@@ -66,3 +66,11 @@ const (
 // AnnotationRestartedAt is the pod template annotation kubectl rollout
 // restart sets; changing it makes the controller roll out new pods.
 const AnnotationRestartedAt = "kubectl.kubernetes.io/restartedAt"
+
+// LabelPodSecurityEnforce is Kubernetes' Pod Security label on a namespace;
+// its levels baseline and restricted forbid hostPath volumes.
+const LabelPodSecurityEnforce = "pod-security.kubernetes.io/enforce"
+
+// PodSecurityLevelsForbiddingHostPath are the enforce levels under which a
+// pod with hostPath volumes is refused.
+var PodSecurityLevelsForbiddingHostPath = []string{"baseline", "restricted"}

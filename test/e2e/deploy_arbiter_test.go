@@ -58,7 +58,10 @@ arbiter:
   holdDown: 2s
   unhealthyGrace: 1s
   dcgmExporters: [homelabai=%s]
-  plex: {url: %q, workload: media/plex, tokenSecret: {name: plex, key: token}}`, a.dcgm.MetricsURL(), a.plex.URL))
+  plex: {url: %q, workload: media/plex, tokenSecret: {name: plex, key: token}}
+  # Least privilege: writes only where the preemptible workloads are. The
+  # default ClusterRole grants a superset (TestChartArbiterWorkloadNamespaces).
+  workloadNamespaces: {ai: {}, ai-dev: {configMaps: [vllm-config]}}`, a.dcgm.MetricsURL(), a.plex.URL))
 	if err != nil {
 		t.Fatal(err)
 	}

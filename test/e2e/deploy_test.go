@@ -20,9 +20,12 @@ import (
 	"testing"
 	"time"
 
+	jsonpatch "gopkg.in/evanphx/json-patch.v4"
+	helmchart "helm.sh/helm/v3/pkg/chart"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	nodev1 "k8s.io/api/node/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -41,6 +44,7 @@ import (
 	"github.com/gpuslice/gpuslice/internal/demo"
 	"github.com/gpuslice/gpuslice/internal/harness/localcluster"
 	"github.com/gpuslice/gpuslice/internal/seed"
+	"github.com/gpuslice/gpuslice/pkg/inject"
 	"github.com/gpuslice/gpuslice/pkg/registration"
 	"github.com/gpuslice/gpuslice/pkg/workload"
 )
@@ -79,7 +83,8 @@ webhook:
         nodeSelectorTerms: [{matchExpressions: [{key: node-role.kubernetes.io/control-plane, operator: Exists}]}]
   nodeSelector: {kubernetes.io/os: linux}
   tolerations: [{key: node-role.kubernetes.io/control-plane, operator: Exists, effect: NoSchedule}]
-  priorityClassName: system-cluster-critical
+  priorityClassName: gpuslice-webhook
+  preStopSeconds: 5
   podAnnotations: {backup.velero.io/backup-volumes: ""}
   podLabels: {team: homelab}
   extraArgs: [--shutdown-grace=20s]`},
@@ -95,7 +100,8 @@ webhook:
       - name: intel-qsv
         devices: [{name: dri, hostPath: /dev/dri, type: Directory}]
         namespaces: [media]
-    hybrid: {resourceName: nvidia.com/gpu.shared, env: {NVIDIA_VISIBLE_DEVICES: all}}`},
+    hybrid: {resourceName: nvidia.com/gpu.shared, runtimeClassName: nvidia, env: {NVIDIA_DRIVER_CAPABILITIES: "compute,utility"}}
+  profileNamespaces: {nvidia: [media, ai, ai-dev]}`},
 	{name: "self-signed tuned", values: `certificates: {selfSigned: {caSecretName: gpuslice-ca, validity: 240h}}`},
 	{name: "cert-manager", values: `certificates: {mode: cert-manager, certManager: {duration: 720h, renewBefore: 240h}}`},
 	{name: "cert-manager issuer", values: `
@@ -143,6 +149,7 @@ arbiter:
   prometheusUrl: http://prometheus-operated.monitoring.svc:9090
   nodeLabel: Hostname
   agents: true
+  workloadNamespaces: {ai: {}, ai-dev: {configMaps: [vllm-config]}}
   plex: {url: http://plex.media.svc:32400, workload: media/statefulset/plex, tokenSecret: {name: plex-token, key: PLEX_TOKEN}}
   resources: {requests: {cpu: 20m, memory: 96Mi}, limits: {memory: 512Mi}}
   podDisruptionBudget: {minAvailable: 2}
@@ -157,10 +164,11 @@ arbiter:
   podLabels: {team: homelab}
   extraArgs: [--signal-timeout=5s]`},
 	{name: "arbiter without disruption budget", values: `arbiter: {enabled: true, podDisruptionBudget: {enabled: false}}`},
+	{name: "agent in its own namespace", values: `{agent: {namespace: gpu-agents}, arbiter: {enabled: true, agents: true}, serviceMonitor: {enabled: true}}`},
 }
 
 // Namespaces the cases install into, besides the release's.
-var chartCaseNamespaces = []string{"gpu-system", "gpuslice", "monitoring"}
+var chartCaseNamespaces = []string{"gpu-system", "gpuslice", "monitoring", "ai", "ai-dev", "gpu-agents"}
 
 func repoRoot(t *testing.T) string {
 	t.Helper()
@@ -243,6 +251,70 @@ func TestDeployChart(t *testing.T) {
 			}
 		})
 	}
+	t.Run("release namespace enforcing Pod Security restricted", func(t *testing.T) {
+		checkPodSecurityRestricted(ctx, t, c, ch)
+	})
+}
+
+// checkPodSecurityRestricted: with the agent in a namespace of its own, the
+// webhook's and the arbiter's pods pass Pod Security "restricted" in the
+// release namespace; the agent's pods would not, and do not need to.
+func checkPodSecurityRestricted(ctx context.Context, t *testing.T, c *localcluster.Cluster, ch *helmchart.Chart) {
+	const release, agents = "gpuslice-restricted", "gpuslice-agents"
+	for ns, level := range map[string]string{release: "restricted", agents: "privileged"} {
+		obj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{workload.LabelPodSecurityEnforce: level}}}
+		if _, err := c.Client.CoreV1().Namespaces().Create(ctx, obj, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The agent's pod names RuntimeClass nvidia, which K3s ships.
+	rc := &nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: "nvidia"}, Handler: "nvidia"}
+	if _, err := c.Client.NodeV1().RuntimeClasses().Create(ctx, rc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	vals, err := chart.ParseValues(`{agent: {namespace: ` + agents + `}, arbiter: {enabled: true, agents: true}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := chart.Render(ch, chart.Options{Namespace: release, Values: vals})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Pod Security judges pods, not their controllers: create each pod
+	// template as a pod (dry run) where its controller would.
+	podOf := func(kind, name string) *corev1.Pod {
+		u := r.Find(kind, name)
+		if u == nil {
+			t.Fatalf("no %s %s rendered", kind, name)
+		}
+		raw, found, err := unstructured.NestedMap(u.Object, "spec", "template", "spec")
+		if err != nil || !found {
+			t.Fatalf("%s %s has no pod template: %v", kind, name, err)
+		}
+		var spec corev1.PodSpec
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(raw, &spec); err != nil {
+			t.Fatal(err)
+		}
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: u.GetNamespace()}, Spec: spec}
+	}
+	create := func(p *corev1.Pod) error {
+		_, err := c.Client.CoreV1().Pods(p.Namespace).Create(ctx, p, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		return err
+	}
+	agent := podOf("DaemonSet", "gpuslice-agent")
+	if agent.Namespace != agents {
+		t.Errorf("agent rendered into %q, want %q", agent.Namespace, agents)
+	}
+	for _, p := range []*corev1.Pod{podOf("Deployment", "gpuslice-webhook"), podOf("Deployment", "gpuslice-arbiter"), agent} {
+		if err := create(p); err != nil {
+			t.Errorf("%s's pod refused in namespace %s: %v", p.Name, p.Namespace, err)
+		}
+	}
+	// The check is real: the agent's pod is refused in the restricted one.
+	agent.Namespace = release
+	if err := create(agent); err == nil || !strings.Contains(err.Error(), "PodSecurity") {
+		t.Errorf("the agent's pod in a restricted namespace: err = %v, want Pod Security's refusal", err)
+	}
 }
 
 // TestDeployExamples: the examples' namespaces are created, every other
@@ -300,6 +372,7 @@ func TestExamplesMatchDemo(t *testing.T) {
 			t.Errorf("%s: nodeSelector %v", want.Name, got.Spec.Template.Spec.NodeSelector)
 		}
 	}
+	checkExamplesGetTheGPU(t, byName)
 	vllm := seed.VLLMWorkload()
 	var cm corev1.ConfigMap
 	fromUnstructured(t, byName["ConfigMap/ai-dev/vllm-config"], &cm)
@@ -312,6 +385,57 @@ func TestExamplesMatchDemo(t *testing.T) {
 	}
 	if !equalMaps(got.Spec.Selector.MatchLabels, vllm.Deployment.Spec.Selector.MatchLabels) {
 		t.Errorf("vLLM selector %v, want %v (the seed's -l app=vllm)", got.Spec.Selector.MatchLabels, vllm.Deployment.Spec.Selector.MatchLabels)
+	}
+}
+
+// checkExamplesGetTheGPU: every example pod that requests shares, once the
+// webhook has mutated it, runs under the nvidia runtime class (K3s's
+// default is runc: a share and no GPU) and leaves NVIDIA_VISIBLE_DEVICES to
+// the device plugin.
+func checkExamplesGetTheGPU(t *testing.T, byName map[string]*unstructured.Unstructured) {
+	t.Helper()
+	cfg := inject.DefaultConfig(chart.DefaultNamespace)
+	for key, obj := range byName {
+		if obj.GetKind() != "Deployment" {
+			continue
+		}
+		var d appsv1.Deployment
+		fromUnstructured(t, obj, &d)
+		raw, err := json.Marshal(&corev1.Pod{ObjectMeta: d.Spec.Template.ObjectMeta, Spec: d.Spec.Template.Spec})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pod, err := inject.DecodePod(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		patch, err := cfg.Mutate(d.Namespace, pod).PatchJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(patch) > 0 {
+			p, err := jsonpatch.DecodePatch(patch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if raw, err = p.Apply(raw); err != nil {
+				t.Fatalf("%s: %v", key, err)
+			}
+			if pod, err = inject.DecodePod(raw); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, c := range pod.Spec.Containers {
+			if _, shares := c.Resources.Limits[workload.SharedResource]; !shares {
+				continue
+			}
+			if rc := pod.Spec.RuntimeClassName; rc == nil || *rc != "nvidia" {
+				t.Errorf("%s: container %s requests %s but the pod runs under runtime class %v, not nvidia", key, c.Name, workload.SharedResource, rc)
+			}
+			if slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == inject.EnvVisibleDevices }) {
+				t.Errorf("%s: container %s requests shares and sets %s, overriding the device plugin's", key, c.Name, inject.EnvVisibleDevices)
+			}
+		}
 	}
 }
 
@@ -433,8 +557,10 @@ func TestDeployInstall(t *testing.T) {
 	if q := res.Limits[shares]; q.Value() != 2 {
 		t.Errorf("vLLM limits %v, want 2 %s from gpu-shares", res.Limits, shares)
 	}
-	if !slices.ContainsFunc(v.Spec.Containers[0].Env, func(e corev1.EnvVar) bool { return e.Name == "NVIDIA_VISIBLE_DEVICES" && e.Value == "all" }) {
-		t.Errorf("vLLM env %v lacks NVIDIA_VISIBLE_DEVICES=all", v.Spec.Containers[0].Env)
+	// The device plugin's NVIDIA_VISIBLE_DEVICES names the GPU the shares
+	// were allocated on; the webhook must not override it.
+	if slices.ContainsFunc(v.Spec.Containers[0].Env, func(e corev1.EnvVar) bool { return e.Name == "NVIDIA_VISIBLE_DEVICES" }) {
+		t.Errorf("vLLM env %v sets NVIDIA_VISIBLE_DEVICES, overriding the device plugin's", v.Spec.Containers[0].Env)
 	}
 
 	// The plain-HTTP metrics port the ServiceMonitor scrapes counts them.

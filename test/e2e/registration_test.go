@@ -140,6 +140,69 @@ func TestCABundleRotation(t *testing.T) {
 			t.Errorf("caBundle lost the %s CA", name)
 		}
 	}
+
+	t.Run("a CA in its last year is renewed, an expired one leaves the bundle", func(t *testing.T) {
+		if err := demo.EnsureNamespace(ctx, c.Client, "gpu-system"); err != nil {
+			t.Fatal(err)
+		}
+		// A CA with a month left, as the Secret holds it after three years.
+		aging, err := certs.NewCA("gpuslice webhook CA", 30*24*time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "gpu-webhook-ca", Namespace: "gpu-system"}, Type: corev1.SecretTypeTLS,
+			Data: map[string][]byte{corev1.TLSCertKey: aging.CertPEM, corev1.TLSPrivateKeyKey: aging.KeyPEM}}
+		if _, err := c.Client.CoreV1().Secrets("gpu-system").Create(ctx, secret, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		renewed, err := registration.BootstrapCA(ctx, c.Client, "gpu-system", "gpu-webhook-ca")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if left := time.Until(renewed.Certificate().NotAfter); left < registration.CARenewBefore || left > registration.CAValidity {
+			t.Errorf("the CA bootstrapped has %v left, want a new one of %v", left, registration.CAValidity)
+		}
+		stored, err := c.Client.CoreV1().Secrets("gpu-system").Get(ctx, "gpu-webhook-ca", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(stored.Data[corev1.TLSCertKey]) != string(renewed.CertPEM) {
+			t.Error("the Secret still holds the aging CA: other replicas would not get the new one")
+		}
+		again, err := registration.BootstrapCA(ctx, c.Client, "gpu-system", "gpu-webhook-ca")
+		if err != nil || string(again.CertPEM) != string(renewed.CertPEM) {
+			t.Errorf("the next replica got another CA (%v)", err)
+		}
+		// A bundle still holding an expired CA drops it when the renewed CA
+		// is added.
+		expired, err := certs.NewCA("expired", -time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stale := registration.Build(registration.Options{ServiceName: "gpu-webhook", ServiceNamespace: "gpu-system",
+			CABundle: append(append([]byte{}, expired.CertPEM...), newCA.CertPEM...)})
+		if err := registration.Apply(ctx, c.Client, stale); err != nil {
+			t.Fatal(err)
+		}
+		if err := registration.EnsureCABundle(ctx, c.Client, registration.DefaultName, renewed.CertPEM); err != nil {
+			t.Fatal(err)
+		}
+		got, err := c.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, registration.DefaultName, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range got.Webhooks {
+			b := string(w.ClientConfig.CABundle)
+			if strings.Contains(b, strings.TrimSpace(string(expired.CertPEM))) {
+				t.Errorf("webhook %s caBundle keeps the expired CA", w.Name)
+			}
+			for name, ca := range map[string]*certs.CA{"valid": newCA, "renewed": renewed} {
+				if !strings.Contains(b, strings.TrimSpace(string(ca.CertPEM))) {
+					t.Errorf("webhook %s caBundle lacks the %s CA", w.Name, name)
+				}
+			}
+		}
+	})
 }
 
 // TestMissingPermissions: without RBAC the errors say what to grant.
@@ -153,7 +216,7 @@ func TestMissingPermissions(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = registration.BootstrapCA(ctx, cs, "gpu-system", "gpu-webhook-ca")
-	if err == nil || !strings.Contains(err.Error(), "grant get and create on secrets") {
+	if err == nil || !strings.Contains(err.Error(), "grant get, create and update on secrets") {
 		t.Errorf("BootstrapCA without RBAC: %v", err)
 	}
 	err = registration.EnsureCABundle(ctx, cs, registration.DefaultName, []byte("x"))

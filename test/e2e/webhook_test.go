@@ -133,6 +133,48 @@ func TestWebhookOnAPIServer(t *testing.T) {
 		}
 	})
 
+	t.Run("shares alone get the nvidia runtime class and keep the device plugin's GPU", func(t *testing.T) {
+		in := plainPod("ai-dev", "ollama")
+		in.Annotations = map[string]string{workload.AnnotationShares: "1"}
+		got, err := cs.CoreV1().Pods("ai-dev").Create(ctx, in, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// K3s's default runtime is runc: without nvidia the share buys no GPU.
+		if got.Spec.RuntimeClassName == nil || *got.Spec.RuntimeClassName != "nvidia" {
+			t.Errorf("runtimeClassName = %v, want nvidia", got.Spec.RuntimeClassName)
+		}
+		for _, e := range got.Spec.Containers[0].Env {
+			if e.Name == "NVIDIA_VISIBLE_DEVICES" {
+				t.Errorf("env %s=%s would override the GPU the device plugin allocates", e.Name, e.Value)
+			}
+		}
+	})
+
+	t.Run("device profiles where Pod Security forbids hostPath are denied with the fix", func(t *testing.T) {
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ai-baseline", Labels: map[string]string{workload.LabelPodSecurityEnforce: "baseline"}}}
+		if _, err := cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		in := seed.PlexPod()
+		in.Namespace = ns.Name
+		_, err := cs.CoreV1().Pods(ns.Name).Create(ctx, in, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		// Without gpuslice's answer, Pod Security refuses the injected
+		// hostPath volumes, naming volumes the user never wrote.
+		if err == nil || !strings.Contains(err.Error(), "gpuslice:") || !strings.Contains(err.Error(), "pod-security.kubernetes.io/enforce=privileged") {
+			t.Fatalf("err = %v, want gpuslice's denial saying how to label the namespace", err)
+		}
+		shares := plainPod(ns.Name, "ollama")
+		shares.Annotations = map[string]string{workload.AnnotationShares: "1"}
+		got, err := cs.CoreV1().Pods(ns.Name).Create(ctx, shares, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		if err != nil {
+			t.Fatalf("shares alone need no hostPath, yet: %v", err)
+		}
+		if q := got.Spec.Containers[0].Resources.Limits[workload.SharedResource]; q.Value() != 1 {
+			t.Errorf("shares pod in a baseline namespace not mutated: %v", got.Spec.Containers[0].Resources)
+		}
+	})
+
 	t.Run("unknown profile is denied listing the known ones", func(t *testing.T) {
 		in := plainPod("media", "typo")
 		in.Annotations = map[string]string{workload.AnnotationProfiles: "nvidai"}

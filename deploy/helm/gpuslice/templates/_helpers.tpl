@@ -96,7 +96,21 @@ and kind added when they are missing.
 {{- $c := deepCopy .Values.webhook.config }}
 {{- $_ := set $c "apiVersion" (default "gpuslice.io/v1alpha1" $c.apiVersion) }}
 {{- $_ = set $c "kind" (default "InjectorConfig" $c.kind) }}
+{{- with .Values.webhook.profileNamespaces }}
+{{- if $c.profileNamespaces }}
+{{- fail "set the namespaces of profiles in webhook.profileNamespaces or in webhook.config.profileNamespaces, not both" }}
+{{- end }}
+{{- $_ = set $c "profileNamespaces" . }}
+{{- end }}
 {{- toYaml $c }}
+{{- end }}
+
+{{/*
+"true" when the webhook gets a config file: webhook.config or
+webhook.profileNamespaces is set; "" otherwise.
+*/}}
+{{- define "gpuslice.webhook.hasConfig" -}}
+{{- if or .Values.webhook.config .Values.webhook.profileNamespaces }}true{{ end }}
 {{- end }}
 
 {{/*
@@ -133,4 +147,27 @@ growing past it into an OOM kill. */}}
   valueFrom:
     resourceFieldRef:
       resource: limits.memory
+{{- end }}
+
+{{/*
+The agent's namespace: agent.namespace, else the release's. The agent alone
+needs the host's PID namespace (or /proc); in a namespace of its own, the
+release namespace can enforce Pod Security "restricted".
+*/}}
+{{- define "gpuslice.agent.namespace" -}}
+{{- default .Release.Namespace .Values.agent.namespace }}
+{{- end }}
+
+{{/*
+The arbiter's rule for --agents, in the agents' namespace: get on the pods
+proxy, through which it scrapes each agent's /metrics (and /readyz when
+NVML is down), as gpuslice top does (signals.Agents).
+*/}}
+{{- define "gpuslice.arbiter.agentsRule" -}}
+# get: --agents scrapes each agent's /metrics (and /readyz when NVML is
+# down) through the API server's pods proxy (signals.Agents, as gpuslice
+# top does); only in the agents' namespace.
+- apiGroups: [""]
+  resources: [pods/proxy]
+  verbs: [get]
 {{- end }}
