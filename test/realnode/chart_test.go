@@ -29,6 +29,7 @@ import (
 	"github.com/gpuslice/gpuslice/internal/harness/localcluster"
 	rn "github.com/gpuslice/gpuslice/internal/harness/localcluster/realnode"
 	"github.com/gpuslice/gpuslice/internal/image"
+	"github.com/gpuslice/gpuslice/internal/standin/nvmltest"
 	"github.com/gpuslice/gpuslice/internal/version"
 )
 
@@ -84,11 +85,7 @@ func install(n *rn.RealNode) error {
 	if err := n.ImportImage(ctx, file); err != nil {
 		return err
 	}
-	ch, err := chart.Load(root)
-	if err != nil {
-		return err
-	}
-	r, err := chart.Render(ch, chart.Options{Plain: true})
+	r, err := renderChart(n, true)
 	if err != nil {
 		return err
 	}
@@ -138,6 +135,48 @@ func install(n *rn.RealNode) error {
 		return fmt.Errorf("the API server never reached the webhook through its Service: %w (last: %s)", err, last)
 	}
 	return nil
+}
+
+// agentDaemonSet is the chart's agent DaemonSet name.
+const agentDaemonSet = "gpuslice-agent"
+
+// renderChart renders the chart with its defaults, except that the agent
+// loads the node's stand-in NVML (--nvml-library, the chart's
+// agent.nvmlLibrary) from its folder, mounted where the NVIDIA container
+// runtime would mount the driver's library on a GPU node. hostPID false
+// is the chart's other mode: the host's /proc at /host/proc, where the
+// stand-in library looks for its processes too.
+func renderChart(n *rn.RealNode, hostPID bool) (*chart.Rendered, error) {
+	root, err := localcluster.RepoRoot()
+	if err != nil {
+		return nil, err
+	}
+	ch, err := chart.Load(root)
+	if err != nil {
+		return nil, err
+	}
+	r, err := chart.Render(ch, chart.Options{Plain: true, Values: map[string]any{
+		"agent": map[string]any{"nvmlLibrary": n.NVML.Library, "hostPID": hostPID},
+	}})
+	if err != nil {
+		return nil, err
+	}
+	obj := r.Find("DaemonSet", agentDaemonSet)
+	var ds appsv1.DaemonSet
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, &ds); err != nil {
+		return nil, err
+	}
+	n.NVML.Mount(&ds.Spec.Template.Spec, "agent", false)
+	if !hostPID {
+		c := &ds.Spec.Template.Spec.Containers[0]
+		c.Env = append(c.Env, corev1.EnvVar{Name: nvmltest.EnvProcRoot, Value: "/host/proc"})
+	}
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&ds)
+	if err != nil {
+		return nil, err
+	}
+	obj.Object = u
+	return r, nil
 }
 
 // mutateProbe creates an annotated pod as a dry run, which the API server
@@ -241,16 +280,7 @@ func TestChartWebhookFromImage(t *testing.T) {
 		t.Errorf("gpuslice doctor on the real node's install: %v\n%s", err, out)
 	}
 	t.Logf("gpuslice doctor:\n%s", out)
-	// The agent DaemonSet runs from the same image; the stand-in node has
-	// no libnvidia-ml.so.1 to mount, so it cannot load NVML
-	// (docs/notes-realnode.md). Log what it does, for issue 12.
-	agents, err := n.Client.CoreV1().Pods(chart.DefaultNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=agent"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range agents.Items {
-		for _, c := range p.Status.ContainerStatuses {
-			t.Logf("agent pod %s: %s, container %s ready=%v restarts=%d", p.Name, p.Status.Phase, c.Name, c.Ready, c.RestartCount)
-		}
-	}
+	// The agent DaemonSet runs from the same image, Ready: it loaded the
+	// stand-in NVML and listed the node's pods (TestAgentOnRealNode).
+	waitAgentReady(ctx, t, n, true)
 }

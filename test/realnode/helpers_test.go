@@ -10,12 +10,14 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/remotecommand"
 
 	rn "github.com/gpuslice/gpuslice/internal/harness/localcluster/realnode"
 	"github.com/gpuslice/gpuslice/internal/seed"
+	"github.com/gpuslice/gpuslice/internal/standin/nvmltest"
 )
 
 // testboxPod is a pod running the testbox image on the real node.
@@ -35,13 +37,28 @@ func testboxPod(ns, name string) *corev1.Pod {
 
 // useTestbox makes a workload's pod template run the testbox image, as
 // the seed's images cannot be pulled here: same annotations, resources,
-// env and node selector.
-func useTestbox(spec *corev1.PodSpec) {
+// env and node selector. The GPU workloads (gpuMiB) run testbox gpu, which
+// holds their memory on the node's stand-in NVML as a real process and
+// answers on :8000 (its readiness probe); the others sleep.
+func useTestbox(n *rn.RealNode, spec *corev1.PodSpec, gpuMiB map[string]string) {
 	for i := range spec.Containers {
 		c := &spec.Containers[i]
 		c.Image, c.ImagePullPolicy = rn.TestboxImage, corev1.PullNever
 		c.Command, c.Args = []string{"/testbox", "sleep"}, nil
 		c.LivenessProbe, c.ReadinessProbe, c.StartupProbe = nil, nil, nil
+		mib, ok := gpuMiB[c.Name]
+		if !ok {
+			continue
+		}
+		c.Command = []string{"/testbox", "gpu"}
+		if mib != "" {
+			c.Env = append(c.Env, corev1.EnvVar{Name: nvmltest.EnvWorkloadMiB, Value: mib})
+		}
+		c.ReadinessProbe = &corev1.Probe{
+			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/health", Port: intstr.FromInt32(nvmltest.WorkloadPort)}},
+			PeriodSeconds: 1,
+		}
+		n.NVML.Mount(spec, c.Name, true)
 	}
 	spec.TerminationGracePeriodSeconds = new(int64)
 }

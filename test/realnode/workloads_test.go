@@ -27,6 +27,11 @@ import (
 
 const sharedResource = "nvidia.com/gpu.shared"
 
+// seedGPUMiB are the GPU workloads of the seed run by testbox gpu, by
+// container, with the MiB each holds: vLLM takes GPU_MEMORY_UTILIZATION
+// (0.70 from its ConfigMap: 8602 MiB of 12288), Ollama a small model.
+var seedGPUMiB = map[string]string{"vllm": "", "ollama": "1180"}
+
 // deploySeed creates the seed's workloads after the AI-dev deployment
 // (examples/ holds the same, a test in test/e2e checks) running the
 // testbox image, and waits for each one's pod to run on the real node.
@@ -44,7 +49,7 @@ func deploySeed(ctx context.Context, t *testing.T, n *rn.RealNode) map[string]*c
 				t.Fatal(err)
 			}
 		}
-		useTestbox(&d.Spec.Template.Spec)
+		useTestbox(n, &d.Spec.Template.Spec, seedGPUMiB)
 		if _, err := n.Client.AppsV1().Deployments(d.Namespace).Create(ctx, d, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 			t.Fatal(err)
 		}

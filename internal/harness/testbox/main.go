@@ -7,6 +7,9 @@
 //	testbox devices PATH… one line per path: "PATH char MAJOR:MINOR",
 //	                      "PATH other MODE" or "PATH missing"
 //	testbox env NAME…     one line per variable: "NAME=value" or "NAME unset"
+//	testbox gpu           a GPU workload (the stand-in vLLM, Ollama): holds
+//	                      GPU memory on the stand-in NVML until SIGTERM
+//	                      (see gpu.go)
 package main
 
 import (
@@ -20,12 +23,17 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: testbox pause|sleep|devices PATH...|env NAME...")
+		fmt.Fprintln(os.Stderr, "usage: testbox pause|sleep|gpu|devices PATH...|env NAME...")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
 	case "pause", "sleep":
 		wait()
+	case "gpu":
+		if err := gpuWorkload(); err != nil {
+			fmt.Fprintf(os.Stderr, "testbox gpu: %v\n", err)
+			os.Exit(1)
+		}
 	case "devices":
 		for _, p := range os.Args[2:] {
 			fmt.Println(describe(p))

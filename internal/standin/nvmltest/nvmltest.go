@@ -43,6 +43,19 @@ const (
 	EnvInit      = "GPUSLICE_FAKE_NVML_INIT"
 )
 
+// The stand-in GPU workload's interface (testbox gpu in the real-node
+// harness).
+const (
+	// EnvSocket is the registration socket it connects to.
+	EnvSocket = "GPUSLICE_FAKE_NVML_SOCKET"
+	// EnvWorkloadMiB is the memory it holds when GPU_MEMORY_UTILIZATION
+	// is unset.
+	EnvWorkloadMiB = "GPUSLICE_GPU_MIB"
+	// WorkloadPort serves /health, and /memory: GET the MiB held, POST
+	// ?mib=N to hold N.
+	WorkloadPort = 8000
+)
+
 // Build compiles the library to lib with the system C compiler. A
 // non-empty stateFile is compiled in as the state mode's default file
 // (the path as the loading process sees it).
