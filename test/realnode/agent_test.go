@@ -1,7 +1,6 @@
 package realnode
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,21 +11,16 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
-	"github.com/gpuslice/gpuslice/internal/chart"
 	rn "github.com/gpuslice/gpuslice/internal/harness/localcluster/realnode"
 	"github.com/gpuslice/gpuslice/pkg/agent"
 	"github.com/gpuslice/gpuslice/pkg/top"
 )
 
 const (
-	mib       = 1 << 20
-	agentPort = 9400
+	mib = 1 << 20
 	// vllmMiB is GPU_MEMORY_UTILIZATION 0.70 of the stand-in's 12288 MiB.
 	vllmMiB = 8602
 	// hostProcessMiB is a process outside any pod (Xorg's share on the
@@ -34,81 +28,21 @@ const (
 	hostProcessMiB = 243
 )
 
-// waitAgentReady waits until the node's one agent pod is Ready and runs
-// with hostPID as asked (a changed DaemonSet replaces its pod), and
-// returns it.
+// waitAgentReady waits until the node's one agent pod is Ready with
+// hostPID as asked.
 func waitAgentReady(ctx context.Context, t *testing.T, n *rn.RealNode, hostPID bool) *corev1.Pod {
 	t.Helper()
-	var pod *corev1.Pod
-	var last string
-	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
-		list, err := n.Client.CoreV1().Pods(chart.DefaultNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=agent"})
-		if err != nil {
-			return false, nil
-		}
-		last = fmt.Sprintf("%d agent pods", len(list.Items))
-		if len(list.Items) != 1 {
-			return false, nil
-		}
-		p := list.Items[0]
-		last = fmt.Sprintf("%s %s hostPID=%v conditions %v", p.Name, p.Status.Phase, p.Spec.HostPID, p.Status.Conditions)
-		if p.DeletionTimestamp != nil || p.Spec.HostPID != hostPID {
-			return false, nil
-		}
-		for _, c := range p.Status.Conditions {
-			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
-				pod = &p
-				return true, nil
-			}
-		}
-		return false, nil
-	})
+	p, err := n.WaitAgentReady(ctx, hostPID)
 	if err != nil {
-		msg := last
-		if pod == nil && strings.Contains(last, " ") {
-			name, _, _ := strings.Cut(last, " ")
-			msg += events(ctx, n, chart.DefaultNamespace, name)
-		}
-		t.Fatalf("the agent pod never became Ready with hostPID=%v: %v (%s)", hostPID, err, msg)
+		t.Fatal(err)
 	}
-	return pod
-}
-
-// agentSamples reads the agent's /metrics through the API server's pods
-// proxy, as gpuslice top and the arbiter do.
-func agentSamples(ctx context.Context, n *rn.RealNode, pod *corev1.Pod) (map[string]*dto.MetricFamily, error) {
-	body, err := top.ScrapeThroughProxy(ctx, n.Client, pod, agentPort)
-	if err != nil {
-		return nil, err
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	return parser.TextToMetricFamilies(bytes.NewReader(body))
-}
-
-// sample is the value of the series of name whose labels include want.
-func sample(families map[string]*dto.MetricFamily, name string, want map[string]string) (float64, bool) {
-	f := families[name]
-	if f == nil {
-		return 0, false
-	}
-	for _, m := range f.GetMetric() {
-		match := 0
-		for _, l := range m.GetLabel() {
-			if v, ok := want[l.GetName()]; ok && v == l.GetValue() {
-				match++
-			}
-		}
-		if match == len(want) {
-			return m.GetGauge().GetValue(), true
-		}
-	}
-	return 0, false
+	return p
 }
 
 // podMemoryMiB is what the agent attributes to one container, in MiB, -1
 // when it has no series.
 func podMemoryMiB(families map[string]*dto.MetricFamily, pod *corev1.Pod, container string) int64 {
-	v, ok := sample(families, agent.MetricPodGPUMemory, map[string]string{
+	v, ok := rn.Sample(families, agent.MetricPodGPUMemory, map[string]string{
 		agent.LabelNamespace: pod.Namespace, agent.LabelPod: pod.Name, agent.LabelContainer: container, agent.LabelGPU: "0",
 	})
 	if !ok {
@@ -136,16 +70,16 @@ func (e expectedAttribution) check(families map[string]*dto.MetricFamily) string
 			diffs = append(diffs, fmt.Sprintf("%s/%s container %s: %d MiB, want %d", c.pod.Namespace, c.pod.Name, c.container, got, c.want))
 		}
 	}
-	host, _ := sample(families, agent.MetricUnattributedMemory, map[string]string{agent.LabelReason: agent.ReasonHostProcess, agent.LabelGPU: "0"})
+	host, _ := rn.Sample(families, agent.MetricUnattributedMemory, map[string]string{agent.LabelReason: agent.ReasonHostProcess, agent.LabelGPU: "0"})
 	if int64(host)/mib != e.hostMiB {
 		diffs = append(diffs, fmt.Sprintf("unattributed %s: %d MiB, want %d", agent.ReasonHostProcess, int64(host)/mib, e.hostMiB))
 	}
 	for _, r := range []string{agent.ReasonPIDNotFound, agent.ReasonUnknownPod, agent.ReasonProcUnreadable} {
-		if v, _ := sample(families, agent.MetricUnattributedMemory, map[string]string{agent.LabelReason: r}); v != 0 {
+		if v, _ := rn.Sample(families, agent.MetricUnattributedMemory, map[string]string{agent.LabelReason: r}); v != 0 {
 			diffs = append(diffs, fmt.Sprintf("unattributed %s: %d MiB, want 0", r, int64(v)/mib))
 		}
 	}
-	used, _ := sample(families, agent.MetricGPUMemoryUsed, map[string]string{agent.LabelGPU: "0"})
+	used, _ := rn.Sample(families, agent.MetricGPUMemoryUsed, map[string]string{agent.LabelGPU: "0"})
 	if want := vllmMiB + 1180 + e.hostMiB; int64(used)/mib != want {
 		diffs = append(diffs, fmt.Sprintf("GPU 0 used: %d MiB, want %d", int64(used)/mib, want))
 	}
@@ -157,7 +91,7 @@ func waitAttribution(ctx context.Context, t *testing.T, n *rn.RealNode, agentPod
 	t.Helper()
 	var last string
 	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		families, err := agentSamples(ctx, n, agentPod)
+		families, err := n.AgentMetrics(ctx, agentPod)
 		if err != nil {
 			last = err.Error()
 			return false, nil
@@ -260,11 +194,11 @@ func TestAgentOnRealNode(t *testing.T) {
 // applyAgent applies the chart's agent DaemonSet with hostPID as given.
 func applyAgent(ctx context.Context, t *testing.T, n *rn.RealNode, hostPID bool) {
 	t.Helper()
-	r, err := renderChart(n, hostPID)
+	r, err := n.RenderChart(map[string]any{"agent": map[string]any{"hostPID": hostPID}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := applyAll(ctx, n, r.OfKind("DaemonSet")); err != nil {
+	if err := n.Apply(ctx, r.OfKind("DaemonSet")); err != nil {
 		t.Fatal(err)
 	}
 }

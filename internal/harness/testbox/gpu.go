@@ -28,10 +28,11 @@ func gpuWorkload() error {
 		return err
 	}
 	defer c.Close()
-	fmt.Printf("holding %d MiB of GPU memory (%s)\n", mib, from)
+	fmt.Printf("holding %d MiB of GPU memory (%s) as host PID %d\n", mib, from, c.HostPID)
 	var mu sync.Mutex
 	mux := http.NewServeMux()
 	mux.HandleFunc("/health", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/pid", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, c.HostPID) })
 	mux.HandleFunc("/memory", func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		defer mu.Unlock()

@@ -10,6 +10,9 @@
 //	testbox gpu           a GPU workload (the stand-in vLLM, Ollama): holds
 //	                      GPU memory on the stand-in NVML until SIGTERM
 //	                      (see gpu.go)
+//	testbox plex          the stand-in Plex (plextest) on its port; POST
+//	                      ?on=true|false to plextest.TranscodeSwitchPath
+//	                      starts or ends a hardware transcode
 package main
 
 import (
@@ -23,7 +26,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: testbox pause|sleep|gpu|devices PATH...|env NAME...")
+		fmt.Fprintln(os.Stderr, "usage: testbox pause|sleep|gpu|plex|devices PATH...|env NAME...")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -32,6 +35,11 @@ func main() {
 	case "gpu":
 		if err := gpuWorkload(); err != nil {
 			fmt.Fprintf(os.Stderr, "testbox gpu: %v\n", err)
+			os.Exit(1)
+		}
+	case "plex":
+		if err := plex(); err != nil {
+			fmt.Fprintf(os.Stderr, "testbox plex: %v\n", err)
 			os.Exit(1)
 		}
 	case "devices":

@@ -51,8 +51,8 @@ const (
 	// EnvWorkloadMiB is the memory it holds when GPU_MEMORY_UTILIZATION
 	// is unset.
 	EnvWorkloadMiB = "GPUSLICE_GPU_MIB"
-	// WorkloadPort serves /health, and /memory: GET the MiB held, POST
-	// ?mib=N to hold N.
+	// WorkloadPort serves /health, /pid (its PID on the host), and
+	// /memory: GET the MiB held, POST ?mib=N to hold N.
 	WorkloadPort = 8000
 )
 
@@ -178,13 +178,19 @@ func (r *Registrar) serve(c *net.UnixConn) {
 	}
 	defer func() { _ = r.state.Remove(pid) }()
 	sc := bufio.NewScanner(c)
-	for sc.Scan() {
+	for first := true; sc.Scan(); first = false {
 		mib, err := strconv.ParseUint(strings.TrimSpace(sc.Text()), 10, 64)
 		if err != nil {
 			return
 		}
 		if err := r.state.Set(pid, mib); err != nil {
 			return
+		}
+		// The answer to the first line: the client's PID on the host.
+		if first {
+			if _, err := fmt.Fprintf(c, "%d\n", pid); err != nil {
+				return
+			}
 		}
 	}
 }
@@ -218,9 +224,14 @@ func (r *Registrar) Close() error {
 }
 
 // Client is a registered GPU workload.
-type Client struct{ conn net.Conn }
+type Client struct {
+	conn net.Conn
+	// HostPID is this process's PID as the host (the registrar) sees it.
+	HostPID int
+}
 
-// Register connects to the registrar and reports mib MiB.
+// Register connects to the registrar and reports mib MiB; it returns
+// once the registrar has recorded it.
 func Register(socket string, mib uint64) (*Client, error) {
 	conn, err := net.Dial("unix", socket)
 	if err != nil {
@@ -230,6 +241,14 @@ func Register(socket string, mib uint64) (*Client, error) {
 	if err := c.Set(mib); err != nil {
 		conn.Close()
 		return nil, err
+	}
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err == nil {
+		c.HostPID, err = strconv.Atoi(strings.TrimSpace(line))
+	}
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("registering with the stand-in NVML at %s: no answer: %w", socket, err)
 	}
 	return c, nil
 }

@@ -74,6 +74,9 @@ func TestStateReportsLiveProcessesOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if c.HostPID != os.Getpid() {
+		t.Errorf("the registrar saw PID %d, want this process's %d", c.HostPID, os.Getpid())
+	}
 	want := map[uint32]uint64{uint32(child.Process.Pid): 1500 * mib, uint32(os.Getpid()): 300 * mib}
 	waitFor(t, lib, "the sleep child and this process registered", func(g gpu.GPU) bool {
 		return sameProcesses(g, want) && g.Memory.Used == 1800*mib
