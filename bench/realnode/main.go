@@ -14,7 +14,7 @@
 // memory source) from the image hack/image builds; vLLM keeps the seed's
 // termination grace period (unset: Kubernetes' 30 s). It needs root.
 //
-//	go run ./bench/realnode [-cycles 30] [-hold-down 5s] [-json]
+//	go run ./bench/realnode [-cycles 30] [-hold-down 5s] [-seed 1] [-json]
 package main
 
 import (
@@ -23,6 +23,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/signal"
 	"slices"
@@ -48,6 +49,22 @@ const mib = 1 << 20
 // Stage names, in the order a viewer lives them.
 var stages = []string{"replicas 0", "process gone", "memory free", "Ready again"}
 
+// phase draws the wait before each flip, uniform over one arbiter
+// interval (1 s), so flips land at random phases of its ticker, as in
+// bench/arbiter; without it the numbers depend on where a cycle starts.
+var phase *rand.Rand
+
+func randomPhase(ctx context.Context) error {
+	t := time.NewTimer(time.Duration(phase.Int64N(int64(time.Second))))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
 type result struct {
 	Cycles   int                `json:"cycles"`
 	HoldDown string             `json:"holdDown"`
@@ -60,7 +77,9 @@ func main() {
 	cycles := flag.Int("cycles", 30, "transcodes to time")
 	holdDown := flag.String("hold-down", "5s", "the arbiter's --hold-down")
 	asJSON := flag.Bool("json", false, "print the samples as JSON")
+	seedFlag := flag.Uint64("seed", 1, "seed of the random phase before each flip")
 	flag.Parse()
+	phase = rand.New(rand.NewPCG(*seedFlag, 0))
 	if err := run(*cycles, *holdDown, *asJSON); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/realnode:", err)
 		os.Exit(1)
@@ -168,6 +187,9 @@ func cycle(ctx context.Context, n *rn.RealNode, plex, vllm, agentPod *corev1.Pod
 	times := make([]time.Duration, len(stages))
 	var wg sync.WaitGroup
 	errs := make([]error, 3)
+	if err := randomPhase(ctx); err != nil {
+		return nil, nil, err
+	}
 	start := time.Now()
 	if err := n.SetTranscoding(ctx, plex, true); err != nil {
 		return nil, nil, err
@@ -201,6 +223,9 @@ func cycle(ctx context.Context, n *rn.RealNode, plex, vllm, agentPod *corev1.Pod
 	// The arbiter waits for the pods to be gone before it counts the
 	// preemption done; let it see that, then end the transcode.
 	if _, err := n.WaitDeployment(ctx, ns, name, 3*time.Minute); err != nil {
+		return nil, nil, err
+	}
+	if err := randomPhase(ctx); err != nil {
 		return nil, nil, err
 	}
 	start = time.Now()

@@ -141,9 +141,11 @@ func StartRealNode(ctx context.Context, opts RealNodeOptions) (n *RealNode, err 
 		}
 		n.removeDir = true
 	}
+	// The node as made so far: the returns below set n to nil on error.
+	started := n
 	defer func() {
 		if err != nil {
-			n.Stop()
+			started.Stop()
 			n = nil
 		}
 	}()
