@@ -189,6 +189,7 @@ func TestEveningOnRealNode(t *testing.T) {
 	// fail to start beside its old self), stops the old pod first.
 	setStrategy(ctx, t, n, "ai-dev", "vllm-server", appsv1.RecreateDeploymentStrategyType)
 	annotate(ctx, t, n, "ai-dev", "vllm-server", map[string]any{workload.AnnotationPreemptAction: "lower-memory=0.30"})
+	arbiterSees(ctx, t, n)
 	if err := n.SetTranscoding(ctx, pods["plex"], true); err != nil {
 		t.Fatal(err)
 	}
@@ -221,6 +222,7 @@ func TestEveningOnRealNode(t *testing.T) {
 	// not leave the 2 GiB the arbiter keeps free beside vLLM.
 	vllm = raised
 	annotate(ctx, t, n, "ai", "ollama", map[string]any{workload.AnnotationPreemptible: "true"})
+	arbiterSees(ctx, t, n)
 	ollama := waitDeployment(ctx, t, n, "ai", "ollama")
 	if err := n.SetGPUMemory(ctx, ollama, 3000); err != nil {
 		t.Fatal(err)
@@ -232,6 +234,19 @@ func TestEveningOnRealNode(t *testing.T) {
 	if p := waitDeployment(ctx, t, n, "ai-dev", "vllm-server"); p.UID != vllm.UID {
 		t.Errorf("vLLM's pod was replaced (%s -> %s) under memory pressure that preempting Ollama relieved", vllm.Name, p.Name)
 	}
+}
+
+// arbiterSees returns once the arbiter has seen the Deployment changes
+// made so far: its informer delivers them in order, so once it reports an
+// invalid policy set after them (a Warning event InvalidPolicy), it has
+// the earlier ones too. Without this a transcode can reach the arbiter
+// before a policy change does.
+func arbiterSees(ctx context.Context, t *testing.T, n *rn.RealNode) {
+	t.Helper()
+	barrier := fmt.Sprintf("barrier-%d", time.Now().UnixNano())
+	annotate(ctx, t, n, "ai", "tts", map[string]any{workload.AnnotationPriority: barrier})
+	waitEvent(ctx, t, n, "ai", "tts", "InvalidPolicy", barrier)
+	annotate(ctx, t, n, "ai", "tts", map[string]any{workload.AnnotationPriority: nil})
 }
 
 // setStrategy sets a Deployment's update strategy.
