@@ -20,7 +20,7 @@
 // gpuslice binary (go build ./cmd/gpuslice) runs `gpuslice agent` against
 // a real kube-apiserver (the local control plane of the e2e tests, started
 // here) with 64 GPU pods and 40 others on its node, reading a stand-in
-// libnvidia-ml.so.1 (pkg/gpu/testdata/fake_nvml.c, built with gcc) through
+// libnvidia-ml.so.1 (internal/standin/nvmltest, built with gcc) through
 // the real C binding. It is scraped -scrapes times over HTTP, then VmRSS and
 // VmHWM are read from its /proc/PID/status.
 //
@@ -59,6 +59,7 @@ import (
 	"github.com/gpuslice/gpuslice/bench/internal/benchstat"
 	"github.com/gpuslice/gpuslice/internal/harness/localcluster"
 	"github.com/gpuslice/gpuslice/internal/seed"
+	"github.com/gpuslice/gpuslice/internal/standin/nvmltest"
 	"github.com/gpuslice/gpuslice/internal/standin/proctest"
 	"github.com/gpuslice/gpuslice/pkg/agent"
 	"github.com/gpuslice/gpuslice/pkg/gpu"
@@ -302,10 +303,6 @@ func measureBinary(ctx context.Context, scrapes int) (*rss, error) {
 	if err != nil {
 		return nil, err
 	}
-	cc, err := exec.LookPath("gcc")
-	if err != nil {
-		return nil, fmt.Errorf("no gcc to build the stand-in NVML library: %w", err)
-	}
 	work, err := os.MkdirTemp("", "gpuslice-bench-agent-")
 	if err != nil {
 		return nil, err
@@ -315,13 +312,15 @@ func measureBinary(ctx context.Context, scrapes int) (*rss, error) {
 	for _, c := range [][]string{
 		// Built as the image ships it (internal/image): stripped, trimmed paths.
 		{"go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "./cmd/gpuslice"},
-		{cc, "-shared", "-fPIC", "-o", lib, "pkg/gpu/testdata/fake_nvml.c"},
 	} {
 		cmd := exec.CommandContext(ctx, c[0], c[1:]...)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("%s: %w\n%s", strings.Join(c, " "), err, out)
 		}
+	}
+	if err := nvmltest.Build(ctx, lib, ""); err != nil {
+		return nil, err
 	}
 	if _, err := localcluster.EnsureBinaries(ctx, os.Stderr); err != nil {
 		return nil, err
@@ -372,7 +371,7 @@ func measureBinary(ctx context.Context, scrapes int) (*rss, error) {
 	ln.Close()
 	cmd := exec.CommandContext(ctx, bin, "agent", "--kubeconfig", cluster.Kubeconfig, "--node-name", node,
 		"--listen-address", addr, "--nvml-library", lib, "--proc-root", procRoot, "--log-level", "warn")
-	cmd.Env = append(os.Environ(), "GPUSLICE_FAKE_NVML_PROCESSES="+strconv.Itoa(n))
+	cmd.Env = append(os.Environ(), nvmltest.EnvProcesses+"="+strconv.Itoa(n))
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, err

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+
+	"github.com/gpuslice/gpuslice/internal/standin/nvmltest"
 )
 
 func repoRoot(t *testing.T) string {
@@ -203,8 +205,7 @@ func TestGlibcImage(t *testing.T) {
 		t.Fatalf("chroot %s /gpuslice version (only the image's loader and libc): %v\n%s", rootfs, err, out)
 	}
 
-	gcc, err := exec.LookPath("gcc")
-	if err != nil {
+	if _, err := exec.LookPath("gcc"); err != nil {
 		t.Skip("no gcc to build the stand-in NVML (apt-get install -y gcc); the binary runs in the image")
 	}
 	// Where the NVIDIA container toolkit mounts the host's library, found
@@ -213,8 +214,8 @@ func TestGlibcImage(t *testing.T) {
 	if err := os.MkdirAll(filepath.Dir(lib), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command(gcc, "-shared", "-fPIC", "-o", lib, filepath.Join(root, "pkg", "gpu", "testdata", "fake_nvml.c")).CombinedOutput(); err != nil {
-		t.Fatalf("building the stand-in NVML: %v\n%s", err, out)
+	if err := nvmltest.Build(context.Background(), lib, ""); err != nil {
+		t.Fatal(err)
 	}
 	kubeconfig := "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: \"http://127.0.0.1:1\"}}]\nusers: [{name: u, user: {}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\n"
 	if err := os.WriteFile(filepath.Join(rootfs, "tmp", "kubeconfig"), []byte(kubeconfig), 0o644); err != nil {

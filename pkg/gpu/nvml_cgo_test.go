@@ -3,26 +3,28 @@
 package gpu
 
 import (
+	"context"
 	"errors"
 	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/gpuslice/gpuslice/internal/standin/nvmltest"
 )
 
-// fakeLibrary compiles testdata/fake_nvml.c into a shared library.
+// fakeLibrary compiles the stand-in libnvidia-ml.so.1 (nvmltest).
 func fakeLibrary(t *testing.T) string {
 	t.Helper()
-	cc, err := exec.LookPath("gcc")
-	if err != nil {
-		if cc, err = exec.LookPath("cc"); err != nil {
+	if _, err := exec.LookPath("gcc"); err != nil {
+		if _, err := exec.LookPath("cc"); err != nil {
 			t.Skip("no C compiler to build the stand-in NVML library")
 		}
 	}
 	lib := filepath.Join(t.TempDir(), "libnvidia-ml.so.1")
-	if out, err := exec.Command(cc, "-shared", "-fPIC", "-o", lib, "testdata/fake_nvml.c").CombinedOutput(); err != nil {
-		t.Fatalf("building the stand-in NVML: %v\n%s", err, out)
+	if err := nvmltest.Build(context.Background(), lib, ""); err != nil {
+		t.Fatal(err)
 	}
 	return lib
 }

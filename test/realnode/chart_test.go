@@ -11,28 +11,13 @@ import (
 	"testing"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
-	nodev1 "k8s.io/api/node/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/discovery/cached/memory"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/restmapper"
 
 	"github.com/gpuslice/gpuslice/internal/chart"
-	"github.com/gpuslice/gpuslice/internal/demo"
-	"github.com/gpuslice/gpuslice/internal/harness/localcluster"
 	rn "github.com/gpuslice/gpuslice/internal/harness/localcluster/realnode"
 	"github.com/gpuslice/gpuslice/internal/image"
 	"github.com/gpuslice/gpuslice/internal/version"
 )
-
-const fieldManager = "gpuslice-realnode-test"
 
 var (
 	installOnce sync.Once
@@ -59,121 +44,9 @@ func install(n *rn.RealNode) error {
 	// Cold (CI), the image's static build compiles the whole module again.
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	root, err := localcluster.RepoRoot()
-	if err != nil {
-		return err
-	}
-	version, err := image.ChartVersion(root)
-	if err != nil {
-		return err
-	}
-	spec := image.GpusliceSpec(root, version, image.GitCommit(ctx, root))
-	img, err := image.Build(ctx, spec, image.HostPlatform())
-	if err != nil {
-		return err
-	}
-	cfg, err := img.ConfigFile()
-	if err != nil {
-		return err
-	}
-	installed = cfg.Config.Labels
-	file := filepath.Join(n.NodeDir(), "images", "gpuslice.tar")
-	if err := image.WriteTarball(file, spec.Ref, img); err != nil {
-		return err
-	}
-	if err := n.ImportImage(ctx, file); err != nil {
-		return err
-	}
-	ch, err := chart.Load(root)
-	if err != nil {
-		return err
-	}
-	r, err := chart.Render(ch, chart.Options{Plain: true})
-	if err != nil {
-		return err
-	}
-	if err := demo.EnsureNamespace(ctx, n.Client, chart.DefaultNamespace); err != nil {
-		return err
-	}
-	if err := applyAll(ctx, n, r.Objects()); err != nil {
-		return err
-	}
-	rc := &nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: "nvidia"}, Handler: "nvidia"}
-	if _, err := n.Client.NodeV1().RuntimeClasses().Create(ctx, rc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("creating RuntimeClass nvidia: %w", err)
-	}
-	var d appsv1.Deployment
-	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(r.Find("Deployment", "gpuslice-webhook").Object, &d); err != nil {
-		return err
-	}
-	var last string
-	err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
-		got, err := n.Client.AppsV1().Deployments(d.Namespace).Get(ctx, d.Name, metav1.GetOptions{})
-		if err != nil {
-			last = err.Error()
-			return false, nil
-		}
-		last = fmt.Sprintf("%d/%d available", got.Status.AvailableReplicas, *d.Spec.Replicas)
-		return got.Status.AvailableReplicas == *d.Spec.Replicas, nil
-	})
-	if err != nil {
-		pods, _ := n.Client.CoreV1().Pods(d.Namespace).List(ctx, metav1.ListOptions{})
-		var states []string
-		for _, p := range pods.Items {
-			states = append(states, fmt.Sprintf("%s %s %v%s", p.Name, p.Status.Phase, p.Status.ContainerStatuses, events(ctx, n, p.Namespace, p.Name)))
-		}
-		return fmt.Errorf("the webhook Deployment %s/%s never became available (%s): %w\npods:\n%s", d.Namespace, d.Name, last, err, strings.Join(states, "\n"))
-	}
-	// Ready pods are not yet a routed Service: kube-proxy programs the
-	// ClusterIP once it sees the endpoints. The API server calling the
-	// webhook for a dry-run pod is the condition that matters.
-	err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
-		_, err := mutateProbe(ctx, n)
-		if err != nil {
-			last = err.Error()
-		}
-		return err == nil, nil
-	})
-	if err != nil {
-		return fmt.Errorf("the API server never reached the webhook through its Service: %w (last: %s)", err, last)
-	}
-	return nil
-}
-
-// mutateProbe creates an annotated pod as a dry run, which the API server
-// sends to the webhook through its Service.
-func mutateProbe(ctx context.Context, n *rn.RealNode) (*corev1.Pod, error) {
-	p := testboxPod("default", "probe")
-	p.Annotations = map[string]string{"gpu-directories": "nvidia"}
-	return n.Client.CoreV1().Pods(p.Namespace).Create(ctx, p, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
-}
-
-// applyAll is kubectl apply --server-side of each object, in order.
-func applyAll(ctx context.Context, n *rn.RealNode, objs []*unstructured.Unstructured) error {
-	dyn, err := dynamic.NewForConfig(n.Config)
-	if err != nil {
-		return err
-	}
-	dc, err := discovery.NewDiscoveryClientForConfig(n.Config)
-	if err != nil {
-		return err
-	}
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
-	for _, obj := range objs {
-		gvk := obj.GroupVersionKind()
-		m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-		if err != nil {
-			return fmt.Errorf("no resource for %s: %w", gvk, err)
-		}
-		var ri dynamic.ResourceInterface = dyn.Resource(m.Resource)
-		if obj.GetNamespace() != "" {
-			ri = dyn.Resource(m.Resource).Namespace(obj.GetNamespace())
-		}
-		if _, err := ri.Apply(ctx, obj.GetName(), obj, metav1.ApplyOptions{FieldManager: fieldManager, Force: true}); err != nil {
-			return fmt.Errorf("applying %s %s/%s: %w", obj.GetKind(), obj.GetNamespace(), obj.GetName(), err)
-		}
-	}
-	return nil
+	var err error
+	installed, err = n.InstallChart(ctx, nil)
+	return err
 }
 
 // gpusliceBinary builds the gpuslice command for this test run, in the
@@ -229,7 +102,7 @@ func TestChartWebhookFromImage(t *testing.T) {
 		t.Errorf("gpuslice version in the image: %+v; the image's labels: version %q, revision %q", v, installed[image.LabelVersion], installed[image.LabelRevision])
 	}
 	// The API server mutates an annotated pod only by calling the webhook.
-	got, err := mutateProbe(ctx, n)
+	got, err := n.MutateProbe(ctx)
 	if err != nil {
 		t.Fatalf("creating an annotated pod (dry run) through the webhook: %v", err)
 	}
@@ -241,16 +114,7 @@ func TestChartWebhookFromImage(t *testing.T) {
 		t.Errorf("gpuslice doctor on the real node's install: %v\n%s", err, out)
 	}
 	t.Logf("gpuslice doctor:\n%s", out)
-	// The agent DaemonSet runs from the same image; the stand-in node has
-	// no libnvidia-ml.so.1 to mount, so it cannot load NVML
-	// (docs/notes-realnode.md). Log what it does, for issue 12.
-	agents, err := n.Client.CoreV1().Pods(chart.DefaultNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=agent"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range agents.Items {
-		for _, c := range p.Status.ContainerStatuses {
-			t.Logf("agent pod %s: %s, container %s ready=%v restarts=%d", p.Name, p.Status.Phase, c.Name, c.Ready, c.RestartCount)
-		}
-	}
+	// The agent DaemonSet runs from the same image, Ready: it loaded the
+	// stand-in NVML and listed the node's pods (TestAgentOnRealNode).
+	waitAgentReady(ctx, t, n, true)
 }

@@ -15,36 +15,7 @@ import (
 	"k8s.io/client-go/tools/remotecommand"
 
 	rn "github.com/gpuslice/gpuslice/internal/harness/localcluster/realnode"
-	"github.com/gpuslice/gpuslice/internal/seed"
 )
-
-// testboxPod is a pod running the testbox image on the real node.
-func testboxPod(ns, name string) *corev1.Pod {
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec: corev1.PodSpec{
-			NodeSelector: map[string]string{"kubernetes.io/hostname": seed.HomelabAI().Name},
-			Containers: []corev1.Container{{
-				Name: "main", Image: rn.TestboxImage, ImagePullPolicy: corev1.PullNever,
-				Command: []string{"/testbox", "sleep"},
-			}},
-			TerminationGracePeriodSeconds: new(int64),
-		},
-	}
-}
-
-// useTestbox makes a workload's pod template run the testbox image, as
-// the seed's images cannot be pulled here: same annotations, resources,
-// env and node selector.
-func useTestbox(spec *corev1.PodSpec) {
-	for i := range spec.Containers {
-		c := &spec.Containers[i]
-		c.Image, c.ImagePullPolicy = rn.TestboxImage, corev1.PullNever
-		c.Command, c.Args = []string{"/testbox", "sleep"}, nil
-		c.LivenessProbe, c.ReadinessProbe, c.StartupProbe = nil, nil, nil
-	}
-	spec.TerminationGracePeriodSeconds = new(int64)
-}
 
 // waitRunning waits until the pod's containers all run, failing early with
 // its events when it cannot.
@@ -71,22 +42,9 @@ func waitRunning(ctx context.Context, t *testing.T, n *rn.RealNode, ns, name str
 		return true, nil
 	})
 	if err != nil {
-		t.Fatalf("pod %s/%s never ran: %v; its events: %s", ns, name, err, events(ctx, n, ns, name))
+		t.Fatalf("pod %s/%s never ran: %v; its events: %s", ns, name, err, n.Events(ctx, ns, name))
 	}
 	return pod
-}
-
-// events lists an object's events, for failure messages.
-func events(ctx context.Context, n *rn.RealNode, ns, name string) string {
-	list, err := n.Client.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + name})
-	if err != nil {
-		return err.Error()
-	}
-	var b strings.Builder
-	for _, e := range list.Items {
-		fmt.Fprintf(&b, "\n  %s %s: %s", e.Type, e.Reason, e.Message)
-	}
-	return b.String()
 }
 
 // execIn runs a command in a pod's container through the API server and

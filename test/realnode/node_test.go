@@ -42,7 +42,7 @@ func TestNodeRegistered(t *testing.T) {
 func TestUnannotatedPodSeesNoGPU(t *testing.T) {
 	n := realNode(t)
 	ctx := testContext(t, 3*time.Minute)
-	p := testboxPod("default", "no-gpu")
+	p := n.TestboxPod("default", "no-gpu")
 	if _, err := n.Client.CoreV1().Pods(p.Namespace).Create(ctx, p, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,12 @@
 //	testbox devices PATH… one line per path: "PATH char MAJOR:MINOR",
 //	                      "PATH other MODE" or "PATH missing"
 //	testbox env NAME…     one line per variable: "NAME=value" or "NAME unset"
+//	testbox gpu           a GPU workload (the stand-in vLLM, Ollama): holds
+//	                      GPU memory on the stand-in NVML until SIGTERM
+//	                      (see gpu.go)
+//	testbox plex          the stand-in Plex (plextest) on its port; POST
+//	                      ?on=true|false to plextest.TranscodeSwitchPath
+//	                      starts or ends a hardware transcode
 package main
 
 import (
@@ -20,12 +26,22 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: testbox pause|sleep|devices PATH...|env NAME...")
+		fmt.Fprintln(os.Stderr, "usage: testbox pause|sleep|gpu|plex|devices PATH...|env NAME...")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
 	case "pause", "sleep":
 		wait()
+	case "gpu":
+		if err := gpuWorkload(); err != nil {
+			fmt.Fprintf(os.Stderr, "testbox gpu: %v\n", err)
+			os.Exit(1)
+		}
+	case "plex":
+		if err := plex(); err != nil {
+			fmt.Fprintf(os.Stderr, "testbox plex: %v\n", err)
+			os.Exit(1)
+		}
 	case "devices":
 		for _, p := range os.Args[2:] {
 			fmt.Println(describe(p))

@@ -125,15 +125,32 @@ type Server struct {
 	closing chan struct{}
 }
 
+// Port is Plex's port; TranscodeSwitchPath is where the real-node
+// harness's stand-in Plex (testbox plex) takes POST ?on=true|false to
+// start or end a hardware transcode.
+const (
+	Port                = 32400
+	TranscodeSwitchPath = "/gpuslice-test/transcode"
+)
+
 // Start runs a stand-in Plex on loopback.
 func Start(token string, sessions ...Session) *Server {
-	s := &Server{
+	s := New(token, sessions...)
+	s.Server = httptest.NewServer(s)
+	return s
+}
+
+// New is a stand-in Plex to serve on a listener of one's own (the
+// real-node harness's container); its embedded httptest.Server is nil.
+func New(token string, sessions ...Session) *Server {
+	return &Server{
 		Token: token, MachineIdentifier: "6a646027a56abb6dbdf72484564db8567c737430", Version: "1.41.3.9314-a0bfb8370",
 		Sessions: sessions, closing: make(chan struct{}),
 	}
-	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
-	return s
 }
+
+// ServeHTTP answers as Plex does.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.serve(w, r) }
 
 // SetSessions replaces what /status/sessions answers.
 func (s *Server) SetSessions(sessions ...Session) {
@@ -155,7 +172,9 @@ func (s *Server) SetTranscoding(on bool) {
 // Close releases hanging requests and stops the server.
 func (s *Server) Close() {
 	close(s.closing)
-	s.Server.Close()
+	if s.Server != nil {
+		s.Server.Close()
+	}
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {

@@ -86,6 +86,8 @@ type RealNode struct {
 	Name   string
 	Bins   localcluster.NodeBinaries
 	Plugin *DevicePlugin
+	// NVML is the stand-in driver library and its processes.
+	NVML *FakeNVML
 	// ContainerdSocket is containerd's address, for ctr -a.
 	ContainerdSocket string
 
@@ -139,9 +141,11 @@ func StartRealNode(ctx context.Context, opts RealNodeOptions) (n *RealNode, err 
 		}
 		n.removeDir = true
 	}
+	// The node as made so far: the returns below set n to nil on error.
+	started := n
 	defer func() {
 		if err != nil {
-			n.Stop()
+			started.Stop()
 			n = nil
 		}
 	}()
@@ -154,6 +158,9 @@ func StartRealNode(ctx context.Context, opts RealNodeOptions) (n *RealNode, err 
 		}
 	}
 	if err := n.makeDevices(); err != nil {
+		return nil, err
+	}
+	if n.NVML, err = startFakeNVML(ctx, filepath.Join(n.dir, "nvml")); err != nil {
 		return nil, err
 	}
 	if err := n.makeBridge(); err != nil {
@@ -522,6 +529,7 @@ func (n *RealNode) Stop() {
 	if n.Plugin != nil {
 		n.Plugin.Stop()
 	}
+	n.NVML.stop()
 	if n.agents != nil {
 		n.agents.Stop()
 	}

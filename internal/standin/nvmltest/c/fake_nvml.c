@@ -1,12 +1,21 @@
 // A stand-in libnvidia-ml.so.1 for machines without a GPU: the C API the
-// agent calls, answering with the fixture of recorded.go (the reference
-// RTX 3080 Ti). nvml_cgo_test.go compiles it with the system C compiler,
-// so the real binding (dlopen, dlsym, struct layouts, buffer growth) runs
-// here. GPUSLICE_FAKE_NVML_INIT=<code> makes nvmlInit_v2 fail with code;
-// GPUSLICE_FAKE_NVML_PROCESSES=<n> replaces the processes with n compute
-// processes, PIDs 100000 up, 64 MiB each (bench/agent).
+// agent calls, answering with the fixture of pkg/gpu/recorded.go (the
+// reference RTX 3080 Ti). nvmltest.Build compiles it with the system C
+// compiler, so the real binding (dlopen, dlsym, struct layouts, buffer
+// growth) runs here. GPUSLICE_FAKE_NVML_INIT=<code> makes nvmlInit_v2 fail
+// with code; GPUSLICE_FAKE_NVML_PROCESSES=<n> replaces the processes with n
+// compute processes, PIDs 100000 up, 64 MiB each (bench/agent).
+//
+// State mode (the real node): GPUSLICE_FAKE_NVML_STATE=<file>, or the
+// path compiled in as FAKE_NVML_STATE, names a file of "PID MIB" lines,
+// host PIDs of real processes. Only the PIDs that still exist under the
+// proc root (GPUSLICE_FAKE_NVML_PROC_ROOT, default /proc) are reported, as
+// compute processes; the GPU's used memory is their sum, so a killed
+// process's memory comes back as free, as the driver frees it.
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 typedef int nvmlReturn_t;
 typedef void *nvmlDevice_t;
@@ -46,10 +55,47 @@ nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int i, nvmlDevice_t *d) {
 }
 nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice_t d, char *buf, unsigned int len) { return copy("GPU-2f7c1b8e-5a3d-4e9f-b6c2-8d1e0a4f7b93", buf, len); }
 nvmlReturn_t nvmlDeviceGetName(nvmlDevice_t d, char *buf, unsigned int len) { return copy("NVIDIA GeForce RTX 3080 Ti", buf, len); }
+#ifndef FAKE_NVML_STATE
+#define FAKE_NVML_STATE ""
+#endif
+#define MAX_STATE 1024
+static nvmlProcessInfo_t live[MAX_STATE];
+
+static const char *state_file(void) {
+	const char *f = getenv("GPUSLICE_FAKE_NVML_STATE");
+	return f && *f ? f : FAKE_NVML_STATE;
+}
+
+// read_state fills live with the state file's processes that exist; a
+// missing file is a GPU without processes.
+static unsigned int read_state(void) {
+	const char *root = getenv("GPUSLICE_FAKE_NVML_PROC_ROOT");
+	if (!root || !*root) root = "/proc";
+	FILE *f = fopen(state_file(), "r");
+	if (!f) return 0;
+	unsigned int n = 0, pid;
+	unsigned long long mib;
+	char path[4096];
+	struct stat st;
+	while (n < MAX_STATE && fscanf(f, "%u %llu", &pid, &mib) == 2) {
+		snprintf(path, sizeof path, "%s/%u", root, pid);
+		if (stat(path, &st) != 0) continue;
+		live[n++] = (nvmlProcessInfo_t){pid, mib * MIB, 0xFFFFFFFF, 0xFFFFFFFF};
+	}
+	fclose(f);
+	return n;
+}
+
 nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t d, nvmlMemory_t *m) {
 	if (!initialized || d != &device) return 1;
 	m->total = 12288 * MIB;
-	m->used = (4 + 1180 + 1126 + 8586 + 243) * MIB;
+	if (*state_file()) {
+		m->used = 0;
+		for (unsigned int i = 0, n = read_state(); i < n; i++) m->used += live[i].usedGpuMemory;
+		if (m->used > m->total) m->used = m->total;
+	} else {
+		m->used = (4 + 1180 + 1126 + 8586 + 243) * MIB;
+	}
 	m->free = m->total - m->used;
 	return 0;
 }
@@ -99,9 +145,10 @@ static unsigned int generated(void) {
 
 // Only _v2 for compute, as drivers R450-R495 have it: the binding falls back.
 nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v2(nvmlDevice_t d, unsigned int *c, nvmlProcessInfo_t *p) {
+	if (*state_file()) return list(live, read_state(), c, p);
 	unsigned int n = generated();
 	return n ? list(many, n, c, p) : list(compute, 3, c, p);
 }
 nvmlReturn_t nvmlDeviceGetGraphicsRunningProcesses_v3(nvmlDevice_t d, unsigned int *c, nvmlProcessInfo_t *p) {
-	return generated() ? list(graphics, 0, c, p) : list(graphics, 2, c, p);
+	return generated() || *state_file() ? list(graphics, 0, c, p) : list(graphics, 2, c, p);
 }
