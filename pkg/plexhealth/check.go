@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,6 +18,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/gpuslice/gpuslice/pkg/podenv"
 )
 
 // Defaults, as in the reference cluster.
@@ -101,10 +104,11 @@ func Check(ctx context.Context, cs kubernetes.Interface, opts Options) (*Report,
 	if len(pods.Items) == 0 {
 		r.add(CheckPod, Fail, "no pod in namespace %s matches %s: is Plex deployed (and scaled up)? Otherwise pass -n and --selector", opts.Namespace, opts.Selector)
 	}
+	configMaps := r.configMaps(ctx, cs, opts.Namespace, pods.Items)
 	for i := range pods.Items {
 		pod := &pods.Items[i]
 		r.Pods = append(r.Pods, pod.Name)
-		r.Findings = append(r.Findings, podChecks(pod)...)
+		r.Findings = append(r.Findings, podChecks(pod, configMaps)...)
 		if opts.Logs != nil {
 			r.checkLogs(ctx, opts, pod)
 		}
@@ -120,6 +124,40 @@ func Check(ctx context.Context, cs kubernetes.Interface, opts Options) (*Report,
 	}
 	r.Healthy = r.Failures == 0
 	return r, nil
+}
+
+// configMaps lists the namespace's ConfigMaps when a Plex container takes
+// variables from one (NVIDIA_DRIVER_CAPABILITIES may come from there). A
+// refused list is a warning: the values are then taken as missing.
+func (r *Report) configMaps(ctx context.Context, cs kubernetes.Interface, namespace string, pods []corev1.Pod) podenv.ConfigMaps {
+	none := func(string) *corev1.ConfigMap { return nil }
+	if !slices.ContainsFunc(pods, refersToConfigMap) {
+		return none
+	}
+	list, err := cs.CoreV1().ConfigMaps(namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		r.add(CheckCapabilities, Warn, "cannot list ConfigMaps in namespace %s, which Plex's environment refers to: %v; grant this user list on configmaps there", namespace, err)
+		return none
+	}
+	return podenv.InList(namespace, list.Items)
+}
+
+// refersToConfigMap says whether a container of pod takes variables from
+// a ConfigMap (envFrom or valueFrom).
+func refersToConfigMap(pod corev1.Pod) bool {
+	for _, c := range pod.Spec.Containers {
+		for _, ef := range c.EnvFrom {
+			if ef.ConfigMapRef != nil {
+				return true
+			}
+		}
+		for _, e := range c.Env {
+			if e.ValueFrom != nil && e.ValueFrom.ConfigMapKeyRef != nil {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func withDefaults(o Options) Options {

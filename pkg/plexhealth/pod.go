@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/gpuslice/gpuslice/pkg/podenv"
 	"github.com/gpuslice/gpuslice/pkg/podstatus"
 	"github.com/gpuslice/gpuslice/pkg/workload"
 )
@@ -55,8 +56,9 @@ func scanLogs(text string, show int) (count, gpu int, last []string) {
 	return count, gpu, last
 }
 
-// podChecks are the findings about one Plex pod that need no I/O.
-func podChecks(pod *corev1.Pod) []Finding {
+// podChecks are the findings about one Plex pod that need no I/O;
+// configMaps are the pod namespace's, for variables set through them.
+func podChecks(pod *corev1.Pod, configMaps podenv.ConfigMaps) []Finding {
 	name := pod.Namespace + "/" + pod.Name
 	out := []Finding{readiness(pod, name)}
 	devices, withDevices := gpuAccess(pod, nvidiaGPU)
@@ -84,7 +86,7 @@ func podChecks(pod *corev1.Pod) []Finding {
 	} else {
 		out = append(out, Finding{Check: CheckRuntime, Status: OK, Message: name + ": runtimeClassName " + *rc})
 	}
-	if f, ok := capabilities(pod, name, withDevices); ok {
+	if f, ok := capabilities(pod, name, withDevices, configMaps); ok {
 		out = append(out, f)
 	}
 	return out
@@ -165,28 +167,30 @@ func gpuAccess(pod *corev1.Pod, vendor gpuVendor) (devices []string, containers 
 
 // capabilities checks NVIDIA_DRIVER_CAPABILITIES in the containers with a
 // GPU: NVENC and NVDEC need "video", which the NVIDIA runtime's default
-// (compute,utility) leaves out.
-func capabilities(pod *corev1.Pod, name string, withDevices []string) (Finding, bool) {
+// (compute,utility) leaves out. The value is resolved as the kubelet does:
+// env, valueFrom and envFrom ConfigMaps (a Secret is named, not read).
+func capabilities(pod *corev1.Pod, name string, withDevices []string, configMaps podenv.ConfigMaps) (Finding, bool) {
 	const env = "NVIDIA_DRIVER_CAPABILITIES"
 	var bad, good []string
-	for _, c := range pod.Spec.Containers {
+	for i := range pod.Spec.Containers {
+		c := &pod.Spec.Containers[i]
 		if !slices.Contains(withDevices, c.Name) {
 			continue
 		}
-		value, set := "", false
-		for _, e := range c.Env {
-			if e.Name == env && e.ValueFrom == nil {
-				value, set = e.Value, true
-			}
+		sources := podenv.Resolve(pod.Namespace, c, configMaps, env)
+		src, set := sources.Value()
+		from := ""
+		if set && src.Kind != podenv.Env {
+			from = " (from " + src.From + ")"
 		}
-		caps := strings.Split(strings.ReplaceAll(value, " ", ""), ",")
+		caps := strings.Split(strings.ReplaceAll(src.Value, " ", ""), ",")
 		switch {
 		case !set:
-			bad = append(bad, c.Name+" does not set it")
+			bad = append(bad, c.Name+unsetReason(sources))
 		case !slices.Contains(caps, "video") && !slices.Contains(caps, "all"):
-			bad = append(bad, fmt.Sprintf("%s sets %q", c.Name, value))
+			bad = append(bad, fmt.Sprintf("%s sets %q%s", c.Name, src.Value, from))
 		default:
-			good = append(good, c.Name+": "+value)
+			good = append(good, c.Name+": "+src.Value+from)
 		}
 	}
 	switch {
@@ -197,4 +201,26 @@ func capabilities(pod *corev1.Pod, name string, withDevices []string) (Finding, 
 		return Finding{Check: CheckCapabilities, Status: OK, Message: name + ": " + env + " " + strings.Join(good, "; ")}, true
 	}
 	return Finding{}, false
+}
+
+// unsetReason says why a container's variable has no value gpuslice could
+// read: nothing sets it, a ConfigMap or key it names is missing, or only a
+// Secret may set it.
+func unsetReason(sources podenv.Sources) string {
+	var why []string
+	for _, src := range sources {
+		switch src.State {
+		case podenv.NoConfigMap:
+			why = append(why, src.From+" not found")
+		case podenv.NoKey:
+			why = append(why, src.From+" has no key "+src.Key)
+		}
+	}
+	if secrets := sources.Secrets(); len(secrets) > 0 {
+		why = append(why, "it may come from secret "+strings.Join(secrets, ", ")+", which gpuslice does not read (check it holds video)")
+	}
+	if len(why) == 0 {
+		return " does not set it"
+	}
+	return " does not set it that gpuslice can read: " + strings.Join(why, ", ")
 }

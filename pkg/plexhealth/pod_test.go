@@ -4,16 +4,19 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/utils/ptr"
 
 	"github.com/gpuslice/gpuslice/internal/seed"
 	"github.com/gpuslice/gpuslice/internal/standin/plextest"
+	"github.com/gpuslice/gpuslice/pkg/podenv"
 )
 
 // plexPod is the seed's Plex pod as the webhook leaves it, running and
@@ -40,6 +43,8 @@ func TestPodChecks(t *testing.T) {
 		edit func(*corev1.Pod)
 		want map[string]Status // check -> status; others must be OK
 		text string
+		// configMaps are the namespace's ConfigMaps; none when nil.
+		configMaps []corev1.ConfigMap
 	}{
 		{name: "healthy"},
 		{
@@ -92,6 +97,30 @@ func TestPodChecks(t *testing.T) {
 			edit: func(p *corev1.Pod) { p.Spec.Containers[0].Env[1].Value = "compute,utility" },
 			want: map[string]Status{CheckCapabilities: Warn}, text: `plex sets "compute,utility"; hardware transcoding needs video`,
 		},
+		{
+			name:       "capabilities from an envFrom ConfigMap",
+			edit:       func(p *corev1.Pod) { capabilitiesFrom(p, envFromConfigMap("plex-env")) },
+			configMaps: []corev1.ConfigMap{plexEnv("plex-env", "compute,video,utility")},
+			text:       "plex: compute,video,utility (from configmap media/plex-env)",
+		},
+		{
+			name:       "capabilities without video from a ConfigMap key",
+			edit:       func(p *corev1.Pod) { capabilitiesFrom(p, corev1.EnvFromSource{}, configMapKey("plex-env")) },
+			configMaps: []corev1.ConfigMap{plexEnv("plex-env", "compute,utility")},
+			want:       map[string]Status{CheckCapabilities: Warn}, text: `plex sets "compute,utility" (from configmap media/plex-env)`,
+		},
+		{
+			name: "capabilities from a missing ConfigMap",
+			edit: func(p *corev1.Pod) { capabilitiesFrom(p, envFromConfigMap("plex-env")) },
+			want: map[string]Status{CheckCapabilities: Warn}, text: "plex does not set it that gpuslice can read: configmap media/plex-env not found",
+		},
+		{
+			name: "capabilities maybe from a Secret",
+			edit: func(p *corev1.Pod) {
+				capabilitiesFrom(p, corev1.EnvFromSource{SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "plex-secrets"}}})
+			},
+			want: map[string]Status{CheckCapabilities: Warn}, text: "it may come from secret plex-secrets, which gpuslice does not read",
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pod := plexPod()
@@ -99,7 +128,7 @@ func TestPodChecks(t *testing.T) {
 				tc.edit(pod)
 			}
 			var all []string
-			for _, f := range podChecks(pod) {
+			for _, f := range podChecks(pod, podenv.InList(pod.Namespace, tc.configMaps)) {
 				want := OK
 				if s, ok := tc.want[f.Check]; ok {
 					want = s
@@ -114,6 +143,29 @@ func TestPodChecks(t *testing.T) {
 			}
 		})
 	}
+}
+
+// capabilitiesFrom drops Plex's literal NVIDIA_DRIVER_CAPABILITIES and
+// takes it from from (when it names a source) and extra env entries.
+func capabilitiesFrom(p *corev1.Pod, from corev1.EnvFromSource, extra ...corev1.EnvVar) {
+	c := &p.Spec.Containers[0]
+	c.Env = append(slices.DeleteFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "NVIDIA_DRIVER_CAPABILITIES" }), extra...)
+	if from.ConfigMapRef != nil || from.SecretRef != nil {
+		c.EnvFrom = []corev1.EnvFromSource{from}
+	}
+}
+
+func envFromConfigMap(name string) corev1.EnvFromSource {
+	return corev1.EnvFromSource{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: name}}}
+}
+
+func configMapKey(name string) corev1.EnvVar {
+	return corev1.EnvVar{Name: "NVIDIA_DRIVER_CAPABILITIES", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{
+		LocalObjectReference: corev1.LocalObjectReference{Name: name}, Key: "NVIDIA_DRIVER_CAPABILITIES"}}}
+}
+
+func plexEnv(name, capabilities string) corev1.ConfigMap {
+	return corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "media"}, Data: map[string]string{"NVIDIA_DRIVER_CAPABILITIES": capabilities}}
 }
 
 func TestScanLogs(t *testing.T) {

@@ -7,7 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/gpuslice/gpuslice/internal/demo"
 	"github.com/gpuslice/gpuslice/internal/seed"
@@ -91,6 +93,12 @@ func TestPlexHealth(t *testing.T) {
 	serverDown.URL = down.URL
 	check("server down", serverDown, false, 0, "server         fail     no answer from Plex at "+down.URL)
 
+	// NVIDIA_DRIVER_CAPABILITIES through envFrom: read from the ConfigMap,
+	// as the kubelet would set it, not reported as unset.
+	fromConfigMap := plexWithEnvFrom(t, ctx, env, "media-envfrom", map[string]string{"NVIDIA_DRIVER_CAPABILITIES": "compute,video,utility"})
+	check("capabilities from an envFrom ConfigMap", plexhealth.Options{Namespace: fromConfigMap, Logs: cleanLogs{}}, false, 0,
+		"capabilities   ok       "+fromConfigMap+"/plex: NVIDIA_DRIVER_CAPABILITIES plex: compute,video,utility (from configmap "+fromConfigMap+"/plex-env)")
+
 	// The command line: exit 0 when healthy, non-zero once the pod is not
 	// Ready.
 	args := []string{"plex-health", "--url", plex.URL, "--plex-token", "plex-token"}
@@ -110,4 +118,32 @@ func TestPlexHealth(t *testing.T) {
 	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(out, "error: plex-health: 1 failure(s), Plex is not healthy") {
 		t.Errorf("gpuslice plex-health, pod not ready: %v\n%s", err, out)
 	}
+}
+
+// plexWithEnvFrom creates namespace ns holding a ConfigMap plex-env with
+// data and a Pending Plex pod with the NVIDIA devices that takes its
+// environment from it.
+func plexWithEnvFrom(t *testing.T, ctx context.Context, env *demo.Env, ns string, data map[string]string) string {
+	t.Helper()
+	cs := env.Cluster.Client
+	if err := demo.EnsureNamespace(ctx, cs, ns); err != nil {
+		t.Fatal(err)
+	}
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "plex-env", Namespace: ns}, Data: data}
+	if _, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pod := seed.PlexPod()
+	pod.Namespace, pod.Name, pod.Annotations = ns, "plex", nil
+	pod.Spec.NodeName = "no-such-node" // stays Pending: only the spec is checked
+	pod.Spec.RuntimeClassName = ptr.To("nvidia")
+	c := &pod.Spec.Containers[0]
+	c.Env = nil
+	c.EnvFrom = []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: cm.Name}}}}
+	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: "nvidia0", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/dev/nvidia0"}}})
+	c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: "nvidia0", MountPath: "/dev/nvidia0"})
+	if _, err := cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return ns
 }
