@@ -9,7 +9,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/gpuslice/gpuslice/pkg/doctor"
+	"github.com/gpuslice/gpuslice/pkg/ledger"
 	"github.com/gpuslice/gpuslice/pkg/pluginconfig"
+	"github.com/gpuslice/gpuslice/pkg/snapshot"
 )
 
 // collectDevicePlugin picks the plugin's pods out of pods (every pod of
@@ -43,4 +45,23 @@ func collectDevicePlugin(ctx context.Context, cs kubernetes.Interface, pods []co
 		}
 	}
 	return dp, nil
+}
+
+// DevicePlugin judges the device plugin against the live cluster on its
+// own (config validate --from-cluster's drift check): nodes and pods are
+// listed, its ConfigMaps read.
+func DevicePlugin(ctx context.Context, cs kubernetes.Interface) ([]doctor.Result, error) {
+	in, err := snapshot.Take(ctx, cs, ledger.Options{})
+	if err != nil {
+		return nil, err
+	}
+	report, err := ledger.Build(in, ledger.Options{})
+	if err != nil {
+		return nil, err
+	}
+	dp, err := collectDevicePlugin(ctx, cs, in.Pods)
+	if err != nil {
+		return nil, err
+	}
+	return doctor.JudgeDevicePlugin(dp, in.Nodes, report), nil
 }
