@@ -78,7 +78,7 @@ func newConfigValidateCommand(g *globals) *cobra.Command {
 				}
 				multi = pluginconfig.MultiShares(report)
 				var derr error
-				if drift, derr = gather.DevicePlugin(cmd.Context(), cs); derr != nil {
+				if drift, derr = gather.DevicePluginDrift(cmd.Context(), cs); derr != nil {
 					return fmt.Errorf("comparing the running device plugin with %s: %w", source, derr)
 				}
 			} else {
@@ -95,9 +95,7 @@ func newConfigValidateCommand(g *globals) *cobra.Command {
 			}
 			result.NoteMultiShare(multi)
 			for _, d := range drift {
-				if d.Verdict != doctor.OK {
-					result.Drift = append(result.Drift, d.Object+": "+d.Evidence+"; fix: "+d.Remedy)
-				}
+				result.Drift = append(result.Drift, d.Object+": "+d.Evidence+"; fix: "+d.Remedy)
 			}
 			if werr := outFlags.print(cmd.OutOrStdout(), result, result.WriteTable); werr != nil {
 				return werr

@@ -47,10 +47,11 @@ func collectDevicePlugin(ctx context.Context, cs kubernetes.Interface, pods []co
 	return dp, nil
 }
 
-// DevicePlugin judges the device plugin against the live cluster on its
-// own (config validate --from-cluster's drift check): nodes and pods are
-// listed, its ConfigMaps read.
-func DevicePlugin(ctx context.Context, cs kubernetes.Interface) ([]doctor.Result, error) {
+// DevicePluginDrift is where the running device plugin does not run its
+// ConfigMap (config validate --from-cluster): a ConfigMap changed since
+// the plugin started, or missing, and nodes advertising other resources
+// than it implies. A plugin pod down is doctor's to report, not drift.
+func DevicePluginDrift(ctx context.Context, cs kubernetes.Interface) ([]doctor.Result, error) {
 	in, err := snapshot.Take(ctx, cs, ledger.Options{})
 	if err != nil {
 		return nil, err
@@ -63,5 +64,11 @@ func DevicePlugin(ctx context.Context, cs kubernetes.Interface) ([]doctor.Result
 	if err != nil {
 		return nil, err
 	}
-	return doctor.JudgeDevicePlugin(dp, in.Nodes, report), nil
+	var drift []doctor.Result
+	for _, res := range doctor.JudgeDevicePlugin(dp, in.Nodes, report) {
+		if res.Verdict != doctor.OK && res.Check != doctor.CheckDevicePluginPod {
+			drift = append(drift, res)
+		}
+	}
+	return drift, nil
 }
