@@ -9,6 +9,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/gpuslice/gpuslice/internal/output"
+	"github.com/gpuslice/gpuslice/pkg/doctor"
+	"github.com/gpuslice/gpuslice/pkg/doctor/gather"
 	"github.com/gpuslice/gpuslice/pkg/ledger"
 	"github.com/gpuslice/gpuslice/pkg/pluginconfig"
 	"github.com/gpuslice/gpuslice/pkg/snapshot"
@@ -57,6 +59,7 @@ func newConfigValidateCommand(g *globals) *cobra.Command {
 				cfg    *pluginconfig.Config
 				err    error
 				multi  []pluginconfig.MultiShare
+				drift  []doctor.Result
 			)
 			if fromCluster {
 				source = "ConfigMap " + cmNamespace + "/" + cmName
@@ -74,6 +77,10 @@ func newConfigValidateCommand(g *globals) *cobra.Command {
 					return fmt.Errorf("reading who requests shares: %w", lerr)
 				}
 				multi = pluginconfig.MultiShares(report)
+				var derr error
+				if drift, derr = gather.DevicePluginDrift(cmd.Context(), cs); derr != nil {
+					return fmt.Errorf("comparing the running device plugin with %s: %w", source, derr)
+				}
 			} else {
 				source = args[0]
 				data, rerr := readFileOrStdin(args[0], cmd.InOrStdin())
@@ -87,11 +94,17 @@ func newConfigValidateCommand(g *globals) *cobra.Command {
 				return verr // not a config problem: I/O, or a ConfigMap without the key
 			}
 			result.NoteMultiShare(multi)
+			for _, d := range drift {
+				result.Drift = append(result.Drift, d.Object+": "+d.Evidence+"; fix: "+d.Remedy)
+			}
 			if werr := outFlags.print(cmd.OutOrStdout(), result, result.WriteTable); werr != nil {
 				return werr
 			}
 			if !result.Valid {
 				return fmt.Errorf("%s: %d problem(s)", source, len(result.Problems))
+			}
+			if len(result.Drift) > 0 {
+				return fmt.Errorf("%s: valid, but the device plugin does not run it: %d difference(s)", source, len(result.Drift))
 			}
 			return nil
 		},

@@ -206,3 +206,25 @@ func TestJudgeBadInput(t *testing.T) {
 		})
 	}
 }
+
+func TestWriteTableBreakGlass(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		overridden bool
+		want       string
+	}{
+		{name: "overrode a problem", overridden: true, want: `Break-glass: "demo"; recorded as an Event`},
+		{name: "nothing to override", want: "Break-glass: nothing to override"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &Report{BreakGlass: "demo", Workloads: []Verdict{{Target: Target{Workload: workload.Ref{Kind: workload.KindDeployment, Namespace: "ai-dev", Name: "vllm-server"}, Pods: 1}, Overridden: tc.overridden}}}
+			var b strings.Builder
+			if err := WriteTable(&b, r); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(b.String(), tc.want) {
+				t.Errorf("lacks %q:\n%s", tc.want, b.String())
+			}
+		})
+	}
+}

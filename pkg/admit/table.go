@@ -3,6 +3,7 @@ package admit
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -48,8 +49,12 @@ func WriteTable(w io.Writer, r *Report) error {
 		}
 		fmt.Fprintf(w, "Not judged (they start no pods): %s\n", strings.Join(names, ", "))
 	}
-	if r.BreakGlass != "" {
+	overrode := slices.ContainsFunc(r.Workloads, func(v Verdict) bool { return v.Overridden })
+	switch {
+	case overrode:
 		fmt.Fprintf(w, "Break-glass: %q; recorded as an Event. The webhook's admission gate still refuses the pods unless their template carries the break-glass annotation.\n", r.BreakGlass)
+	case r.BreakGlass != "":
+		fmt.Fprintln(w, "Break-glass: nothing to override (no shares or Plex problem); no Event recorded.")
 	}
 	fmt.Fprintf(w, "Exit code %s\n", Describe(r.Code))
 	return nil

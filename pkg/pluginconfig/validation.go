@@ -20,6 +20,10 @@ type Validation struct {
 	SharedResources []SharedResource `json:"sharedResources,omitempty"`
 	// Notes are not problems: what the config lets users misread.
 	Notes []string `json:"notes,omitempty"`
+	// Drift is where the running device plugin does not match the
+	// cluster's config (--from-cluster): a node advertising other
+	// resources, a plugin started before the ConfigMap changed.
+	Drift []string `json:"drift,omitempty"`
 }
 
 // MultiShare is a workload requesting more than one share per pod.
@@ -110,6 +114,9 @@ func (v *Validation) WriteTable(w io.Writer) error {
 		}
 		for _, n := range v.Notes {
 			fmt.Fprintln(w, "Note: "+n)
+		}
+		for _, d := range v.Drift {
+			fmt.Fprintln(w, "Drift: "+d)
 		}
 		return nil
 	}

@@ -239,6 +239,31 @@ func TestDoctorHealthySeedCluster(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &decoded); err != nil || code != 0 || decoded.Failed() || len(decoded.Sections) != 6 {
 		t.Errorf("gpuslice doctor -o json: exit %d, %v, %d sections\n%s", code, err, len(decoded.Sections), out)
 	}
+
+	// config validate --from-cluster: valid, the plugin runs it, and the
+	// multi-share requests get the time-slicing note.
+	out, err = gpuslice(t, env, "config", "validate", "--from-cluster")
+	if code := exitStatus(t, err); code != 0 || !strings.Contains(out, "ai/whisper asks 2") || !strings.Contains(out, "failRequestsGreaterThanOne: true") || strings.Contains(out, "Drift") {
+		t.Errorf("config validate --from-cluster: exit %d\n%s", code, out)
+	}
+	// The ConfigMap goes to 4 replicas; the running plugin still
+	// advertises 8: drift, exit 1.
+	cm, err := cs.CoreV1().ConfigMaps("kube-system").Get(ctx, pluginconfig.DefaultConfigMapName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	four, err := pluginconfig.RenderConfigMap(pluginconfig.RenderOptions{Replicas: 4, Rename: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm.Data = four.Data
+	if _, err := cs.CoreV1().ConfigMaps("kube-system").Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	out, err = gpuslice(t, env, "config", "validate", "--from-cluster")
+	if code := exitStatus(t, err); code != 1 || !strings.Contains(out, "Drift: node/homelabai: advertises nvidia.com/gpu.shared: 8, the config implies 4 (4 replicas x 1 GPU(s))") {
+		t.Errorf("config validate --from-cluster after the ConfigMap changed: exit %d\n%s", code, out)
+	}
 }
 
 // TestDoctorWebhookDown: the seed's "GPU webhook not running". The dry

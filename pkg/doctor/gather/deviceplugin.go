@@ -9,7 +9,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/gpuslice/gpuslice/pkg/doctor"
+	"github.com/gpuslice/gpuslice/pkg/ledger"
 	"github.com/gpuslice/gpuslice/pkg/pluginconfig"
+	"github.com/gpuslice/gpuslice/pkg/snapshot"
 )
 
 // collectDevicePlugin picks the plugin's pods out of pods (every pod of
@@ -43,4 +45,30 @@ func collectDevicePlugin(ctx context.Context, cs kubernetes.Interface, pods []co
 		}
 	}
 	return dp, nil
+}
+
+// DevicePluginDrift is where the running device plugin does not run its
+// ConfigMap (config validate --from-cluster): a ConfigMap changed since
+// the plugin started, or missing, and nodes advertising other resources
+// than it implies. A plugin pod down is doctor's to report, not drift.
+func DevicePluginDrift(ctx context.Context, cs kubernetes.Interface) ([]doctor.Result, error) {
+	in, err := snapshot.Take(ctx, cs, ledger.Options{})
+	if err != nil {
+		return nil, err
+	}
+	report, err := ledger.Build(in, ledger.Options{})
+	if err != nil {
+		return nil, err
+	}
+	dp, err := collectDevicePlugin(ctx, cs, in.Pods)
+	if err != nil {
+		return nil, err
+	}
+	var drift []doctor.Result
+	for _, res := range doctor.JudgeDevicePlugin(dp, in.Nodes, report) {
+		if res.Verdict != doctor.OK && res.Check != doctor.CheckDevicePluginPod {
+			drift = append(drift, res)
+		}
+	}
+	return drift, nil
 }
