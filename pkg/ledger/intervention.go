@@ -80,7 +80,7 @@ func interventions(ws []ManagedWorkload, listed func(string) bool, node string, 
 		}
 		add(Intervention{
 			Workload: w.Ref, Action: ActionLowered, Detail: detail, By: arbiterName, At: low.At, Reason: low.Reason, Node: low.Node,
-			Undo: fmt.Sprintf("the arbiter raises it after its hold-down; by hand: gpuslice tune memory %s --fraction %s, then remove the gpuslice.io/lowered-* annotations", args, low.From),
+			Undo: "gpuslice restore " + args + " (or wait: the arbiter raises it after its hold-down)",
 		})
 	}
 	slices.SortFunc(out, func(a, b Intervention) int {

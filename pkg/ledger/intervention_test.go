@@ -33,7 +33,7 @@ func TestInterventions(t *testing.T) {
 	}{{
 		name: "all of them, sorted, with who, when, why and the undo",
 		want: []string{
-			"Deployment/ai/comfyui lowered GPU_MEMORY_UTILIZATION 0.70 → 0.30 | gpuslice arbiter | 2026-12-04T20:16:00Z | free GPU memory 900Mi below 2Gi | the arbiter raises it after its hold-down; by hand: gpuslice tune memory deployment/comfyui -n ai --fraction 0.70, then remove the gpuslice.io/lowered-* annotations",
+			"Deployment/ai/comfyui lowered GPU_MEMORY_UTILIZATION 0.70 → 0.30 | gpuslice arbiter | 2026-12-04T20:16:00Z | free GPU memory 900Mi below 2Gi | gpuslice restore deployment/comfyui -n ai (or wait: the arbiter raises it after its hold-down)",
 			"StatefulSet/ai/ollama released 2 → 0 replicas | alice | 2026-12-04T19:00:00Z |  | gpuslice restore statefulset/ollama -n ai",
 			"Deployment/ai-dev/vllm-server released 1 → 0 replicas | gpuslice arbiter | 2026-12-04T20:15:00Z | Plex is transcoding on homelabai | gpuslice restore deployment/vllm-server -n ai-dev",
 		},
