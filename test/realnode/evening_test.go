@@ -244,9 +244,9 @@ func TestEveningOnRealNode(t *testing.T) {
 func arbiterSees(ctx context.Context, t *testing.T, n *rn.RealNode) {
 	t.Helper()
 	barrier := fmt.Sprintf("barrier-%d", time.Now().UnixNano())
-	annotate(ctx, t, n, "ai", "tts", map[string]any{workload.AnnotationPriority: barrier})
+	annotate(ctx, t, n, "ai", "tts", map[string]any{workload.AnnotationPreemptible: barrier})
 	waitEvent(ctx, t, n, "ai", "tts", "InvalidPolicy", barrier)
-	annotate(ctx, t, n, "ai", "tts", map[string]any{workload.AnnotationPriority: nil})
+	annotate(ctx, t, n, "ai", "tts", map[string]any{workload.AnnotationPreemptible: nil})
 }
 
 // setStrategy sets a Deployment's update strategy.

@@ -32,6 +32,7 @@ import (
 	"github.com/gpuslice/gpuslice/internal/image"
 	"github.com/gpuslice/gpuslice/internal/standin/nvmltest"
 	"github.com/gpuslice/gpuslice/internal/standin/plextest"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // FieldManager applies the chart on the real node.
@@ -232,7 +233,7 @@ func (n *RealNode) TestboxPod(ns, name string) *corev1.Pod {
 // sends to the webhook through its Service.
 func (n *RealNode) MutateProbe(ctx context.Context) (*corev1.Pod, error) {
 	p := n.TestboxPod("default", "probe")
-	p.Annotations = map[string]string{"gpu-directories": "nvidia"}
+	p.Annotations = map[string]string{workload.AnnotationProfiles: "nvidia"}
 	return n.Client.CoreV1().Pods(p.Namespace).Create(ctx, p, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 }
 

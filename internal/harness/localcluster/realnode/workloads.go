@@ -84,7 +84,7 @@ func (n *RealNode) WaitDeployment(ctx context.Context, ns, name string, timeout 
 		return true, nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("Deployment %s/%s's pods never settled (%s): %w; its events: %s", ns, name, last, err, n.Events(ctx, ns, name))
+		return nil, fmt.Errorf("the Deployment %s/%s's pods never settled (%s): %w; its events: %s", ns, name, last, err, n.Events(ctx, ns, name))
 	}
 	return pod, nil
 }
