@@ -263,6 +263,9 @@ func (c *Controller) setLeader(on bool) {
 
 // loop runs a round every Interval and whenever the cluster changes.
 func (c *Controller) loop(ctx context.Context) error {
+	// Read the journal afresh on each start of leading: another replica
+	// may have written it meanwhile.
+	c.journal.current = nil
 	t := time.NewTicker(c.opts.Interval)
 	defer t.Stop()
 	for {

@@ -85,7 +85,7 @@ func (c *Controller) syncJournal(ctx context.Context, v *clusterview.View) error
 		}
 	}
 	for _, ref := range stale {
-		c.recordEntry(ctx, journal.Entry{Action: journal.ActionRestore, Workload: ref,
+		c.recordEntry(ctx, journal.Entry{Action: journal.ActionDropped, Workload: ref,
 			Message: "its arbiter record is gone: restored or released by someone else; no longer held"},
 			func(j *journal.Journal) { j.Release(ref) })
 	}

@@ -37,15 +37,14 @@ const (
 	MaxHistoryBytes = 256 << 10
 )
 
-// Actions in the history.
+// Actions in the history, beside the steps' kinds (preempt, restore).
 const (
-	ActionPreempt    = "preempt"
-	ActionRestore    = "restore"
-	ActionFailed     = "failed"    // a step's write failed
-	ActionStuck      = "stuck"     // a preemption did not take effect in time
-	ActionUntrusted  = "untrusted" // a record or policy the arbiter did not write or may not believe
-	ActionRefused    = "refused"   // a pod the admission gate refused
-	ActionBreakGlass = "break-glass"
+	ActionPreempt   = "preempt"
+	ActionRestore   = "restore"
+	ActionFailed    = "failed"    // a step's write failed
+	ActionStuck     = "stuck"     // a preemption did not take effect in time
+	ActionUntrusted = "untrusted" // a record or policy the arbiter did not write or may not believe
+	ActionDropped   = "dropped"   // a hold whose record someone else removed (a restore by hand)
 )
 
 // Hold is one preemption the arbiter holds.

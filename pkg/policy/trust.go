@@ -43,7 +43,9 @@ func (t *Trust) Configured(ref workload.Ref) bool { return t != nil && t.Protect
 // give the priority the scheduler would give the pods, the most an
 // annotation outside a trusted namespace may claim.
 func (t *Trust) Apply(ref workload.Ref, p Policy, priorityClassName string, classes PriorityClasses) (Policy, []string) {
-	if t == nil || t.Namespaces[ref.Namespace] {
+	// A workload the configuration protects is vouched for by the admin:
+	// its own priority annotation is believed, as in a trusted namespace.
+	if t == nil || t.Namespaces[ref.Namespace] || t.Protected[ref] && !p.Preemptible {
 		if t.Configured(ref) && !p.Preemptible {
 			p.Protected = true
 		}
@@ -55,8 +57,6 @@ func (t *Trust) Apply(ref workload.Ref, p Policy, priorityClassName string, clas
 	case p.Preemptible:
 		// Its own annotation lowers its standing: believed.
 		p.Protected = false
-	case t.Protected[ref]:
-		p.Protected = true
 	case p.Protected:
 		p.Protected = false
 		notes = append(notes, fmt.Sprintf("%s ignored: a workload's own annotation cannot protect it; %s", workload.AnnotationProtected, how))

@@ -32,6 +32,8 @@ func TestTrustApply(t *testing.T) {
 		{name: "lowering is believed", trust: trust, ref: ref("ai", "ollama"), class: "ai-dev-gpu",
 			ann: map[string]string{workload.AnnotationPreemptible: "true", workload.AnnotationPriority: "500"}, priority: 500},
 		{name: "the configuration protects without an annotation", trust: trust, ref: ref("media", "plex"), protected: true},
+		{name: "a configured workload's priority annotation is vouched for", trust: trust, ref: ref("media", "plex"),
+			ann: map[string]string{workload.AnnotationPriority: "1000000"}, protected: true, priority: 1000000},
 		{name: "preemptible on a configured workload lowers it", trust: trust, ref: ref("media", "plex"),
 			ann: map[string]string{workload.AnnotationPreemptible: "true"}},
 		{name: "a trusted namespace is believed", trust: trust, ref: ref("platform", "triton"),

@@ -47,11 +47,14 @@ func play(ctx context.Context, env *demo.Env, res *demo.Result, log *slog.Logger
 	defer cancel()
 	env.Cluster.StartKubelet(ctx)
 
-	// The policy, on the workloads themselves.
+	// The policy, on the workloads themselves. Plex's priority annotation
+	// is believed because the arbiter protects Plex by its configuration
+	// (its activity source); vLLM may only lower its own, so it keeps its
+	// pods' priority (0, no PriorityClass).
 	if _, err := ops.Annotate(ctx, cs, plexRef, map[string]string{workload.AnnotationPriority: "1000000"}, nil, nil); err != nil {
 		return err
 	}
-	if _, err := ops.Annotate(ctx, cs, vllmRef, map[string]string{workload.AnnotationPreemptible: "true", workload.AnnotationPriority: "1000"}, nil, nil); err != nil {
+	if _, err := ops.Annotate(ctx, cs, vllmRef, map[string]string{workload.AnnotationPreemptible: "true"}, nil, nil); err != nil {
 		return err
 	}
 

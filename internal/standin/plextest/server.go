@@ -67,13 +67,15 @@ func SlowHardware(title, user string) Session {
 // QuickSync is a transcode on Intel Quick Sync (VA-API through /dev/dri):
 // hardware, but not an NVIDIA GPU.
 func QuickSync(title, user string) Session {
-	return video(title, user, "Roku", map[string]string{
-		"key": "/transcode/sessions/qsv1", "throttled": "0", "complete": "0", "progress": "40.2", "speed": "2.4",
-		"context": "streaming", "sourceVideoCodec": "h264", "sourceAudioCodec": "aac", "videoDecision": "transcode",
-		"audioDecision": "copy", "protocol": "hls", "container": "mpegts", "videoCodec": "h264", "audioCodec": "aac",
-		"transcodeHwRequested": "1", "transcodeHwDecoding": "vaapi", "transcodeHwDecodingTitle": "Intel (VA-API)",
-		"transcodeHwEncoding": "vaapi", "transcodeHwEncodingTitle": "Intel (VA-API)", "transcodeHwFullPipeline": "1",
+	s := HardwareTranscode(title, user)
+	s.Player = "Roku"
+	s.Transcode = maps.Clone(s.Transcode)
+	maps.Copy(s.Transcode, map[string]string{
+		"key": "/transcode/sessions/qsv1", "speed": "2.4",
+		"transcodeHwDecoding": "vaapi", "transcodeHwDecodingTitle": "Intel (VA-API)",
+		"transcodeHwEncoding": "vaapi", "transcodeHwEncodingTitle": "Intel (VA-API)",
 	})
+	return s
 }
 
 // MusicTranscode is a Track (music) session whose audio is transcoded:
