@@ -7,6 +7,7 @@ package conformance
 
 import (
 	"encoding/json"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
@@ -29,12 +30,12 @@ var newerThanPinned = map[string]string{
 
 func TestFieldsMatchTheDevicePlugin(t *testing.T) {
 	theirs, ours := jsonPaths(reflect.TypeFor[nvidia.Config]()), jsonPaths(reflect.TypeFor[pluginconfig.Config]())
-	for _, p := range sortedKeys(theirs) {
+	for _, p := range slices.Sorted(maps.Keys(theirs)) {
 		if !covered(p, ours) {
 			t.Errorf("the device plugin reads %s, pkg/pluginconfig does not: add it to pluginconfig's types (and its validation)", p)
 		}
 	}
-	for _, p := range sortedKeys(ours) {
+	for _, p := range slices.Sorted(maps.Keys(ours)) {
 		if _, newer := newerThanPinned[p]; !newer && !covered(p, theirs) {
 			t.Errorf("pkg/pluginconfig reads %s, the device plugin's api/config/v1 does not: a typo, a removed field, or one newer than the pinned release (list it in newerThanPinned)", p)
 		}
@@ -133,13 +134,4 @@ func covered(p string, paths map[string]bool) bool {
 		}
 	}
 	return false
-}
-
-func sortedKeys(m map[string]bool) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
