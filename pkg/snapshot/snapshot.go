@@ -146,8 +146,10 @@ func take(ctx context.Context, cs kubernetes.Interface, opt ledger.Options, coun
 const podPage = 500
 
 // listPods lists the pods matching the field selector in every namespace,
-// page by page; trim drops their managedFields, which the ledger never
-// reads and which are a large part of a pod's metadata.
+// page by page. trim drops what the ledger never reads and each page
+// would otherwise keep alive: managedFields (a large part of a pod's
+// metadata) and the status beyond the phase (conditions, container
+// statuses).
 func listPods(ctx context.Context, cs kubernetes.Interface, fieldSelector string, trim bool) ([]corev1.Pod, error) {
 	var pods []corev1.Pod
 	opts := metav1.ListOptions{FieldSelector: fieldSelector, Limit: podPage}
@@ -161,7 +163,9 @@ func listPods(ctx context.Context, cs kubernetes.Interface, fieldSelector string
 		}
 		if trim {
 			for i := range l.Items {
-				l.Items[i].ManagedFields = nil
+				p := &l.Items[i]
+				p.ManagedFields = nil
+				p.Status = corev1.PodStatus{Phase: p.Status.Phase}
 			}
 		}
 		pods = append(pods, l.Items...)
