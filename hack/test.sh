@@ -29,3 +29,6 @@ fi
 KUBEBUILDER_ASSETS="$(go run ./hack/build-controlplane "${build_flags[@]}")"
 export KUBEBUILDER_ASSETS
 go test -count=1 -timeout 30m "$@" ./...
+# pkg/pluginconfig against the NVIDIA device plugin's own config types, in
+# a module of its own so the plugin's dependencies stay out of gpuslice's.
+(cd hack/pluginconfig-conformance && go test -count=1 ./...)

@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -401,9 +402,8 @@ func setRunning(pod *corev1.Pod) {
 // command is one timed command line: a process, or for the pod pipeline
 // kubectl piped into jq.
 type command struct {
-	name  string
-	argv  [][]string // one element per pipeline stage
-	check func(out []byte) error
+	name string
+	argv [][]string // one element per pipeline stage
 }
 
 // sample is one run: wall time, and the largest stage's peak RSS summed
@@ -577,13 +577,7 @@ func (r result) print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "\npipelines / status (medians): %.1fx\n", r.Ratio)
 	var aims []string
-	for _, k := range slices.Sorted(func(yield func(string) bool) {
-		for k := range r.Aims {
-			if !yield(k) {
-				return
-			}
-		}
-	}) {
+	for _, k := range slices.Sorted(maps.Keys(r.Aims)) {
 		verdict := "met"
 		if !r.Aims[k] {
 			verdict = "MISSED"

@@ -89,7 +89,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
-	review, status, reason, err := h.decode(w, r)
+	review, pod, status, reason, err := h.decode(w, r)
 	if err != nil {
 		h.metrics.badRequests.WithLabelValues(reason).Inc()
 		h.observe("rejected", start)
@@ -100,7 +100,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The registration sends namespaces whose Pod Security level forbids
 	// hostPath to their own path.
 	ns := inject.Namespace{Name: review.Request.Namespace, HostPathForbidden: r.URL.Path == registration.HostPathForbiddenPath}
-	resp, outcome := h.admit(r.Context(), ns, review.Request)
+	resp, outcome := h.admit(r.Context(), ns, review.Request, pod)
 	out := admissionv1.AdmissionReview{TypeMeta: review.TypeMeta, Response: resp}
 	body, err := json.Marshal(out)
 	if err != nil {
@@ -120,39 +120,49 @@ func (h *Handler) observe(outcome string, start time.Time) {
 	h.metrics.duration.WithLabelValues(outcome).Observe(time.Since(start).Seconds())
 }
 
-// decode reads and checks the AdmissionReview envelope.
-func (h *Handler) decode(w http.ResponseWriter, r *http.Request) (review admissionv1.AdmissionReview, status int, reason string, err error) {
+// decode reads and checks the AdmissionReview envelope. Without the
+// admission gate (which needs the pod's bytes) it decodes the pod in the
+// same pass, and returns it; the review's object is then left empty.
+func (h *Handler) decode(w http.ResponseWriter, r *http.Request) (review admissionv1.AdmissionReview, pod *mutationPod, status int, reason string, err error) {
 	if r.Method != http.MethodPost {
-		return review, http.StatusMethodNotAllowed, "method", fmt.Errorf("method %s not allowed: POST an AdmissionReview to /mutate", r.Method)
+		return review, nil, http.StatusMethodNotAllowed, "method", fmt.Errorf("method %s not allowed: POST an AdmissionReview to /mutate", r.Method)
 	}
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		if mt, _, perr := mime.ParseMediaType(ct); perr != nil || mt != "application/json" {
-			return review, http.StatusUnsupportedMediaType, "content-type", fmt.Errorf("content type %q not supported: send application/json", ct)
+			return review, nil, http.StatusUnsupportedMediaType, "content-type", fmt.Errorf("content type %q not supported: send application/json", ct)
 		}
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.limits.MaxBodyBytes))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return review, http.StatusRequestEntityTooLarge, "too-large", fmt.Errorf("request body over %d bytes: no pod etcd can store is this large", h.limits.MaxBodyBytes)
+			return review, nil, http.StatusRequestEntityTooLarge, "too-large", fmt.Errorf("request body over %d bytes: no pod etcd can store is this large", h.limits.MaxBodyBytes)
 		}
-		return review, http.StatusBadRequest, "read", fmt.Errorf("reading request body: %w", err)
+		return review, nil, http.StatusBadRequest, "read", fmt.Errorf("reading request body: %w", err)
 	}
-	if err := json.Unmarshal(body, &review); err != nil {
-		return review, http.StatusBadRequest, "malformed", fmt.Errorf("request body is not an AdmissionReview: %w", err)
+	// A failed fast decode falls back to the whole review, whose errors
+	// (and the pod's, later) say what is wrong.
+	fast := false
+	if h.gate.Load() == nil {
+		review, pod, fast = decodeCreateReview(body)
+	}
+	if !fast {
+		if err := json.Unmarshal(body, &review); err != nil {
+			return review, nil, http.StatusBadRequest, "malformed", fmt.Errorf("request body is not an AdmissionReview: %w", err)
+		}
 	}
 	if review.APIVersion != "admission.k8s.io/v1" || review.Kind != "AdmissionReview" {
-		return review, http.StatusBadRequest, "version", fmt.Errorf("got %q %q, want apiVersion admission.k8s.io/v1 kind AdmissionReview: list only \"v1\" in the webhook's admissionReviewVersions", review.APIVersion, review.Kind)
+		return review, nil, http.StatusBadRequest, "version", fmt.Errorf("got %q %q, want apiVersion admission.k8s.io/v1 kind AdmissionReview: list only \"v1\" in the webhook's admissionReviewVersions", review.APIVersion, review.Kind)
 	}
 	if review.Request == nil {
-		return review, http.StatusBadRequest, "no-request", errors.New("AdmissionReview has no request")
+		return review, nil, http.StatusBadRequest, "no-request", errors.New("AdmissionReview has no request")
 	}
-	return review, 0, "", nil
+	return review, pod, 0, "", nil
 }
 
 // admit turns one request into a response. It never panics: a bug in the
 // mutation becomes a denial naming the pod, not a crashed server.
-func (h *Handler) admit(ctx context.Context, ns inject.Namespace, req *admissionv1.AdmissionRequest) (resp *admissionv1.AdmissionResponse, outcome string) {
+func (h *Handler) admit(ctx context.Context, ns inject.Namespace, req *admissionv1.AdmissionRequest, decoded *mutationPod) (resp *admissionv1.AdmissionResponse, outcome string) {
 	defer func() {
 		if p := recover(); p != nil {
 			h.log.Error("mutation panicked", "uid", req.UID, "namespace", req.Namespace, "name", req.Name, "panic", fmt.Sprint(p))
@@ -166,11 +176,18 @@ func (h *Handler) admit(ctx context.Context, ns inject.Namespace, req *admission
 	if req.Kind != podKind || req.Operation != admissionv1.Create || req.SubResource != "" {
 		return &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true}, "unchanged"
 	}
-	if len(req.Object.Raw) == 0 {
+	var pod *corev1.Pod
+	var reason, msg string
+	var err error
+	switch {
+	case decoded != nil:
+		pod, reason, msg, err = h.limits.podForMutation(decoded)
+	case len(req.Object.Raw) == 0:
 		h.metrics.denials.WithLabelValues("no-object").Inc()
 		return deny(req.UID, "the admission request carries no pod object"), "denied"
+	default:
+		pod, reason, msg, err = h.limits.decodeMutationPod(req.Object.Raw)
 	}
-	pod, reason, msg, err := h.limits.decodeMutationPod(req.Object.Raw)
 	switch {
 	case err != nil:
 		h.metrics.denials.WithLabelValues("malformed-pod").Inc()

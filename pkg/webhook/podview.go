@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 
+	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	sigsjson "sigs.k8s.io/json"
 )
 
@@ -50,14 +52,19 @@ type mutationContainer struct {
 type podCounts struct{ containers, volumes int }
 
 // decodeMutationPod decodes raw as inject.DecodePod does (field names
-// case-sensitive, duplicates refused), but only mutationPod's fields. It
-// checks the shape bound before it builds the corev1.Pod Mutate reads;
-// reason is not empty when the bound refuses the pod.
+// case-sensitive, duplicates refused), but only mutationPod's fields, and
+// builds the pod Mutate reads (see podForMutation).
 func (l Limits) decodeMutationPod(raw []byte) (pod *corev1.Pod, reason, message string, err error) {
 	var p mutationPod
 	if err := strict(sigsjson.UnmarshalStrict(raw, &p, sigsjson.DisallowDuplicateFields)); err != nil {
 		return nil, "", "", fmt.Errorf("decode pod: %w", err)
 	}
+	return l.podForMutation(&p)
+}
+
+// podForMutation checks the shape bound before it builds the corev1.Pod
+// Mutate reads; reason is not empty when the bound refuses the pod.
+func (l Limits) podForMutation(p *mutationPod) (pod *corev1.Pod, reason, message string, err error) {
 	m, s := p.Metadata, p.Spec
 	counts := podCounts{containers: len(s.Containers) + len(s.InitContainers) + len(s.EphemeralContainers), volumes: len(s.Volumes)}
 	if reason, message := l.checkShape(counts); reason != "" {
@@ -80,6 +87,46 @@ func (l Limits) decodeMutationPod(raw []byte) (pod *corev1.Pod, reason, message 
 		},
 	}
 	return pod, "", "", nil
+}
+
+// createReview is an AdmissionReview with its object decoded as a
+// mutationPod in the same pass. encoding/json scans its input twice (a
+// validity check, then the decode) and an unknown field is scanned as
+// much as a known one, so what a pod costs is how often its bytes are
+// scanned: decoding the review, then the pod from the review's copy of it,
+// then the shape bound, scanned it six times. This scans it twice.
+type createReview struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	Request    *struct {
+		UID         types.UID               `json:"uid"`
+		Kind        metav1.GroupVersionKind `json:"kind"`
+		SubResource string                  `json:"subResource"`
+		Operation   admissionv1.Operation   `json:"operation"`
+		Name        string                  `json:"name"`
+		Namespace   string                  `json:"namespace"`
+		DryRun      *bool                   `json:"dryRun"`
+		Object      *mutationPod            `json:"object"`
+	} `json:"request"`
+}
+
+// decodeCreateReview decodes body as a createReview, strictly. ok is
+// false when it does not decode so or carries no object: the caller then
+// decodes the review whole, which says what is wrong.
+func decodeCreateReview(body []byte) (review admissionv1.AdmissionReview, pod *mutationPod, ok bool) {
+	var c createReview
+	if strict(sigsjson.UnmarshalStrict(body, &c, sigsjson.DisallowDuplicateFields)) != nil || c.Request == nil || c.Request.Object == nil {
+		return review, nil, false
+	}
+	r := c.Request
+	review = admissionv1.AdmissionReview{
+		TypeMeta: metav1.TypeMeta{APIVersion: c.APIVersion, Kind: c.Kind},
+		Request: &admissionv1.AdmissionRequest{
+			UID: r.UID, Kind: r.Kind, SubResource: r.SubResource, Operation: r.Operation,
+			Name: r.Name, Namespace: r.Namespace, DryRun: r.DryRun,
+		},
+	}
+	return review, r.Object, true
 }
 
 // strict joins sigsjson.UnmarshalStrict's two kinds of error.

@@ -1,12 +1,16 @@
 package webhook
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"reflect"
 	"testing"
 
+	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/gpuslice/gpuslice/pkg/inject"
 	"github.com/gpuslice/gpuslice/pkg/workload"
@@ -54,6 +58,25 @@ func FuzzMutationPodMatchesFullPod(f *testing.F) {
 		part, reason, _, err := wide.decodeMutationPod(raw)
 		if err != nil || reason != "" {
 			t.Fatalf("the whole pod decodes but its mutation part does not: %v %s\ninput: %s", err, reason, raw)
+		}
+		// In a review, decoded in the same pass as the envelope: the same
+		// pod, and the request's fields as the whole review has them.
+		body := rawReview(string(raw))
+		fastReview, inReview, ok := decodeCreateReview(body)
+		if !ok {
+			t.Fatalf("the review does not decode in one pass\ninput: %s", body)
+		}
+		fromReview, _, _, err := wide.podForMutation(inReview)
+		if err != nil || !reflect.DeepEqual(fromReview, part) {
+			t.Fatalf("the pod decoded with its review differs (%v):\n%+v\n%+v", err, fromReview, part)
+		}
+		var whole admissionv1.AdmissionReview
+		if err := json.Unmarshal(body, &whole); err != nil {
+			t.Fatal(err)
+		}
+		whole.Request.Object, whole.Request.Resource = runtime.RawExtension{}, metav1.GroupVersionResource{}
+		if !reflect.DeepEqual(fastReview, whole) {
+			t.Fatalf("the review decoded in one pass\n%+v\ndiffers from the whole review\n%+v", fastReview, whole)
 		}
 		for _, p := range []*corev1.Pod{full, part} {
 			for i, kv := range [][2]string{{workload.AnnotationProfiles, profiles}, {workload.AnnotationShares, shares}, {workload.AnnotationSharesContainer, container}} {
