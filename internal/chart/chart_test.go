@@ -680,6 +680,30 @@ func TestChartWebhookOutlivesWorkloads(t *testing.T) {
 	}
 }
 
+// The agent, which shares the host's PID namespace, runs under a user of
+// its own, not the image's 65532 that the webhook, the arbiter and many
+// other images use.
+func TestChartAgentOwnUser(t *testing.T) {
+	r := render(t, Options{Values: values(t, `arbiter: {enabled: true}`)})
+	uid := func(kind, name string) int64 {
+		u := r.Find(kind, name)
+		c, _, _ := unstructured.NestedSlice(u.Object, "spec", "template", "spec", "containers")
+		var ctr corev1.Container
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(c[0].(map[string]any), &ctr); err != nil {
+			t.Fatal(err)
+		}
+		if ctr.SecurityContext == nil || ctr.SecurityContext.RunAsUser == nil || ctr.SecurityContext.RunAsGroup == nil ||
+			*ctr.SecurityContext.RunAsUser != *ctr.SecurityContext.RunAsGroup {
+			t.Fatalf("%s %s securityContext %+v", kind, name, ctr.SecurityContext)
+		}
+		return *ctr.SecurityContext.RunAsUser
+	}
+	agent := uid("DaemonSet", "gpuslice-agent")
+	if agent == 65532 || agent == uid("Deployment", "gpuslice-webhook") || agent == uid("Deployment", "gpuslice-arbiter") {
+		t.Errorf("the agent runs as %d, shared with the image's other processes", agent)
+	}
+}
+
 // Values the arbiter could not run with stop the install.
 func TestChartArbiterRefuses(t *testing.T) {
 	tests := []struct{ values, want string }{

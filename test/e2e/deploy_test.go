@@ -111,6 +111,7 @@ certificates:
 	{name: "agent tuned", values: `
 agent:
   hostPID: false
+  runAsUser: 10001
   port: 9500
   runtimeClassName: ""
   nvmlLibrary: /usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1
