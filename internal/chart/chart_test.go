@@ -15,9 +15,11 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/gpuslice/gpuslice/pkg/inject"
@@ -701,6 +703,55 @@ func TestChartAgentOwnUser(t *testing.T) {
 	agent := uid("DaemonSet", "gpuslice-agent")
 	if agent == 65532 || agent == uid("Deployment", "gpuslice-webhook") || agent == uid("Deployment", "gpuslice-arbiter") {
 		t.Errorf("the agent runs as %d, shared with the image's other processes", agent)
+	}
+}
+
+// networkPolicy.enabled: one policy per component, selecting its pods
+// and opening exactly the ports its containers serve; none by default.
+func TestChartNetworkPolicies(t *testing.T) {
+	if got := render(t, Options{Values: values(t, `arbiter: {enabled: true}`)}).OfKind("NetworkPolicy"); len(got) != 0 {
+		t.Errorf("%d NetworkPolicies by default, want none", len(got))
+	}
+	monitoring := `{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}`
+	r := render(t, Options{Values: values(t, `{arbiter: {enabled: true}, agent: {namespace: gpu-agents}, networkPolicy: {enabled: true, metricsFrom: [`+monitoring+`]}}`)})
+	for kind, name := range map[string]string{"Deployment/webhook": "gpuslice-webhook", "DaemonSet/agent": "gpuslice-agent", "Deployment/arbiter": "gpuslice-arbiter"} {
+		workloadKind, component, _ := strings.Cut(kind, "/")
+		u := r.Find(workloadKind, name)
+		tmpl, _, _ := unstructured.NestedMap(u.Object, "spec", "template")
+		var pod corev1.PodTemplateSpec
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(tmpl, &pod); err != nil {
+			t.Fatal(err)
+		}
+		var np networkingv1.NetworkPolicy
+		convert(t, r.Find("NetworkPolicy", name), &np)
+		if np.Namespace != u.GetNamespace() {
+			t.Errorf("%s policy in %s, pods in %s", component, np.Namespace, u.GetNamespace())
+		}
+		sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
+		if err != nil || !sel.Matches(labels.Set(pod.Labels)) || sel.Empty() {
+			t.Errorf("%s policy selects %v, not its pods %v", component, np.Spec.PodSelector, pod.Labels)
+		}
+		var served, opened []int32
+		for _, p := range pod.Spec.Containers[0].Ports {
+			served = append(served, p.ContainerPort)
+		}
+		for _, rule := range np.Spec.Ingress {
+			for _, p := range rule.Ports {
+				opened = append(opened, p.Port.IntVal)
+			}
+			// Only the metrics-only ports are limited to metricsFrom.
+			if len(rule.From) > 0 && (len(rule.From) != 1 || rule.From[0].NamespaceSelector == nil) {
+				t.Errorf("%s policy peers %+v, want metricsFrom", component, rule.From)
+			}
+		}
+		slices.Sort(served)
+		slices.Sort(opened)
+		if !slices.Equal(served, opened) {
+			t.Errorf("%s policy opens ports %v, its container serves %v", component, opened, served)
+		}
+		if !slices.Equal(np.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}) {
+			t.Errorf("%s policy types %v", component, np.Spec.PolicyTypes)
+		}
 	}
 }
 

@@ -165,6 +165,9 @@ arbiter:
   podLabels: {team: homelab}
   extraArgs: [--signal-timeout=5s]`},
 	{name: "arbiter without disruption budget", values: `arbiter: {enabled: true, podDisruptionBudget: {enabled: false}}`},
+	{name: "network policies", values: `
+networkPolicy: {enabled: true, metricsFrom: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]}
+arbiter: {enabled: true}`},
 	{name: "agent in its own namespace", values: `{agent: {namespace: gpu-agents}, arbiter: {enabled: true, agents: true}, serviceMonitor: {enabled: true}}`},
 }
 
