@@ -2,6 +2,7 @@ package chart
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"maps"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"testing"
 
 	helmchart "helm.sh/helm/v3/pkg/chart"
+	"helm.sh/helm/v3/pkg/chart/loader"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -21,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/yaml"
 
 	"github.com/gpuslice/gpuslice/pkg/inject"
 	"github.com/gpuslice/gpuslice/pkg/pluginconfig"
@@ -395,6 +398,57 @@ func TestManifestsInSync(t *testing.T) {
 		got, err := os.ReadFile(filepath.Join(root, path))
 		if err != nil || !bytes.Equal(got, content) {
 			t.Errorf("%s is out of date with %s: run `go run ./hack/render-manifests`", path, Dir)
+		}
+	}
+}
+
+// The K3s HelmChart carries the chart itself: unpacked by Helm's loader it
+// renders exactly what the chart directory renders, into the namespace the
+// plain manifests use, which it creates with the same Pod Security label.
+func TestK3sHelmChart(t *testing.T) {
+	files, err := Generated(testRoot(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs := strings.Split(string(files[HelmChartFile]), "\n---\n")
+	if len(docs) != 3 {
+		t.Fatalf("%s holds %d documents, want a header, the Namespace and the HelmChart", HelmChartFile, len(docs))
+	}
+	var ns corev1.Namespace
+	if err := yaml.UnmarshalStrict([]byte(docs[1]), &ns); err != nil || ns.Name != DefaultNamespace || ns.Labels["pod-security.kubernetes.io/enforce"] != "privileged" {
+		t.Errorf("namespace %+v (%v)", ns, err)
+	}
+	var hc struct {
+		APIVersion string            `json:"apiVersion"`
+		Kind       string            `json:"kind"`
+		Metadata   metav1.ObjectMeta `json:"metadata"`
+		Spec       struct {
+			TargetNamespace string `json:"targetNamespace"`
+			ChartContent    string `json:"chartContent"`
+		} `json:"spec"`
+	}
+	if err := yaml.UnmarshalStrict([]byte(docs[2]), &hc); err != nil {
+		t.Fatal(err)
+	}
+	if hc.APIVersion != "helm.cattle.io/v1" || hc.Kind != "HelmChart" || hc.Metadata.Namespace != "kube-system" || hc.Spec.TargetNamespace != DefaultNamespace {
+		t.Errorf("HelmChart %s %s %s/%s into %s", hc.APIVersion, hc.Kind, hc.Metadata.Namespace, hc.Metadata.Name, hc.Spec.TargetNamespace)
+	}
+	archive, err := base64.StdEncoding.DecodeString(hc.Spec.ChartContent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	packed, err := loader.LoadArchive(bytes.NewReader(archive))
+	if err != nil {
+		t.Fatalf("Helm cannot load chartContent: %v", err)
+	}
+	for _, vals := range []string{"", `{arbiter: {enabled: true}, networkPolicy: {enabled: true}}`} {
+		want := render(t, Options{Values: values(t, vals)}).YAML()
+		got, err := Render(packed, Options{Values: values(t, vals)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got.YAML(), want) {
+			t.Errorf("values %q: the packed chart renders differently from %s", vals, Dir)
 		}
 	}
 }
