@@ -131,6 +131,7 @@ devicePlugin:
   config: {create: true, name: nvidia-sharing, namespace: kube-system, replicas: 4, rename: false, failRequestsGreaterThanOne: true}`},
 	{name: "monitoring", values: `
 serviceMonitor: {enabled: true, interval: 15s, labels: {release: kube-prometheus-stack}}
+prometheusRule: {enabled: true, labels: {release: kube-prometheus-stack}, certificateExpiryDays: 14, gpuMemoryFreeBelowMiB: 1536, preemptionsPerHour: 10}
 grafana: {dashboard: {enabled: true, namespace: monitoring, labels: {grafana_dashboard: "1", folder: gpu}}}
 arbiter: {enabled: true}`},
 	{name: "arbiter", values: `arbiter: {enabled: true}`},
@@ -903,6 +904,7 @@ var minimalCRDs = []struct{ group, kind, plural string }{
 	{"cert-manager.io", "Issuer", "issuers"},
 	{"cert-manager.io", "Certificate", "certificates"},
 	{"monitoring.coreos.com", "ServiceMonitor", "servicemonitors"},
+	{"monitoring.coreos.com", "PrometheusRule", "prometheusrules"},
 }
 
 func (k *kubeAPI) installCRDs(ctx context.Context, t *testing.T) {
