@@ -1,6 +1,7 @@
 // Command render-manifests regenerates deploy/manifests (the chart rendered
-// with its default values, for kubectl apply and GitOps) and
-// deploy/grafana/gpuslice.json (the chart's dashboard). Run it from the
+// with its default values, for kubectl apply and GitOps), deploy/k3s (the
+// chart packed into K3s's HelmChart) and deploy/grafana/gpuslice.json (the
+// chart's dashboard). Run it from the
 // repository after changing deploy/helm/gpuslice:
 //
 //	go run ./hack/render-manifests

@@ -2,6 +2,7 @@ package chart
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"maps"
 	"os"
@@ -12,13 +13,17 @@ import (
 	"testing"
 
 	helmchart "helm.sh/helm/v3/pkg/chart"
+	"helm.sh/helm/v3/pkg/chart/loader"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/yaml"
 
 	"github.com/gpuslice/gpuslice/pkg/inject"
 	"github.com/gpuslice/gpuslice/pkg/pluginconfig"
@@ -397,6 +402,57 @@ func TestManifestsInSync(t *testing.T) {
 	}
 }
 
+// The K3s HelmChart carries the chart itself: unpacked by Helm's loader it
+// renders exactly what the chart directory renders, into the namespace the
+// plain manifests use, which it creates with the same Pod Security label.
+func TestK3sHelmChart(t *testing.T) {
+	files, err := Generated(testRoot(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs := strings.Split(string(files[HelmChartFile]), "\n---\n")
+	if len(docs) != 3 {
+		t.Fatalf("%s holds %d documents, want a header, the Namespace and the HelmChart", HelmChartFile, len(docs))
+	}
+	var ns corev1.Namespace
+	if err := yaml.UnmarshalStrict([]byte(docs[1]), &ns); err != nil || ns.Name != DefaultNamespace || ns.Labels["pod-security.kubernetes.io/enforce"] != "privileged" {
+		t.Errorf("namespace %+v (%v)", ns, err)
+	}
+	var hc struct {
+		APIVersion string            `json:"apiVersion"`
+		Kind       string            `json:"kind"`
+		Metadata   metav1.ObjectMeta `json:"metadata"`
+		Spec       struct {
+			TargetNamespace string `json:"targetNamespace"`
+			ChartContent    string `json:"chartContent"`
+		} `json:"spec"`
+	}
+	if err := yaml.UnmarshalStrict([]byte(docs[2]), &hc); err != nil {
+		t.Fatal(err)
+	}
+	if hc.APIVersion != "helm.cattle.io/v1" || hc.Kind != "HelmChart" || hc.Metadata.Namespace != "kube-system" || hc.Spec.TargetNamespace != DefaultNamespace {
+		t.Errorf("HelmChart %s %s %s/%s into %s", hc.APIVersion, hc.Kind, hc.Metadata.Namespace, hc.Metadata.Name, hc.Spec.TargetNamespace)
+	}
+	archive, err := base64.StdEncoding.DecodeString(hc.Spec.ChartContent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	packed, err := loader.LoadArchive(bytes.NewReader(archive))
+	if err != nil {
+		t.Fatalf("Helm cannot load chartContent: %v", err)
+	}
+	for _, vals := range []string{"", `{arbiter: {enabled: true}, networkPolicy: {enabled: true}}`} {
+		want := render(t, Options{Values: values(t, vals)}).YAML()
+		got, err := Render(packed, Options{Values: values(t, vals)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got.YAML(), want) {
+			t.Errorf("values %q: the packed chart renders differently from %s", vals, Dir)
+		}
+	}
+}
+
 func TestPlainManifestsClaimNoHelmOwnership(t *testing.T) {
 	r := render(t, Options{Plain: true})
 	for _, u := range r.Objects() {
@@ -677,6 +733,79 @@ func TestChartWebhookOutlivesWorkloads(t *testing.T) {
 	}
 	if s := d.Spec.Strategy.RollingUpdate; s == nil || s.MaxUnavailable == nil || s.MaxUnavailable.IntValue() != 0 {
 		t.Errorf("rolling update %+v may take a replica away before its successor is ready", s)
+	}
+}
+
+// The agent, which shares the host's PID namespace, runs under a user of
+// its own, not the image's 65532 that the webhook, the arbiter and many
+// other images use.
+func TestChartAgentOwnUser(t *testing.T) {
+	r := render(t, Options{Values: values(t, `arbiter: {enabled: true}`)})
+	uid := func(kind, name string) int64 {
+		u := r.Find(kind, name)
+		c, _, _ := unstructured.NestedSlice(u.Object, "spec", "template", "spec", "containers")
+		var ctr corev1.Container
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(c[0].(map[string]any), &ctr); err != nil {
+			t.Fatal(err)
+		}
+		if ctr.SecurityContext == nil || ctr.SecurityContext.RunAsUser == nil || ctr.SecurityContext.RunAsGroup == nil ||
+			*ctr.SecurityContext.RunAsUser != *ctr.SecurityContext.RunAsGroup {
+			t.Fatalf("%s %s securityContext %+v", kind, name, ctr.SecurityContext)
+		}
+		return *ctr.SecurityContext.RunAsUser
+	}
+	agent := uid("DaemonSet", "gpuslice-agent")
+	if agent == 65532 || agent == uid("Deployment", "gpuslice-webhook") || agent == uid("Deployment", "gpuslice-arbiter") {
+		t.Errorf("the agent runs as %d, shared with the image's other processes", agent)
+	}
+}
+
+// networkPolicy.enabled: one policy per component, selecting its pods
+// and opening exactly the ports its containers serve; none by default.
+func TestChartNetworkPolicies(t *testing.T) {
+	if got := render(t, Options{Values: values(t, `arbiter: {enabled: true}`)}).OfKind("NetworkPolicy"); len(got) != 0 {
+		t.Errorf("%d NetworkPolicies by default, want none", len(got))
+	}
+	monitoring := `{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}`
+	r := render(t, Options{Values: values(t, `{arbiter: {enabled: true}, agent: {namespace: gpu-agents}, networkPolicy: {enabled: true, metricsFrom: [`+monitoring+`]}}`)})
+	for kind, name := range map[string]string{"Deployment/webhook": "gpuslice-webhook", "DaemonSet/agent": "gpuslice-agent", "Deployment/arbiter": "gpuslice-arbiter"} {
+		workloadKind, component, _ := strings.Cut(kind, "/")
+		u := r.Find(workloadKind, name)
+		tmpl, _, _ := unstructured.NestedMap(u.Object, "spec", "template")
+		var pod corev1.PodTemplateSpec
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(tmpl, &pod); err != nil {
+			t.Fatal(err)
+		}
+		var np networkingv1.NetworkPolicy
+		convert(t, r.Find("NetworkPolicy", name), &np)
+		if np.Namespace != u.GetNamespace() {
+			t.Errorf("%s policy in %s, pods in %s", component, np.Namespace, u.GetNamespace())
+		}
+		sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
+		if err != nil || !sel.Matches(labels.Set(pod.Labels)) || sel.Empty() {
+			t.Errorf("%s policy selects %v, not its pods %v", component, np.Spec.PodSelector, pod.Labels)
+		}
+		var served, opened []int32
+		for _, p := range pod.Spec.Containers[0].Ports {
+			served = append(served, p.ContainerPort)
+		}
+		for _, rule := range np.Spec.Ingress {
+			for _, p := range rule.Ports {
+				opened = append(opened, p.Port.IntVal)
+			}
+			// Only the metrics-only ports are limited to metricsFrom.
+			if len(rule.From) > 0 && (len(rule.From) != 1 || rule.From[0].NamespaceSelector == nil) {
+				t.Errorf("%s policy peers %+v, want metricsFrom", component, rule.From)
+			}
+		}
+		slices.Sort(served)
+		slices.Sort(opened)
+		if !slices.Equal(served, opened) {
+			t.Errorf("%s policy opens ports %v, its container serves %v", component, opened, served)
+		}
+		if !slices.Equal(np.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}) {
+			t.Errorf("%s policy types %v", component, np.Spec.PolicyTypes)
+		}
 	}
 }
 

@@ -111,6 +111,7 @@ certificates:
 	{name: "agent tuned", values: `
 agent:
   hostPID: false
+  runAsUser: 10001
   port: 9500
   runtimeClassName: ""
   nvmlLibrary: /usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1
@@ -130,6 +131,7 @@ devicePlugin:
   config: {create: true, name: nvidia-sharing, namespace: kube-system, replicas: 4, rename: false, failRequestsGreaterThanOne: true}`},
 	{name: "monitoring", values: `
 serviceMonitor: {enabled: true, interval: 15s, labels: {release: kube-prometheus-stack}}
+prometheusRule: {enabled: true, labels: {release: kube-prometheus-stack}, certificateExpiryDays: 14, gpuMemoryFreeBelowMiB: 1536, preemptionsPerHour: 10}
 grafana: {dashboard: {enabled: true, namespace: monitoring, labels: {grafana_dashboard: "1", folder: gpu}}}
 arbiter: {enabled: true}`},
 	{name: "arbiter", values: `arbiter: {enabled: true}`},
@@ -164,6 +166,9 @@ arbiter:
   podLabels: {team: homelab}
   extraArgs: [--signal-timeout=5s]`},
 	{name: "arbiter without disruption budget", values: `arbiter: {enabled: true, podDisruptionBudget: {enabled: false}}`},
+	{name: "network policies", values: `
+networkPolicy: {enabled: true, metricsFrom: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]}
+arbiter: {enabled: true}`},
 	{name: "agent in its own namespace", values: `{agent: {namespace: gpu-agents}, arbiter: {enabled: true, agents: true}, serviceMonitor: {enabled: true}}`},
 }
 
@@ -899,6 +904,7 @@ var minimalCRDs = []struct{ group, kind, plural string }{
 	{"cert-manager.io", "Issuer", "issuers"},
 	{"cert-manager.io", "Certificate", "certificates"},
 	{"monitoring.coreos.com", "ServiceMonitor", "servicemonitors"},
+	{"monitoring.coreos.com", "PrometheusRule", "prometheusrules"},
 }
 
 func (k *kubeAPI) installCRDs(ctx context.Context, t *testing.T) {

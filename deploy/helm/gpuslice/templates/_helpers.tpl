@@ -126,13 +126,16 @@ names some, else kube-system and the release namespace; sorted, unique.
 {{- toJson ($excluded | compact | uniq | sortAlpha) }}
 {{- end }}
 
-{{/* The restricted securityContext every container runs with. */}}
+{{/*
+The restricted securityContext every container runs with, as the user and
+group given (the image's 65532, or the agent's own).
+*/}}
 {{- define "gpuslice.containerSecurityContext" -}}
 allowPrivilegeEscalation: false
 readOnlyRootFilesystem: true
 runAsNonRoot: true
-runAsUser: 65532
-runAsGroup: 65532
+runAsUser: {{ . }}
+runAsGroup: {{ . }}
 capabilities:
   drop: [ALL]
 seccompProfile:
