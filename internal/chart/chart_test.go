@@ -555,25 +555,30 @@ func TestChartArbiter(t *testing.T) {
 			t.Errorf("binding %+v %+v does not bind the arbiter's ServiceAccount", b.ref, b.subjects)
 		}
 	}
+	// The namespaced Role: its Lease and its journal, each updated only by
+	// name.
 	leaseRules := func(r *Rendered) map[string][]string {
 		var role rbacv1.Role
 		convert(t, r.Find("Role", "gpuslice-arbiter"), &role)
 		got := grants(role.Rules)
 		for _, rule := range role.Rules {
-			if slices.Contains(rule.Verbs, "update") && !slices.Equal(rule.ResourceNames, []string{"gpuslice-arbiter"}) {
-				t.Errorf("Lease rule %+v: want only the Lease the args name", rule)
+			want := map[string]string{"leases": "gpuslice-arbiter", "configmaps": "gpuslice-arbiter-journal"}[rule.Resources[0]]
+			if slices.Contains(rule.Verbs, "update") && !slices.Equal(rule.ResourceNames, []string{want}) {
+				t.Errorf("rule %+v: want only %s by name", rule, want)
 			}
 		}
 		return got
 	}
-	if got, want := leaseRules(r), map[string][]string{"coordination.k8s.io/leases": {"get", "update", "create"}}; !reflect.DeepEqual(got, want) {
+	journal := []string{"create", "get", "update"}
+	if got, want := leaseRules(r), map[string][]string{"coordination.k8s.io/leases": {"get", "update", "create"}, "/configmaps": journal}; !reflect.DeepEqual(got, want) {
 		t.Errorf("arbiter Role grants %v, want %v", got, want)
 	}
 
 	// --agents adds the pods proxy, in this namespace only; a Plex token
 	// comes from a Secret mounted where --plex-token-file reads it.
-	r = render(t, Options{Values: values(t, `arbiter: {enabled: true, agents: true, plex: {url: "http://plex.media.svc:32400", tokenSecret: {name: plex, key: PLEX_TOKEN}}}`)})
-	if got, want := leaseRules(r), map[string][]string{"coordination.k8s.io/leases": {"get", "update", "create"}, "/pods/proxy": {"get"}}; !reflect.DeepEqual(got, want) {
+	r = render(t, Options{Values: values(t, `arbiter: {enabled: true, agents: true, plex: {url: "http://plex.media.svc:32400", tokenSecret: {name: plex, key: PLEX_TOKEN}},
+		protected: [home/deployment/jellyfin], trustedNamespaces: [media]}`)})
+	if got, want := leaseRules(r), map[string][]string{"coordination.k8s.io/leases": {"get", "update", "create"}, "/pods/proxy": {"get"}, "/configmaps": journal}; !reflect.DeepEqual(got, want) {
 		t.Errorf("arbiter Role with agents grants %v, want %v", got, want)
 	}
 	d = appsv1.Deployment{}
@@ -586,7 +591,7 @@ func TestChartArbiter(t *testing.T) {
 		}
 	}
 	for _, a := range []string{"--agents", "--agent-port=9400", "--agent-selector=app.kubernetes.io/name=gpuslice,app.kubernetes.io/instance=gpuslice,app.kubernetes.io/component=agent",
-		"--plex-url=http://plex.media.svc:32400", "--plex-workload=media/plex"} {
+		"--plex-url=http://plex.media.svc:32400", "--plex-workload=media/plex", "--protected=home/deployment/jellyfin", "--trusted-namespace=media"} {
 		if !slices.Contains(ctr.Args, a) {
 			t.Errorf("args %q lack %s", ctr.Args, a)
 		}
