@@ -25,7 +25,7 @@ type arbiterOptions struct {
 	listen                string
 	grace                 time.Duration
 	faultCheckpoints      bool
-	protected             []string
+	trust                 trustFlags
 }
 
 func (o *arbiterOptions) complete(g *globals, _ []string) (err error) {
@@ -55,13 +55,10 @@ func (o *arbiterOptions) Validate() (err error) {
 	if a.Journal.Namespace == "" {
 		a.Journal.Namespace = a.LeaderElection.Namespace
 	}
-	for _, spec := range append(o.protected, o.sources.PlexWorkload) {
-		ref, err := parseWorkloadRef(spec)
-		if err != nil {
-			return fmt.Errorf("--protected: %w", err)
-		}
-		a.Config.Protected = append(a.Config.Protected, ref)
+	if a.Config.Protected, err = o.trust.refs(o.sources.PlexWorkload); err != nil {
+		return err
 	}
+	a.Config.TrustedNamespaces = o.trust.namespaces
 	if o.faultCheckpoints {
 		a.Checkpoint = pauseAtCheckpoint()
 	}
@@ -139,8 +136,7 @@ docs/arbiter.md.`,
 	f.StringVar(&src.PlexURL, "plex-url", os.Getenv("PLEX_URL"), "Plex server URL; its hardware transcodes are activity (default $PLEX_URL)")
 	f.StringVar(&src.PlexTokenFile, "plex-token-file", "", "file holding the Plex token (default: $PLEX_TOKEN)")
 	f.StringVar(&src.PlexWorkload, "plex-workload", "media/plex", "the protected workload that is Plex (protected by this flag): NAMESPACE/NAME or NAMESPACE/KIND/NAME")
-	f.StringArrayVar(&o.protected, "protected", nil, "a protected workload, NAMESPACE/NAME or NAMESPACE/KIND/NAME; repeat for each (--plex-workload is one). A workload's own gpuslice.io/protected counts only in a --trusted-namespace")
-	f.StringArrayVar(&o.arbiter.Config.TrustedNamespaces, "trusted-namespace", nil, "a namespace whose workloads' annotations may protect them and raise their priority above their PriorityClass; repeat for each")
+	o.trust.addFlags(f, nil, " (--plex-workload is one)")
 	f.DurationVar(&o.arbiter.Config.PreemptTimeout, "preempt-timeout", arbiter.DefaultPreemptTimeout, "how long to wait for a preemption to take effect (pods gone, restart rolled out) before an event and the next step")
 	f.StringVar(&o.arbiter.Journal.Namespace, "journal-namespace", "", "namespace of the arbiter's journal ConfigMap (default: the Lease's, --leader-elect-namespace)")
 	f.StringVar(&o.arbiter.Journal.Name, "journal-name", journal.DefaultName, "name of the arbiter's journal ConfigMap: what it holds preempted, and its history")

@@ -20,6 +20,7 @@ type webhookOptions struct {
 	admissionGate   bool
 	tlsMinVersion   string
 	tlsCipherSuites []string
+	trust           trustFlags
 }
 
 func (o *webhookOptions) complete(g *globals, _ []string) (err error) {
@@ -31,9 +32,6 @@ func (o *webhookOptions) complete(g *globals, _ []string) (err error) {
 			return err
 		}
 	}
-	if o.admissionGate {
-		o.server.Gate = live.New(live.Options{Client: o.server.Client})
-	}
 	return nil
 }
 
@@ -43,6 +41,13 @@ func (o *webhookOptions) Validate() (err error) {
 	r := &o.server
 	if r.TLS, err = webhook.ParseTLSOptions(o.tlsMinVersion, o.tlsCipherSuites); err != nil {
 		return err
+	}
+	if o.admissionGate {
+		trust, err := o.trust.trust()
+		if err != nil {
+			return err
+		}
+		r.Gate = live.New(live.Options{Client: r.Client, Trust: trust})
 	}
 	switch {
 	case r.Limits.MaxConcurrent < 0:
@@ -112,6 +117,7 @@ Secret, which it also writes into the registration's caBundle.`,
 	f.IntVar(&o.server.Limits.MaxConcurrent, "max-concurrent-admissions", webhook.DefaultLimits.MaxConcurrent, "admissions decoded at once; more wait up to 2s, then get HTTP 429 (bounds memory: see docs/security.md)")
 	f.StringVar(&o.tlsMinVersion, "tls-min-version", webhook.DefaultTLSMinVersion, "lowest TLS version served: VersionTLS12 or VersionTLS13")
 	f.StringSliceVar(&o.tlsCipherSuites, "tls-cipher-suites", webhook.DefaultCipherSuites, "TLS 1.2 cipher suites (IANA names); insecure and unknown names are refused")
+	o.trust.addFlags(f, []string{"media/plex"}, " (the gate refuses preemptible pods while one is unhealthy)")
 	f.BoolVar(&o.admissionGate, "admission-gate", false, "refuse new pods of preemptible GPU workloads while a protected one is unhealthy or free shares do not cover them (gpuslice.io/break-glass=REASON lets one in); watches the cluster, see docs/webhook.md")
 	return cmd
 }

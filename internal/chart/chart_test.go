@@ -228,6 +228,9 @@ func TestChartAdmissionGate(t *testing.T) {
 		if got := slices.Contains(webhookArgs(t, r), "--admission-gate"); got != on {
 			t.Errorf("gate %v: --admission-gate in args = %v", on, got)
 		}
+		if got := slices.Contains(webhookArgs(t, r), "--protected=media/plex"); got != on {
+			t.Errorf("gate %v: --protected=media/plex (arbiter.plex.workload) in args = %v", on, got)
+		}
 		var d appsv1.Deployment
 		convert(t, r.Find("Deployment", "gpuslice-webhook"), &d)
 		if got := *d.Spec.Template.Spec.AutomountServiceAccountToken; got != on {

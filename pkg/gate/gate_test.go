@@ -229,6 +229,39 @@ func TestDecide(t *testing.T) {
 	}
 }
 
+// TestDecideTrust: a tenant that marks its own workload protected, with
+// the highest priority, and keeps it unhealthy holds back nobody's pods
+// once the gate is told who is protected (the webhook's --protected);
+// without that (a nil Trust) the annotation is believed.
+func TestDecideTrust(t *testing.T) {
+	plex := workload.Ref{Kind: workload.KindDeployment, Namespace: "media", Name: "plex"}
+	for _, tc := range []struct {
+		name        string
+		trust       *policy.Trust
+		wantAllowed bool
+	}{
+		{name: "annotations believed", trust: nil},
+		{name: "protection from the admin only", trust: policy.NewTrust([]workload.Ref{plex}, nil), wantAllowed: true},
+		{name: "tenant namespace trusted", trust: policy.NewTrust([]workload.Ref{plex}, []string{"tenant"})},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := gatecluster.Homelab()
+			c.Workload("tenant", "squatter", map[string]string{workload.AnnotationProtected: "true", workload.AnnotationPriority: "2147483647"}, "", 0, "homelabai", false)
+			v, err := clusterview.Read(&c.Cluster, clusterview.Options{Trust: tc.trust})
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := Decide(v, c.NewPod("ai-dev", "vllm-server"), Options{Nodes: c.Nodes, Classes: c.Classes})
+			if d.Allowed != tc.wantAllowed {
+				t.Errorf("allowed %v, want %v: %s", d.Allowed, tc.wantAllowed, d.Message)
+			}
+			if !tc.wantAllowed && !strings.Contains(d.Message, "tenant/squatter") {
+				t.Errorf("refusal does not name tenant/squatter: %s", d.Message)
+			}
+		})
+	}
+}
+
 // A homelab-sized cluster: reading the view and deciding must stay well
 // under a millisecond, since the webhook does it per admission.
 func BenchmarkReadAndDecide(b *testing.B) {

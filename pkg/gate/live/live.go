@@ -21,6 +21,7 @@ import (
 	"github.com/gpuslice/gpuslice/pkg/clusterview"
 	"github.com/gpuslice/gpuslice/pkg/gate"
 	"github.com/gpuslice/gpuslice/pkg/ledger"
+	"github.com/gpuslice/gpuslice/pkg/policy"
 	"github.com/gpuslice/gpuslice/pkg/snapshot"
 	"github.com/gpuslice/gpuslice/pkg/webhook"
 	"github.com/gpuslice/gpuslice/pkg/workload"
@@ -40,6 +41,9 @@ type Options struct {
 	Client kubernetes.Interface
 	// Ledger says which resources are GPU resources.
 	Ledger ledger.Options
+	// Trust says who may be protected (the arbiter's --protected and
+	// --trusted-namespace); nil believes every workload's annotations.
+	Trust *policy.Trust
 	// OwnerWait is how long a pod may wait for the informers to see the
 	// ReplicaSet and Deployment created just before it; DefaultOwnerWait
 	// when 0.
@@ -140,7 +144,7 @@ func (g *Gate) decide(ctx context.Context, pod *corev1.Pod) (d gate.Decision, c 
 	case err != nil:
 		return gate.Decision{Message: fmt.Sprintf("admission gate: reading the cluster: %v", err)}, nil
 	}
-	v, err := clusterview.Read(c, clusterview.Options{Ledger: g.opts.Ledger})
+	v, err := clusterview.Read(c, clusterview.Options{Ledger: g.opts.Ledger, Trust: g.opts.Trust})
 	if err != nil {
 		return gate.Decision{Message: fmt.Sprintf("admission gate: reading the cluster: %v", err)}, nil
 	}
