@@ -79,9 +79,7 @@ func JudgeDevicePlugin(dp *DevicePluginEvidence, nodes []corev1.Node, r *ledger.
 		}
 		i := slices.IndexFunc(dp.Pods, func(p corev1.Pod) bool { return p.Spec.NodeName == n.Name })
 		if i < 0 {
-			out = append(out, Result{Check: CheckDevicePluginPod, Verdict: Fail, Object: "node/" + n.Name,
-				Evidence: "no NVIDIA device plugin pod on " + n.Name + " (labels " + selectorsText() + "): nothing advertises its GPU",
-				Remedy:   "check the plugin's DaemonSet reaches the node (nodeSelector, tolerations): kubectl get ds -A -l app.kubernetes.io/name=nvidia-device-plugin; kubectl describe node " + n.Name})
+			out = append(out, judgeNoPluginPod(n))
 			continue
 		}
 		pod := &dp.Pods[i]
@@ -91,6 +89,34 @@ func JudgeDevicePlugin(dp *DevicePluginEvidence, nodes []corev1.Node, r *ledger.
 		out = append(out, judgeAdvertised(cm, n, report))
 	}
 	return out
+}
+
+// judgeNoPluginPod: no pod with the plugin's labels on node n. If the node
+// advertises NVIDIA resources a plugin runs all the same (under other
+// labels, from the GPU Operator, or outside Kubernetes): a warning that its
+// config cannot be checked. If it advertises none, nothing gives pods the
+// GPU: a failure.
+func judgeNoPluginPod(n *corev1.Node) Result {
+	var advertised []string
+	for name, q := range n.Status.Allocatable {
+		if strings.HasPrefix(string(name), "nvidia.com/") && !q.IsZero() {
+			advertised = append(advertised, fmt.Sprintf("%s: %s", name, q.String()))
+		}
+	}
+	slices.Sort(advertised)
+	res := Result{Check: CheckDevicePluginPod, Object: "node/" + n.Name}
+	lookFor := "kubectl get ds -A -l app.kubernetes.io/name=nvidia-device-plugin; kubectl describe node " + n.Name
+	if len(advertised) > 0 {
+		res.Verdict = Warn
+		res.Evidence = fmt.Sprintf("no NVIDIA device plugin pod on %s (labels %s), yet it advertises %s: a plugin runs under other labels or outside the cluster's pods, so its config and health are not checked",
+			n.Name, selectorsText(), strings.Join(advertised, ", "))
+		res.Remedy = "if the plugin is a DaemonSet, label its pods app.kubernetes.io/name=nvidia-device-plugin; find it with: " + lookFor
+		return res
+	}
+	res.Verdict = Fail
+	res.Evidence = "no NVIDIA device plugin pod on " + n.Name + " (labels " + selectorsText() + ") and no nvidia.com/ resource advertised: nothing gives pods its GPU"
+	res.Remedy = "check the plugin's DaemonSet reaches the node (nodeSelector, tolerations): " + lookFor
+	return res
 }
 
 func selectorsText() string {

@@ -69,10 +69,15 @@ func TestDoctorJudgeDevicePlugin(t *testing.T) {
 			{CheckDevicePluginResources, OK, []string{"nvidia.com/gpu.shared: 8 = 8 replicas x 1 GPU(s)", "nvidia.com/gpu: 0 (renamed)"}},
 		},
 	}, {
-		name: "no plugin pod on the GPU node",
+		name: "no plugin pod on the GPU node, nothing advertised",
+		dp:   DevicePluginEvidence{Expected: expected},
+		node: func() corev1.Node { n := advertising(map[string]int64{"nvidia.com/gpu": 0}); n.Labels[LabelGPUPresent] = "true"; return n }(),
+		want: []want{{CheckDevicePluginPod, Fail, []string{"no NVIDIA device plugin pod on homelabai", "no nvidia.com/ resource advertised", "kubectl describe node homelabai"}}},
+	}, {
+		name: "no plugin pod found, but the node advertises shares: a plugin under other labels",
 		dp:   DevicePluginEvidence{Expected: expected},
 		node: seedNode,
-		want: []want{{CheckDevicePluginPod, Fail, []string{"no NVIDIA device plugin pod on homelabai", "kubectl describe node homelabai"}}},
+		want: []want{{CheckDevicePluginPod, Warn, []string{"no NVIDIA device plugin pod on homelabai", "yet it advertises nvidia.com/gpu.shared: 8", "not checked"}}},
 	}, {
 		name: "plugin crashing",
 		dp: DevicePluginEvidence{Pods: []corev1.Pod{func() corev1.Pod {

@@ -13,9 +13,11 @@ import (
 
 // Cluster lists, once, what the arbiter's informers keep (the ledger's
 // input, Deployments, StatefulSets and PriorityClasses): for a command
-// that decides as the admission gate does, without watching.
+// that decides as the admission gate does, without watching. Pods keep
+// their status: the decision reads whether the protected workload's pods
+// are Ready.
 func Cluster(ctx context.Context, cs kubernetes.Interface, opt ledger.Options) (*clusterview.Cluster, error) {
-	in, err := take(ctx, cs, ledger.Options{SharedResources: opt.SharedResources}, true)
+	in, err := take(ctx, cs, ledger.Options{SharedResources: opt.SharedResources}, counted)
 	if err != nil {
 		return nil, err
 	}

@@ -32,7 +32,7 @@ import (
 // unknown rather than failing the whole report. Finished pods are kept:
 // doctor reads them as evidence.
 func Take(ctx context.Context, cs kubernetes.Interface, opt ledger.Options) (ledger.Input, error) {
-	return take(ctx, cs, opt, false)
+	return take(ctx, cs, opt, whole)
 }
 
 // Ledger reads what the ledger counts and computes it. It lists less than
@@ -42,7 +42,7 @@ func Take(ctx context.Context, cs kubernetes.Interface, opt ledger.Options) (led
 // released or lowered, which have no pods to show; a user who may not
 // list them gets the report without, and a warning.
 func Ledger(ctx context.Context, cs kubernetes.Interface, opt ledger.Options) (*ledger.Report, error) {
-	in, err := take(ctx, cs, opt, true)
+	in, err := take(ctx, cs, opt, ledgerOnly)
 	if err != nil {
 		return nil, err
 	}
@@ -95,14 +95,28 @@ func appendManaged(out []ledger.ManagedWorkload, ref workload.Ref, ann map[strin
 	return append(out, ledger.ManagedWorkload{Ref: ref, Annotations: ann, Replicas: n})
 }
 
-// take lists the four kinds at once, then gets the ConfigMaps; counted
-// narrows the lists to what the ledger counts: pods not finished, and
-// ReplicaSets and Jobs as metadata only, since the ledger reads nothing
-// else of them (their pod templates are most of their bytes).
-func take(ctx context.Context, cs kubernetes.Interface, opt ledger.Options, counted bool) (ledger.Input, error) {
+// listing says how much take lists.
+type listing int
+
+const (
+	// whole lists every object in full (doctor, top).
+	whole listing = iota
+	// counted narrows the lists to what the ledger counts: pods not
+	// finished, and ReplicaSets and Jobs as metadata only, since the ledger
+	// reads nothing else of them (their pod templates are most of their
+	// bytes).
+	counted
+	// ledgerOnly is counted with each pod's status cut to its phase: the
+	// ledger alone (status) reads nothing more; the gate's decision reads
+	// readiness.
+	ledgerOnly
+)
+
+// take lists the four kinds at once, then gets the ConfigMaps.
+func take(ctx context.Context, cs kubernetes.Interface, opt ledger.Options, how listing) (ledger.Input, error) {
 	var in ledger.Input
 	nodeSel, podSel := fields.Everything(), fields.Everything()
-	if counted {
+	if how != whole {
 		podSel = fields.AndSelectors(fields.OneTermNotEqualSelector("status.phase", string(corev1.PodSucceeded)),
 			fields.OneTermNotEqualSelector("status.phase", string(corev1.PodFailed)))
 		if opt.Node != "" {
@@ -123,10 +137,10 @@ func take(ctx context.Context, cs kubernetes.Interface, opt ledger.Options, coun
 		in.Nodes = l.Items
 	})
 	wg.Go(func() {
-		in.Pods, errs[1] = listPods(ctx, cs, podSel.String(), counted)
+		in.Pods, errs[1] = listPods(ctx, cs, podSel.String(), how == ledgerOnly)
 	})
 	wg.Go(func() {
-		if counted {
+		if how != whole {
 			// The ledger reads only a ReplicaSet's controller.
 			in.ReplicaSets, errs[2] = listOwners(ctx, cs.AppsV1().RESTClient(), "replicasets", func(m metav1.ObjectMeta) appsv1.ReplicaSet { return appsv1.ReplicaSet{ObjectMeta: m} })
 			return
@@ -139,7 +153,7 @@ func take(ctx context.Context, cs kubernetes.Interface, opt ledger.Options, coun
 		in.ReplicaSets = l.Items
 	})
 	wg.Go(func() {
-		if counted {
+		if how != whole {
 			in.Jobs, errs[3] = listOwners(ctx, cs.BatchV1().RESTClient(), "jobs", func(m metav1.ObjectMeta) batchv1.Job { return batchv1.Job{ObjectMeta: m} })
 			return
 		}

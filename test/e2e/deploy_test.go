@@ -152,6 +152,8 @@ arbiter:
   nodeLabel: Hostname
   agents: true
   workloadNamespaces: {ai: {}, ai-dev: {configMaps: [vllm-config]}}
+  protected: [home/deployment/jellyfin]
+  trustedNamespaces: [media]
   plex: {url: http://plex.media.svc:32400, workload: media/statefulset/plex, tokenSecret: {name: plex-token, key: PLEX_TOKEN}}
   resources: {requests: {cpu: 20m, memory: 96Mi}, limits: {memory: 512Mi}}
   podDisruptionBudget: {minAvailable: 2}

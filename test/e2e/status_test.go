@@ -253,7 +253,7 @@ func TestStatusReleasedAndLowered(t *testing.T) {
 		"deployment/whisper       ai          released   1 → 0 replicas",
 		"alice", "movie night", "gpuslice restore deployment/whisper -n ai",
 		"deployment/vllm-server   ai-dev      lowered    GPU_MEMORY_UTILIZATION 0.70 → 0.30   gpuslice arbiter",
-		"free GPU memory low", "gpuslice tune memory deployment/vllm-server -n ai-dev --fraction 0.70",
+		"free GPU memory low", "gpuslice restore deployment/vllm-server -n ai-dev (or wait: the arbiter raises it after its hold-down)",
 	} {
 		if !strings.Contains(table, want) {
 			t.Errorf("status lacks %q:\n%s", want, table)

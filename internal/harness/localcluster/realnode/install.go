@@ -375,6 +375,9 @@ func ArbiterValues(plexURL, holdDown string) map[string]any {
 		"enabled": true, "replicas": 1, "agents": true, "interval": "1s", "holdDown": holdDown,
 		"plex":                map[string]any{"url": plexURL},
 		"podDisruptionBudget": map[string]any{"enabled": false},
+		// The seed's workloads rank by their gpuslice.io/priority
+		// annotations: their namespaces are the admin's own, trusted.
+		"trustedNamespaces": []any{"ai", "ai-dev"},
 	}}
 }
 
