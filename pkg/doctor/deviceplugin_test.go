@@ -71,7 +71,11 @@ func TestDoctorJudgeDevicePlugin(t *testing.T) {
 	}, {
 		name: "no plugin pod on the GPU node, nothing advertised",
 		dp:   DevicePluginEvidence{Expected: expected},
-		node: func() corev1.Node { n := advertising(map[string]int64{"nvidia.com/gpu": 0}); n.Labels[LabelGPUPresent] = "true"; return n }(),
+		node: func() corev1.Node {
+			n := advertising(map[string]int64{"nvidia.com/gpu": 0})
+			n.Labels[LabelGPUPresent] = "true"
+			return n
+		}(),
 		want: []want{{CheckDevicePluginPod, Fail, []string{"no NVIDIA device plugin pod on homelabai", "no nvidia.com/ resource advertised", "kubectl describe node homelabai"}}},
 	}, {
 		name: "no plugin pod found, but the node advertises shares: a plugin under other labels",
