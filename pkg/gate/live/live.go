@@ -7,6 +7,8 @@ package live
 import (
 	"context"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -64,18 +66,55 @@ type Gate struct {
 	informers *snapshot.Informers
 	events    record.EventBroadcaster
 	recorder  record.EventRecorder
+
+	// changes counts the informers' events. The cluster is copied out of
+	// the informers and read into a view only when it moved since the last
+	// copy, not per admission: a burst of pods is decided on one view.
+	changes atomic.Uint64
+	mu      sync.Mutex
+	last    *cachedView
+}
+
+// cachedView is the cluster as of changes, and the view read from it;
+// both are only read once built, by any number of admissions at once.
+type cachedView struct {
+	changes uint64
+	cluster *clusterview.Cluster
+	view    *clusterview.View
 }
 
 var _ webhook.Gate = (*Gate)(nil)
 
 // New returns a gate; Start lists the cluster.
 func New(o Options) *Gate {
-	inf := snapshot.NewInformers(o.Client, nil)
 	b := record.NewBroadcaster()
-	return &Gate{
-		opts: o, source: inf, informers: inf, events: b,
-		recorder: b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "gpuslice-webhook"}),
+	g := &Gate{opts: o, events: b, recorder: b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "gpuslice-webhook"})}
+	g.informers = snapshot.NewInformers(o.Client, func() { g.changes.Add(1) })
+	g.source = g.informers
+	return g
+}
+
+// current is the cluster and its view as the informers hold them now,
+// copied again only if an informer saw a change since the last copy. The
+// count is read before the copy: a change the copy missed has not been
+// counted yet, so the next call copies again.
+func (g *Gate) current() (*clusterview.Cluster, *clusterview.View, error) {
+	changes := g.changes.Load()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.last != nil && g.last.changes == changes {
+		return g.last.cluster, g.last.view, nil
 	}
+	c, err := g.source.Cluster()
+	if err != nil {
+		return nil, nil, err
+	}
+	v, err := clusterview.Read(c, clusterview.Options{Ledger: g.opts.Ledger, Trust: g.opts.Trust})
+	if err != nil {
+		return nil, nil, err
+	}
+	g.last = &cachedView{changes: changes, cluster: c, view: v}
+	return c, v, nil
 }
 
 // Start records Events and runs the informers until ctx ends; it returns
@@ -130,9 +169,10 @@ func (g *Gate) decide(ctx context.Context, pod *corev1.Pod) (d gate.Decision, c 
 	// A ReplicaSet creates its first pods moments after it is created
 	// itself; without it the pod's policy (on the Deployment) is unknown.
 	var missing string
+	var v *clusterview.View
 	err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
 		var err error
-		if c, err = g.source.Cluster(); err != nil {
+		if c, v, err = g.current(); err != nil {
 			return false, err
 		}
 		missing = missingOwner(c, pod)
@@ -142,10 +182,6 @@ func (g *Gate) decide(ctx context.Context, pod *corev1.Pod) (d gate.Decision, c 
 	case err != nil && missing != "":
 		return gate.Decision{Message: fmt.Sprintf("admission gate: %s, this pod's owner, is not in the gate's cache after %s; the pod's controller retries (if this persists, check the webhook's watch permissions)", missing, timeout)}, nil
 	case err != nil:
-		return gate.Decision{Message: fmt.Sprintf("admission gate: reading the cluster: %v", err)}, nil
-	}
-	v, err := clusterview.Read(c, clusterview.Options{Ledger: g.opts.Ledger, Trust: g.opts.Trust})
-	if err != nil {
 		return gate.Decision{Message: fmt.Sprintf("admission gate: reading the cluster: %v", err)}, nil
 	}
 	return gate.Decide(v, pod, gate.Options{Nodes: c.Nodes, Classes: c.Classes, Ledger: g.opts.Ledger}), c

@@ -124,3 +124,40 @@ func TestAdmit(t *testing.T) {
 		})
 	}
 }
+
+// counting is a fixed cluster that counts the copies taken of it.
+type counting struct {
+	fixed
+	copies int
+}
+
+func (c *counting) Cluster() (*clusterview.Cluster, error) {
+	c.copies++
+	return c.fixed.Cluster()
+}
+
+// TestAdmitCopiesOnlyAfterAChange: admissions share one copy of the
+// cluster until an informer reports a change.
+func TestAdmitCopiesOnlyAfterAChange(t *testing.T) {
+	c := gatecluster.Homelab()
+	src := &counting{fixed: fixed{&c.Cluster, true}}
+	g := &Gate{opts: Options{OwnerWait: 50 * time.Millisecond}, source: src, recorder: record.NewFakeRecorder(10)}
+	admit := func() {
+		t.Helper()
+		if r := g.Admit(context.Background(), c.NewPod("ai-dev", "vllm-server"), true); !r.Allowed {
+			t.Fatalf("refused: %s", r.Message)
+		}
+	}
+	for range 3 {
+		admit()
+	}
+	if src.copies != 1 {
+		t.Errorf("3 admissions without a change copied the cluster %d times, want 1", src.copies)
+	}
+	g.changes.Add(1) // what the informers' event handler does
+	admit()
+	admit()
+	if src.copies != 2 {
+		t.Errorf("after one change: %d copies, want 2", src.copies)
+	}
+}
