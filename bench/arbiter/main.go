@@ -262,7 +262,7 @@ func run(ctx context.Context, o options) (*report, error) {
 		// Quiet: a round that began after the state settled has seen it,
 		// so the next one comes from the ticker, not from a cluster change.
 		settle: func(ctx context.Context) error {
-			if err := sleep(ctx, 100*time.Millisecond); err != nil {
+			if err := benchstat.Sleep(ctx, 100*time.Millisecond); err != nil {
 				return err
 			}
 			target := ctrl.Rounds() + 2
@@ -289,7 +289,7 @@ func run(ctx context.Context, o options) (*report, error) {
 			name: d.Namespace, plex: p, dep: t, cs: cs, ref: workload.Ref{Kind: workload.KindDeployment, Namespace: d.Namespace, Name: d.Name},
 			phase: o.Period, cycles: n, rng: rand.New(rand.NewPCG(rng.Uint64(), rng.Uint64())),
 			timeout: 2*o.Period + 30*time.Second,
-			settle:  func(ctx context.Context) error { return sleep(ctx, 100*time.Millisecond) },
+			settle:  func(ctx context.Context) error { return benchstat.Sleep(ctx, 100*time.Millisecond) },
 		}
 		hpaLanes = append(hpaLanes, l)
 	}
@@ -466,7 +466,7 @@ func (l *lane) flip(ctx context.Context, on bool) error {
 	if err := l.settle(ctx); err != nil {
 		return err
 	}
-	if err := sleep(ctx, time.Duration(l.rng.Float64()*float64(l.phase))); err != nil {
+	if err := benchstat.Sleep(ctx, time.Duration(l.rng.Float64()*float64(l.phase))); err != nil {
 		return err
 	}
 	want, what := int32(replicas), "restore"
@@ -518,7 +518,7 @@ type hpaLoop struct {
 }
 
 func (h *hpaLoop) run(ctx context.Context) {
-	if sleep(ctx, h.offset) != nil {
+	if benchstat.Sleep(ctx, h.offset) != nil {
 		return
 	}
 	t := time.NewTicker(h.period)
@@ -682,17 +682,6 @@ func (t *tracker) waitState(ctx context.Context, timeout time.Duration, what str
 	}
 }
 
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
 func until(ctx context.Context, timeout time.Duration, cond func() bool) error {
 	return untilErr(ctx, timeout, func() (bool, error) { return cond(), nil })
 }
@@ -708,7 +697,7 @@ func untilErr(ctx context.Context, timeout time.Duration, cond func() (bool, err
 		if ctx.Err() != nil {
 			return errors.Join(ctx.Err(), err)
 		}
-		if err := sleep(ctx, 10*time.Millisecond); err != nil {
+		if err := benchstat.Sleep(ctx, 10*time.Millisecond); err != nil {
 			return errors.Join(err, ctx.Err())
 		}
 	}

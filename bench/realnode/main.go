@@ -30,14 +30,7 @@ import (
 var phase *rand.Rand
 
 func randomPhase(ctx context.Context) error {
-	t := time.NewTimer(time.Duration(phase.Int64N(int64(time.Second))))
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+	return benchstat.Sleep(ctx, time.Duration(phase.Int64N(int64(time.Second))))
 }
 
 type result struct {

@@ -486,7 +486,7 @@ func TestChartArbiter(t *testing.T) {
 	pod := d.Spec.Template.Spec
 	ctr := pod.Containers[0]
 	wantArgs := []string{"arbiter", "--listen-address=:9402", "--interval=1s", "--min-free-memory=1Gi", "--memory-margin=1Gi",
-		"--hold-down=5m", "--unhealthy-grace=30s", "--time-zone=UTC", "--leader-elect-name=gpuslice-arbiter",
+		"--hold-down=5m", "--unhealthy-grace=30s", "--time-zone=UTC", "--leader-elect-name=gpuslice-arbiter", "--journal-name=gpuslice-arbiter-journal",
 		"--log-format=json", "--log-level=info"}
 	if !slices.Equal(ctr.Args, wantArgs) {
 		t.Errorf("args %q, want %q", ctr.Args, wantArgs)

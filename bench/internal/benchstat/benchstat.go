@@ -4,11 +4,13 @@ package benchstat
 
 import (
 	"cmp"
+	"context"
 	"math"
 	"os"
 	"runtime"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Machine describes where the benchmark ran: Go version, platform, CPUs,
@@ -36,4 +38,16 @@ func CPUModel() string {
 // which must not be empty.
 func Percentile[T cmp.Ordered](sorted []T, p float64) T {
 	return sorted[max(0, int(math.Ceil(p*float64(len(sorted))))-1)]
+}
+
+// Sleep waits d, or until ctx ends.
+func Sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }

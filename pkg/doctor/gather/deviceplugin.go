@@ -9,9 +9,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/gpuslice/gpuslice/pkg/doctor"
-	"github.com/gpuslice/gpuslice/pkg/ledger"
 	"github.com/gpuslice/gpuslice/pkg/pluginconfig"
-	"github.com/gpuslice/gpuslice/pkg/snapshot"
 )
 
 // collectDevicePlugin picks the plugin's pods out of pods (every pod of
@@ -52,11 +50,7 @@ func collectDevicePlugin(ctx context.Context, cs kubernetes.Interface, pods []co
 // the plugin started, or missing, and nodes advertising other resources
 // than it implies. A plugin pod down is doctor's to report, not drift.
 func DevicePluginDrift(ctx context.Context, cs kubernetes.Interface) ([]doctor.Result, error) {
-	in, err := snapshot.Take(ctx, cs, ledger.Options{})
-	if err != nil {
-		return nil, err
-	}
-	report, err := ledger.Build(in, ledger.Options{})
+	in, report, err := takeLedger(ctx, cs)
 	if err != nil {
 		return nil, err
 	}

@@ -93,18 +93,23 @@ func (o *Options) defaults(cs kubernetes.Interface) {
 	}
 }
 
+// takeLedger lists the ledger's objects and builds it. They are listed
+// cluster-wide: a node's free shares depend on every pod bound to it.
+func takeLedger(ctx context.Context, cs kubernetes.Interface) (ledger.Input, *ledger.Report, error) {
+	in, err := snapshot.Take(ctx, cs, ledger.Options{})
+	if err != nil {
+		return in, nil, err
+	}
+	report, err := ledger.Build(in, ledger.Options{})
+	return in, report, err
+}
+
 // Collect gathers the evidence. It fails only when the cluster cannot be
 // read at all or the target does not exist; what a check cannot read
 // becomes part of its evidence.
 func Collect(ctx context.Context, cs kubernetes.Interface, o Options) (*doctor.Evidence, error) {
 	o.defaults(cs)
-	// The ledger's objects are listed cluster-wide: a node's free shares
-	// depend on every pod bound to it.
-	in, err := snapshot.Take(ctx, cs, ledger.Options{})
-	if err != nil {
-		return nil, err
-	}
-	report, err := ledger.Build(in, ledger.Options{})
+	in, report, err := takeLedger(ctx, cs)
 	if err != nil {
 		return nil, err
 	}

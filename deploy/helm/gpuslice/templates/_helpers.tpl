@@ -70,6 +70,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s-arbiter" (include "gpuslice.fullname" .) }}
 {{- end }}
 
+{{/* The arbiter's journal ConfigMap (--journal-name): what it holds preempted, and its history. */}}
+{{- define "gpuslice.arbiter.journalName" -}}
+{{- printf "%s-arbiter-journal" (include "gpuslice.fullname" .) }}
+{{- end }}
+
 {{/* Where the Plex token Secret is mounted, and the file passed as --plex-token-file. */}}
 {{- define "gpuslice.arbiter.plexTokenDir" -}}
 /var/run/secrets/plex
