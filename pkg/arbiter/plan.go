@@ -89,17 +89,29 @@ type Memo struct {
 	// settled is the sample in which a node's last step was seen to take
 	// effect; memory from that sample or before may not reflect the step.
 	settled map[string]uint64
+	// released is when a node's last preemption was seen to take effect
+	// (its pods gone): memory sampled within memoryReleaseGrace of it may
+	// still show what the preemption frees.
+	released map[string]time.Time
 }
+
+// memoryReleaseGrace is how long after a preempted workload's pods are
+// gone its GPU memory may still show as used: the pod object goes once
+// the kubelet saw the container stop, but the driver frees the process's
+// memory when it has torn down its context, which on the real node
+// trailed the pod's deletion (a second workload was preempted for
+// memory the first had already given up).
+const memoryReleaseGrace = 2 * time.Second
 
 // NewMemo is an empty memo.
 func NewMemo() *Memo {
-	return &Memo{clearSince: map[string]time.Time{}, unhealthy: map[workload.Ref]time.Time{}, restoring: map[string]workload.Ref{}, preempting: map[string]preemption{}, settled: map[string]uint64{}}
+	return &Memo{clearSince: map[string]time.Time{}, unhealthy: map[workload.Ref]time.Time{}, restoring: map[string]workload.Ref{}, preempting: map[string]preemption{}, settled: map[string]uint64{}, released: map[string]time.Time{}}
 }
 
 // clone is a copy Plan may change.
 func (m *Memo) clone() *Memo {
 	return &Memo{clearSince: maps.Clone(m.clearSince), unhealthy: maps.Clone(m.unhealthy), restoring: maps.Clone(m.restoring),
-		preempting: maps.Clone(m.preempting), settled: maps.Clone(m.settled)}
+		preempting: maps.Clone(m.preempting), settled: maps.Clone(m.settled), released: maps.Clone(m.released)}
 }
 
 // Restored tells the memo a restore was written, so the next one waits
@@ -252,6 +264,7 @@ func planNode(node string, v *clusterview.View, sig Signals, cfg Config, memo *M
 		case w == nil || (w.Record != nil || w.Lowered != nil) && preemptDone(w):
 			delete(memo.preempting, node)
 			memo.settled[node] = sig.Sample
+			memo.released[node] = sig.Now
 		case w.Record == nil && w.Lowered == nil && sig.Now.Sub(p.at) > staleFor,
 			cfg.PreemptTimeout > 0 && sig.Now.Sub(p.at) >= cfg.PreemptTimeout:
 			delete(memo.preempting, node)
@@ -289,7 +302,7 @@ func planNode(node string, v *clusterview.View, sig Signals, cfg Config, memo *M
 		for _, t := range triggers {
 			ceiling = max(ceiling, t.ceiling)
 		}
-		if memoryOnly(triggers) && sig.Sample <= memo.settled[node] {
+		if memoryOnly(triggers) && (sig.Sample <= memo.settled[node] || sig.Now.Sub(memo.released[node]) < memoryReleaseGrace) {
 			st.Waiting = "waiting for a memory sample taken after the last preemption took effect"
 			return nil, st
 		}

@@ -135,6 +135,14 @@ func TestPlan(t *testing.T) {
 			}},
 		{name: "memory too low after the first: the next", workloads: []*clusterview.Workload{plex(), vllm(), ollama(released(Identity))}, watched: true,
 			rounds: []round{{freeGi: 0.5, wantStep: "preempt ai-dev/vllm-server"}}},
+		// On the real node the memory of a preempted process still showed
+		// in the sample right after its pod was gone.
+		{name: "memory just released: the next only after the release grace", workloads: []*clusterview.Workload{plex(), vllm(), ollama(released(Identity))}, watched: true,
+			rounds: []round{
+				{freeGi: 0.5, wantWait: "memory sample taken after the last preemption took effect"},
+				{at: time.Second, freeGi: 0.5, wantWait: "memory sample taken after the last preemption took effect"},
+				{at: 3 * time.Second, freeGi: 0.5, wantStep: "preempt ai-dev/vllm-server"},
+			}},
 		{name: "hold-down, then the highest priority back first", workloads: []*clusterview.Workload{plex(), vllm(released(Identity)), ollama(released(Identity))},
 			rounds: []round{
 				{wantWait: "holds down for 5m0s more"},
@@ -166,6 +174,9 @@ func TestPlan(t *testing.T) {
 			memo := NewMemo()
 			if strings.HasPrefix(tt.name, "restore waits") {
 				memo.Restored("homelabai", tt.workloads[1].Ref)
+			}
+			if strings.HasPrefix(tt.name, "memory just released") {
+				memo.Preempted("homelabai", tt.workloads[2].Ref, t0)
 			}
 			for i, r := range tt.rounds {
 				sig := Signals{Now: t0.Add(r.at), Sample: uint64(i + 1), MemoryWatched: tt.watched,
