@@ -135,7 +135,7 @@ docs/arbiter.md.`,
 	f.IntVar(&src.AgentPort, "agent-port", agent.DefaultPort, "the agents' metrics port")
 	f.StringVar(&src.PlexURL, "plex-url", os.Getenv("PLEX_URL"), "Plex server URL; its hardware transcodes are activity (default $PLEX_URL)")
 	f.StringVar(&src.PlexTokenFile, "plex-token-file", "", "file holding the Plex token (default: $PLEX_TOKEN)")
-	f.StringVar(&src.PlexWorkload, "plex-workload", "media/plex", "the protected workload that is Plex (protected by this flag): NAMESPACE/NAME or NAMESPACE/KIND/NAME")
+	f.StringVar(&src.PlexWorkload, "plex-workload", defaultPlexWorkload, "the protected workload that is Plex (protected by this flag): NAMESPACE/NAME or NAMESPACE/KIND/NAME")
 	o.trust.addFlags(f, nil, " (--plex-workload is one)")
 	f.DurationVar(&o.arbiter.Config.PreemptTimeout, "preempt-timeout", arbiter.DefaultPreemptTimeout, "how long to wait for a preemption to take effect (pods gone, restart rolled out) before an event and the next step")
 	f.StringVar(&o.arbiter.Journal.Namespace, "journal-namespace", "", "namespace of the arbiter's journal ConfigMap (default: the Lease's, --leader-elect-namespace)")

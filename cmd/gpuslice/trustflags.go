@@ -9,6 +9,10 @@ import (
 	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
+// defaultPlexWorkload is the seed's Plex Deployment: protected by default
+// in the arbiter (--plex-workload) and the admission gate (--protected).
+const defaultPlexWorkload = "media/plex"
+
 // trustFlags are what only a cluster admin controls (policy.Trust): the
 // protected workloads and the namespaces whose annotations are believed
 // in full. The arbiter and the webhook's admission gate read the same

@@ -117,7 +117,7 @@ Secret, which it also writes into the registration's caBundle.`,
 	f.IntVar(&o.server.Limits.MaxConcurrent, "max-concurrent-admissions", webhook.DefaultLimits.MaxConcurrent, "admissions decoded at once; more wait up to 2s, then get HTTP 429 (bounds memory: see docs/security.md)")
 	f.StringVar(&o.tlsMinVersion, "tls-min-version", webhook.DefaultTLSMinVersion, "lowest TLS version served: VersionTLS12 or VersionTLS13")
 	f.StringSliceVar(&o.tlsCipherSuites, "tls-cipher-suites", webhook.DefaultCipherSuites, "TLS 1.2 cipher suites (IANA names); insecure and unknown names are refused")
-	o.trust.addFlags(f, []string{"media/plex"}, " (the gate refuses preemptible pods while one is unhealthy)")
+	o.trust.addFlags(f, []string{defaultPlexWorkload}, " (the gate refuses preemptible pods while one is unhealthy)")
 	f.BoolVar(&o.admissionGate, "admission-gate", false, "refuse new pods of preemptible GPU workloads while a protected one is unhealthy or free shares do not cover them (gpuslice.io/break-glass=REASON lets one in); watches the cluster, see docs/webhook.md")
 	return cmd
 }

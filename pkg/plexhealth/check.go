@@ -130,14 +130,13 @@ func Check(ctx context.Context, cs kubernetes.Interface, opts Options) (*Report,
 // variables from one (NVIDIA_DRIVER_CAPABILITIES may come from there). A
 // refused list is a warning: the values are then taken as missing.
 func (r *Report) configMaps(ctx context.Context, cs kubernetes.Interface, namespace string, pods []corev1.Pod) podenv.ConfigMaps {
-	none := func(string) *corev1.ConfigMap { return nil }
 	if !slices.ContainsFunc(pods, refersToConfigMap) {
-		return none
+		return podenv.InList(namespace, nil)
 	}
 	list, err := cs.CoreV1().ConfigMaps(namespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		r.add(CheckCapabilities, Warn, "cannot list ConfigMaps in namespace %s, which Plex's environment refers to: %v; grant this user list on configmaps there", namespace, err)
-		return none
+		return podenv.InList(namespace, nil)
 	}
 	return podenv.InList(namespace, list.Items)
 }
