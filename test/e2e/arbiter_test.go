@@ -303,6 +303,13 @@ func TestArbiterMemoryPressure(t *testing.T) {
 
 	a.freeMiB(t, 500)
 	a.waitReplicas(t, ctx, vllm, 0)
+	// status.replicas leaves out terminating pods: wait until vLLM's have
+	// stopped (and freed their memory) before the kubelet stops freeing,
+	// or a late stop overwrites the memory set below.
+	poll(t, ctx, "vLLM's pods gone", func(ctx context.Context) (bool, error) {
+		pods, err := a.cs.CoreV1().Pods(vllm.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app=vllm"})
+		return err == nil && len(pods.Items) == 0, err
+	})
 	a.kubelet.OnStop(nil)
 
 	// Restores go in reverse order, and only when the GPU keeps the margin
