@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 	"github.com/gpuslice/gpuslice/internal/demo"
 	"github.com/gpuslice/gpuslice/internal/harness/localcluster"
 	"github.com/gpuslice/gpuslice/internal/seed"
+	"github.com/gpuslice/gpuslice/pkg/gate"
 	"github.com/gpuslice/gpuslice/pkg/gate/live"
 	"github.com/gpuslice/gpuslice/pkg/journal"
 	"github.com/gpuslice/gpuslice/pkg/journal/store"
@@ -229,6 +231,37 @@ func TestGate(t *testing.T) {
 		slices.Sort(got)
 		if want := []string{"gate break-glass", "gate denied"}; !slices.Equal(got, want) || h.GateJournal == "" {
 			t.Errorf("history of vLLM %v from %q, want %v from the gate's journal:\n%s", got, h.GateJournal, want, out)
+		}
+	})
+
+	t.Run("two writers at once lose none of each other's entries", func(t *testing.T) {
+		// As two webhook replicas, on a journal of their own.
+		ref := store.Ref{Namespace: "ai-dev", Name: "concurrent-journal"}
+		const writers, each = 2, 25
+		var wg sync.WaitGroup
+		errs := make(chan error, writers*each)
+		for w := range writers {
+			wg.Go(func() {
+				for i := range each {
+					e := journal.Entry{At: time.Now().UTC(), Action: journal.ActionDenied, By: journal.ByGate,
+						Workload: workload.Ref{Kind: gate.KindPod, Namespace: "ai-dev", Name: fmt.Sprintf("writer%d-%d", w, i)}}
+					if err := store.Append(ctx, cs, ref, []journal.Entry{e}, "e2e"); err != nil {
+						errs <- err
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+		j, _, err := store.Read(ctx, cs, ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(j.History) != writers*each {
+			t.Errorf("%d entries, want %d: a writer lost another's", len(j.History), writers*each)
 		}
 	})
 

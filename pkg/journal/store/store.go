@@ -7,10 +7,12 @@ package store
 import (
 	"context"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
 
@@ -43,6 +45,10 @@ func read(ctx context.Context, cs kubernetes.Interface, ref Ref) (j *journal.Jou
 	return j, cm.ResourceVersion, true, err
 }
 
+// lostRaceBackoff spaces the retries of a write that lost the race to
+// another writer; jitter keeps two replicas from colliding again.
+var lostRaceBackoff = wait.Backoff{Steps: 8, Duration: 10 * time.Millisecond, Factor: 2, Jitter: 0.5}
+
 // Append adds entries to the journal at ref (journal.Add: repeats are
 // counted into one entry), creating the ConfigMap, labelled managed by
 // managedBy, when it does not exist. Several writers may append at once:
@@ -51,7 +57,7 @@ func read(ctx context.Context, cs kubernetes.Interface, ref Ref) (j *journal.Jou
 func Append(ctx context.Context, cs kubernetes.Interface, ref Ref, entries []journal.Entry, managedBy string) error {
 	client := cs.CoreV1().ConfigMaps(ref.Namespace)
 	lostRace := func(err error) bool { return apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) }
-	return retry.OnError(retry.DefaultRetry, lostRace, func() error {
+	return retry.OnError(lostRaceBackoff, lostRace, func() error {
 		j, version, found, err := read(ctx, cs, ref)
 		if err != nil {
 			return err
