@@ -85,22 +85,22 @@ func (h *Handler) admitGate(ctx context.Context, g Gate, req *admissionv1.Admiss
 	case !r.Allowed:
 		h.metrics.gateDecisions.WithLabelValues(gateDenied).Inc()
 		h.log.Info("admission gate denied pod", "uid", req.UID, "namespace", req.Namespace, "pod", name, "workload", r.Workload.Qualified(), "message", r.Message)
-		h.journal(dryRun, journal.Entry{Action: journal.ActionDenied, Workload: r.Workload, Message: r.Message})
+		h.recordDecision(dryRun, journal.Entry{Action: journal.ActionDenied, Workload: r.Workload, Message: r.Message})
 		return r.Message
 	case r.BreakGlass != "":
 		h.metrics.gateDecisions.WithLabelValues(gateBreakGlass).Inc()
 		h.log.Warn("break-glass: admitted pod past the admission gate", "uid", req.UID, "namespace", req.Namespace, "pod", name,
 			"workload", r.Workload.Qualified(), "reason", r.BreakGlass, "overrode", r.Message, "dryRun", dryRun)
-		h.journal(dryRun, journal.Entry{Action: journal.ActionBreakGlass, Workload: r.Workload, Reason: r.BreakGlass, Message: r.Message})
+		h.recordDecision(dryRun, journal.Entry{Action: journal.ActionBreakGlass, Workload: r.Workload, Reason: r.BreakGlass, Message: r.Message})
 	default:
 		h.metrics.gateDecisions.WithLabelValues(gateAllowed).Inc()
 	}
 	return ""
 }
 
-// journal hands a decision to the gate's journal, if it has one; a dry
+// recordDecision hands a decision to the gate's journal, if it has one; a dry
 // run decides nothing.
-func (h *Handler) journal(dryRun bool, e journal.Entry) {
+func (h *Handler) recordDecision(dryRun bool, e journal.Entry) {
 	if h.decisions == nil || dryRun {
 		return
 	}

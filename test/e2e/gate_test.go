@@ -128,6 +128,15 @@ func TestGate(t *testing.T) {
 			}
 			return e.Times() >= 2 && e.FirstAt().Before(e.At), nil
 		})
+		// The webhook writes the data of the chart's ConfigMap and leaves
+		// its metadata (Helm's ownership with it) alone.
+		cm, err := cs.CoreV1().ConfigMaps(chart.DefaultNamespace).Get(ctx, journal.GateName, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cm.Labels["app.kubernetes.io/component"] != "webhook" {
+			t.Errorf("the gate's journal lost the chart's labels: %v", cm.Labels)
+		}
 	})
 
 	t.Run("a dry run is not journaled", func(t *testing.T) {

@@ -29,20 +29,21 @@ func (r Ref) String() string { return "configmap " + r.Namespace + "/" + r.Name 
 
 // Read reads a journal; one not written yet is empty (found false).
 func Read(ctx context.Context, cs kubernetes.Interface, ref Ref) (j *journal.Journal, found bool, err error) {
-	j, _, found, err = read(ctx, cs, ref)
-	return j, found, err
+	j, cm, err := read(ctx, cs, ref)
+	return j, cm != nil, err
 }
 
-func read(ctx context.Context, cs kubernetes.Interface, ref Ref) (j *journal.Journal, version string, found bool, err error) {
+// read returns the journal and its ConfigMap, nil when there is none.
+func read(ctx context.Context, cs kubernetes.Interface, ref Ref) (*journal.Journal, *corev1.ConfigMap, error) {
 	cm, err := cs.CoreV1().ConfigMaps(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
-		return journal.New(), "", false, nil
+		return journal.New(), nil, nil
 	case err != nil:
-		return nil, "", false, fmt.Errorf("reading the journal, %s: %w", ref, err)
+		return nil, nil, fmt.Errorf("reading the journal, %s: %w", ref, err)
 	}
-	j, err = journal.Decode(ref.String(), cm.Data)
-	return j, cm.ResourceVersion, true, err
+	j, err := journal.Decode(ref.String(), cm.Data)
+	return j, cm, err
 }
 
 // lostRaceBackoff spaces the retries of a write that lost the race to
@@ -51,14 +52,15 @@ var lostRaceBackoff = wait.Backoff{Steps: 8, Duration: 10 * time.Millisecond, Fa
 
 // Append adds entries to the journal at ref (journal.Add: repeats are
 // counted into one entry), creating the ConfigMap, labelled managed by
-// managedBy, when it does not exist. Several writers may append at once:
-// a write that lost the race (a conflict) reads the journal again and
-// adds the entries to what the other wrote.
+// managedBy, when it does not exist; an existing one keeps its labels and
+// annotations (the chart's, which Helm needs to upgrade it). Several
+// writers may append at once: a write that lost the race (a conflict)
+// reads the journal again and adds the entries to what the other wrote.
 func Append(ctx context.Context, cs kubernetes.Interface, ref Ref, entries []journal.Entry, managedBy string) error {
 	client := cs.CoreV1().ConfigMaps(ref.Namespace)
 	lostRace := func(err error) bool { return apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) }
 	return retry.OnError(lostRaceBackoff, lostRace, func() error {
-		j, version, found, err := read(ctx, cs, ref)
+		j, cm, err := read(ctx, cs, ref)
 		if err != nil {
 			return err
 		}
@@ -69,14 +71,16 @@ func Append(ctx context.Context, cs kubernetes.Interface, ref Ref, entries []jou
 		if err != nil {
 			return err
 		}
-		cm := &corev1.ConfigMap{
-			ObjectMeta: metav1.ObjectMeta{Name: ref.Name, Namespace: ref.Namespace, ResourceVersion: version,
-				Labels: map[string]string{"app.kubernetes.io/managed-by": managedBy}},
-			Data: data,
-		}
-		if found {
+		if cm != nil {
+			// Pinned to the resourceVersion read: a conflict means another
+			// writer got there first.
+			cm.Data = data
 			_, err = client.Update(ctx, cm, metav1.UpdateOptions{FieldManager: ops.FieldManager})
 		} else {
+			cm = &corev1.ConfigMap{
+				ObjectMeta: metav1.ObjectMeta{Name: ref.Name, Namespace: ref.Namespace, Labels: map[string]string{"app.kubernetes.io/managed-by": managedBy}},
+				Data:       data,
+			}
 			_, err = client.Create(ctx, cm, metav1.CreateOptions{FieldManager: ops.FieldManager})
 		}
 		if err != nil {
