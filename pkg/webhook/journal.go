@@ -64,6 +64,22 @@ func (w *gateJournal) record(e journal.Entry) {
 	}
 }
 
+// start runs the writer until stop is called, which writes what is left
+// and returns. ctx ending does not stop it: the server drains after that,
+// still deciding.
+func (w *gateJournal) start(ctx context.Context) (stop func()) {
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.run(runCtx)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
 // run writes what was recorded, at most once per every, until ctx ends;
 // then it writes what is left, briefly.
 func (w *gateJournal) run(ctx context.Context) {

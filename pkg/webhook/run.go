@@ -55,7 +55,7 @@ type RunOptions struct {
 	// GateJournalEvery is how often at most it is written;
 	// DefaultJournalEvery when 0.
 	GateJournalEvery time.Duration
-	Client           kubernetes.Interface // needed with SelfSigned or Register
+	Client           kubernetes.Interface // needed with SelfSigned, Register or GateJournal
 	Log              *slog.Logger
 }
 
@@ -121,22 +121,11 @@ func Run(ctx context.Context, o RunOptions) error {
 	}
 	handler := NewHandler(cfg, metrics, o.Log)
 	handler.SetLimits(o.Limits)
-	// The journal's writer outlives the server, so the decisions made while
-	// it drains are written too.
-	journalDone := make(chan struct{})
-	journalCtx, stopJournal := context.WithCancel(context.WithoutCancel(ctx))
-	defer func() {
-		stopJournal()
-		<-journalDone
-	}()
 	if o.Gate != nil && o.GateJournal != "" {
 		handler.decisions = newGateJournal(o.Client, store.Ref{Namespace: o.Namespace, Name: o.GateJournal}, o.GateJournalEvery, metrics, o.Log)
-		go func() {
-			defer close(journalDone)
-			handler.decisions.run(journalCtx)
-		}()
-	} else {
-		close(journalDone)
+		// Stopped after the server: what it decides while draining is
+		// written too.
+		defer handler.decisions.start(ctx)()
 	}
 	if o.Gate != nil {
 		startGate(ctx, handler, o.Gate, o.Log)
