@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	corev1 "k8s.io/api/core/v1"
@@ -25,6 +26,10 @@ import (
 // protobuf envelope, which made the body, not the pods, most of status's
 // memory.
 const podPage = 500
+
+// pageBuffers hold the pages' bodies, read whole before decoding: reused,
+// a buffer grows to a page's size once instead of on every page.
+var pageBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // listPods lists every pod matching the field selector, page by page, in
 // full (doctor and top read them all).
@@ -58,13 +63,19 @@ func listPods(ctx context.Context, cs kubernetes.Interface, fieldSelector string
 // of the work overlap instead of taking turns.
 func listCountedPods(ctx context.Context, rc rest.Interface, fieldSelector string, opt ledger.Options, ledgerOnly bool) ([]corev1.Pod, error) {
 	type page struct {
-		body []byte
+		body *bytes.Buffer
 		err  error
 	}
 	fetch := func(o metav1.ListOptions) <-chan page {
 		ch := make(chan page, 1) // the sender never waits, even when the caller gave up
 		go func() {
-			body, err := rc.Get().Resource("pods").VersionedParams(&o, metav1.ParameterCodec).Do(ctx).Raw()
+			body := pageBuffers.Get().(*bytes.Buffer)
+			body.Reset()
+			r, err := rc.Get().Resource("pods").VersionedParams(&o, metav1.ParameterCodec).Stream(ctx)
+			if err == nil {
+				_, err = body.ReadFrom(r)
+				r.Close()
+			}
 			ch <- page{body, err}
 		}()
 		return ch
@@ -78,10 +89,11 @@ func listCountedPods(ctx context.Context, rc rest.Interface, fieldSelector strin
 		if p.err != nil {
 			return nil, podListErr(p.err)
 		}
-		list, more, err := decodePodPage(p.body, func(cont string) {
+		list, more, err := decodePodPage(p.body.Bytes(), func(cont string) {
 			opts.Continue = cont
 			next = fetch(opts)
 		})
+		pageBuffers.Put(p.body) // the decoded pods copied what they keep
 		if err != nil {
 			return nil, fmt.Errorf("reading a page of the pod list: %w", err)
 		}
@@ -134,46 +146,86 @@ func decodePodPage(body []byte, ahead func(cont string)) (list *corev1.PodList, 
 }
 
 // protobufObject unwraps a Kubernetes protobuf body (the "k8s\x00" prefix
-// and the runtime.Unknown envelope) holding a kind; ok is false for any
-// other encoding (JSON).
+// and the runtime.Unknown envelope) holding a kind, and returns the
+// object's bytes within body (runtime.Unknown.Unmarshal would copy them);
+// ok is false for any other encoding (JSON).
 func protobufObject(body []byte, kind string) (raw []byte, ok bool, err error) {
 	if !bytes.HasPrefix(body, protobufPrefix) {
 		return nil, false, nil
 	}
-	var envelope runtime.Unknown
-	if err := envelope.Unmarshal(body[len(protobufPrefix):]); err != nil {
-		return nil, false, err
+	var typeMeta runtime.TypeMeta
+	var encoding string
+	err = eachField(body[len(protobufPrefix):], func(num protowire.Number, value []byte) error {
+		switch num {
+		case 1: // typeMeta
+			return typeMeta.Unmarshal(value)
+		case 2: // raw
+			raw = value
+		case 3: // contentEncoding
+			encoding = string(value)
+		}
+		return nil
+	})
+	switch {
+	case err != nil:
+		return nil, false, fmt.Errorf("reading the protobuf envelope: %w", err)
+	case typeMeta.Kind != kind:
+		return nil, false, fmt.Errorf("the API server sent a %s %s, not a %s", typeMeta.APIVersion, typeMeta.Kind, kind)
+	case encoding != "":
+		return nil, false, fmt.Errorf("the API server sent the %s with content encoding %q, which gpuslice does not read", kind, encoding)
 	}
-	if envelope.Kind != kind {
-		return nil, false, fmt.Errorf("the API server sent a %s %s, not a %s", envelope.APIVersion, envelope.Kind, kind)
+	return raw, true, nil
+}
+
+// eachField calls fn with each length-delimited field of a protobuf
+// message (the others are skipped); fn's error stops the walk.
+func eachField(b []byte, fn func(protowire.Number, []byte) error) error {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+		if typ == protowire.BytesType {
+			value, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return protowire.ParseError(n)
+			}
+			if err := fn(num, value); err != nil {
+				return err
+			}
+			b = b[n:]
+			continue
+		}
+		if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
 	}
-	return envelope.Raw, true, nil
+	return nil
 }
 
 // leadingListMeta reads field 1 of a list message (every Kubernetes list
 // type's metadata) without decoding the items after it.
 func leadingListMeta(raw []byte) (metav1.ListMeta, error) {
 	var meta metav1.ListMeta
-	for len(raw) > 0 {
-		num, typ, n := protowire.ConsumeTag(raw)
-		if n < 0 {
-			return meta, protowire.ParseError(n)
+	errFound := errors.New("found")
+	err := eachField(raw, func(num protowire.Number, value []byte) error {
+		if num != 1 {
+			return nil
 		}
-		raw = raw[n:]
-		if num == 1 && typ == protowire.BytesType {
-			b, n := protowire.ConsumeBytes(raw)
-			if n < 0 {
-				return meta, protowire.ParseError(n)
-			}
-			return meta, meta.Unmarshal(b)
+		if err := meta.Unmarshal(value); err != nil {
+			return err
 		}
-		n = protowire.ConsumeFieldValue(num, typ, raw)
-		if n < 0 {
-			return meta, protowire.ParseError(n)
-		}
-		raw = raw[n:]
+		return errFound
+	})
+	switch err {
+	case errFound:
+		return meta, nil
+	case nil:
+		return meta, errors.New("the list has no metadata")
 	}
-	return meta, errors.New("the list has no metadata")
+	return meta, err
 }
 
 // podListErr says what to do about a failed page.
