@@ -41,6 +41,9 @@ type Workload struct {
 	// Ignored says which of its annotations the policy did not believe,
 	// and why (policy.Trust.Apply).
 	Ignored []string `json:"ignored,omitempty"`
+	// Adjusted says where the policy differs from what the annotations
+	// ask, because as asked it would fail, and why (lowerNeedsRecreate).
+	Adjusted []string `json:"adjusted,omitempty"`
 	// Annotations are the workload's own, where the arbiter's intent lives.
 	Annotations map[string]string `json:"-"`
 	// Replicas is spec.replicas; Ready the ready pods.
@@ -163,7 +166,7 @@ func Read(c *Cluster, opt Options) (*View, error) {
 
 	var out []*Workload
 	var bad []PolicyError
-	add := func(ref workload.Ref, ann map[string]string, tmpl *corev1.PodTemplateSpec, replicas *int32, rolledOut bool) {
+	add := func(ref workload.Ref, ann map[string]string, tmpl *corev1.PodTemplateSpec, replicas *int32, rolledOut bool, adjust func(*Workload)) {
 		if !mayBeManaged(ann) && !opt.Trust.Configured(ref) {
 			return
 		}
@@ -171,6 +174,9 @@ func Read(c *Cluster, opt Options) (*View, error) {
 		if err != nil {
 			bad = append(bad, PolicyError{Ref: ref, Err: err})
 			return
+		}
+		if adjust != nil {
+			adjust(w)
 		}
 		if replicas != nil {
 			w.Replicas = *replicas
@@ -181,11 +187,12 @@ func Read(c *Cluster, opt Options) (*View, error) {
 	}
 	for i := range c.Deployments {
 		d := &c.Deployments[i]
-		add(workload.Ref{Kind: workload.KindDeployment, Namespace: d.Namespace, Name: d.Name}, d.Annotations, &d.Spec.Template, d.Spec.Replicas, deploymentRolledOut(d))
+		add(workload.Ref{Kind: workload.KindDeployment, Namespace: d.Namespace, Name: d.Name}, d.Annotations, &d.Spec.Template, d.Spec.Replicas, deploymentRolledOut(d),
+			func(w *Workload) { lowerNeedsRecreate(w, d) })
 	}
 	for i := range c.StatefulSets {
 		s := &c.StatefulSets[i]
-		add(workload.Ref{Kind: workload.KindStatefulSet, Namespace: s.Namespace, Name: s.Name}, s.Annotations, &s.Spec.Template, s.Spec.Replicas, statefulSetRolledOut(s))
+		add(workload.Ref{Kind: workload.KindStatefulSet, Namespace: s.Namespace, Name: s.Name}, s.Annotations, &s.Spec.Template, s.Spec.Replicas, statefulSetRolledOut(s), nil)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Ref.Qualified() < out[j].Ref.Qualified() })
 	return &View{Workloads: out, Invalid: bad, Ledger: report, Owners: owners}, nil
