@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"strconv"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
@@ -71,6 +73,18 @@ func waitJobPods(t *testing.T, ctx context.Context, cs kubernetes.Interface, nam
 		}
 		return len(pods.Items) == n && running == n, nil
 	})
+}
+
+// annotateCronJob sets annotations on the CronJob ai/name.
+func (a *arbiterEnv) annotateCronJob(t *testing.T, ctx context.Context, name string, set map[string]string) {
+	t.Helper()
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": set}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.cs.BatchV1().CronJobs("ai").Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func getCronJob(t *testing.T, ctx context.Context, cs kubernetes.Interface, name string) *batchv1.CronJob {
@@ -225,7 +239,7 @@ func TestReleaseRestoreCronJob(t *testing.T) {
 
 	// Suspended by hand with a Job still running: the release suspends
 	// the Job only, and the restore leaves the CronJob suspended.
-	if _, err := cs.BatchV1().CronJobs("ai").Patch(ctx, training.Name, "application/merge-patch+json", []byte(`{"spec":{"suspend":true}}`), metav1.PatchOptions{}); err != nil {
+	if _, err := cs.BatchV1().CronJobs("ai").Patch(ctx, training.Name, types.MergePatchType, []byte(`{"spec":{"suspend":true}}`), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	res, err := ops.Release(ctx, cs, workload.Ref{Kind: workload.KindCronJob, Namespace: "ai", Name: training.Name}, ops.ReleaseOptions{By: "alice"})
