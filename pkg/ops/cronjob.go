@@ -178,31 +178,17 @@ func annotate(meta *metav1.ObjectMeta, key, value string) {
 	meta.Annotations[key] = value
 }
 
-// suspendedWhat says what a CronJob release did: replicas is its record's
-// (1: the release suspended the CronJob).
-func suspendedWhat(replicas int32, jobs []string) string {
-	var parts []string
+// cronJobChange says what a CronJob release (verb "suspended") or
+// restore ("resumed") did: replicas is its record's (1: the release
+// suspended the CronJob itself; 0: it was suspended before, and is left
+// so, as kept says).
+func cronJobChange(verb string, replicas int32, jobs []string, kept string) string {
+	parts := []string{kept}
 	if replicas > 0 {
-		parts = append(parts, "suspended it")
-	} else {
-		parts = append(parts, "left it suspended as it was")
+		parts[0] = verb + " it"
 	}
 	if len(jobs) > 0 {
-		parts = append(parts, "suspended its running Job(s) "+strings.Join(jobs, ", "))
-	}
-	return strings.Join(parts, " and ")
-}
-
-// resumedWhat says what a CronJob restore did.
-func resumedWhat(replicas int32, jobs []string) string {
-	var parts []string
-	if replicas > 0 {
-		parts = append(parts, "resumed it")
-	} else {
-		parts = append(parts, "left it suspended as it was before the release")
-	}
-	if len(jobs) > 0 {
-		parts = append(parts, "resumed its Job(s) "+strings.Join(jobs, ", "))
+		parts = append(parts, verb+" its Job(s) "+strings.Join(jobs, ", "))
 	}
 	return strings.Join(parts, " and ")
 }

@@ -180,7 +180,7 @@ func decideRelease(w *appsWorkload, opts ReleaseOptions) (Result, error) {
 		w.Qualified(), rec.Replicas, workload.AnnotationReleasedReplicas, w.KubectlArgs())
 	if w.suspend != nil {
 		res.Message = fmt.Sprintf("%s released: %s, remembered in %s; gpuslice restore %s resumes %s",
-			w.Qualified(), suspendedWhat(rec.Replicas, w.jobs), workload.AnnotationReleasedReplicas, w.KubectlArgs(), pronoun(rec.Replicas, w.jobs))
+			w.Qualified(), cronJobChange("suspended", rec.Replicas, w.jobs, "left it suspended as it was"), workload.AnnotationReleasedReplicas, w.KubectlArgs(), pronoun(rec.Replicas, w.jobs))
 	}
 	return res, nil
 }
@@ -214,7 +214,7 @@ func decideRestore(w *appsWorkload, onlyBy string) (Result, error) {
 	w.setReplicas(rec.Replicas)
 	res.Action, res.ReplicasAfter, res.Record, res.Jobs = ActionRestored, rec.Replicas, rec, w.jobs
 	if w.suspend != nil {
-		res.Message = fmt.Sprintf("%s restored: %s (released %s)", w.Qualified(), resumedWhat(rec.Replicas, w.jobs), rec.Describe())
+		res.Message = fmt.Sprintf("%s restored: %s (released %s)", w.Qualified(), cronJobChange("resumed", rec.Replicas, w.jobs, "left it suspended as it was before the release"), rec.Describe())
 		return res, nil
 	}
 	res.Message = fmt.Sprintf("%s restored: %d → %d replicas (released %s)", w.Qualified(), cur, rec.Replicas, rec.Describe())

@@ -84,11 +84,11 @@ func TestDecideRelease(t *testing.T) {
 		{
 			name: "a CronJob: suspended with its running Jobs, remembered as 1", w: cronJob(false, []string{"nightly-training-1"}, nil),
 			action: ActionReleased, replicas: 0,
-			message: "cronjob ai/nightly-training released: suspended it and suspended its running Job(s) nightly-training-1, remembered in gpuslice.io/released-replicas; gpuslice restore cronjob/nightly-training -n ai resumes it and its Jobs",
+			message: "cronjob ai/nightly-training released: suspended it and suspended its Job(s) nightly-training-1, remembered in gpuslice.io/released-replicas; gpuslice restore cronjob/nightly-training -n ai resumes it and its Jobs",
 		},
 		{
 			name: "a CronJob suspended by hand with a Job running: the Job only, remembered as 0", w: cronJob(true, []string{"nightly-training-1"}, nil),
-			action: ActionReleased, replicas: 0, message: "left it suspended as it was and suspended its running Job(s) nightly-training-1",
+			action: ActionReleased, replicas: 0, message: "left it suspended as it was and suspended its Job(s) nightly-training-1",
 		},
 		{
 			name: "a CronJob suspended by hand, no Job: nothing to release", w: cronJob(true, nil, nil),

@@ -202,7 +202,7 @@ func TestReleaseRestoreCronJob(t *testing.T) {
 	startJob(t, ctx, cs, training, "held-by-hand", true)
 
 	out, err := gpuslice(t, env, "release", "cj/nightly-training", "-n", "ai", "--dry-run")
-	if err != nil || !strings.Contains(out, "suspended its running Job(s) nightly-training-1") {
+	if err != nil || !strings.Contains(out, "suspended its Job(s) nightly-training-1") {
 		t.Errorf("release --dry-run: %v\n%s", err, out)
 	}
 	if cj, job := getCronJob(t, ctx, cs, training.Name), getJob(t, ctx, cs, "nightly-training-1"); suspended(cj.Spec.Suspend) || suspended(job.Spec.Suspend) {
