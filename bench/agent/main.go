@@ -2,8 +2,9 @@
 // collection (Collect) plus text encoding, as /metrics does it, with 1, 8
 // and 64 GPU processes on the recorded RTX 3080 Ti, each in its own pod.
 // NVML is the recorded fake; /proc/PID/cgroup comes from a fake proc root
-// on disk (so the reads are real file reads); the pods come from a fake
-// clientset through the agent's real informer.
+// on disk (so the reads are real file reads); the pods come from a
+// fixed pod source (internal/testutil/podsource) through the agent's real
+// informer.
 //
 // Side by side, in the same run and interleaved round by round:
 //
@@ -17,7 +18,7 @@
 //     gathering and encoding.
 //
 // Then the agent's resident memory, measured on the real thing: the
-// gpuslice binary (go build ./cmd/gpuslice) runs `gpuslice agent` against
+// gpuslice-agent binary (go build ./cmd/gpuslice-agent) runs against
 // a real kube-apiserver (the local control plane of the e2e tests, started
 // here) with 64 GPU pods and 40 others on its node, reading a stand-in
 // libnvidia-ml.so.1 (internal/standin/nvmltest, built with gcc) through
@@ -54,13 +55,13 @@ import (
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/gpuslice/gpuslice/bench/internal/benchstat"
 	"github.com/gpuslice/gpuslice/internal/harness/localcluster"
 	"github.com/gpuslice/gpuslice/internal/seed"
 	"github.com/gpuslice/gpuslice/internal/standin/nvmltest"
 	"github.com/gpuslice/gpuslice/internal/standin/proctest"
+	"github.com/gpuslice/gpuslice/internal/testutil/podsource"
 	"github.com/gpuslice/gpuslice/pkg/agent"
 	"github.com/gpuslice/gpuslice/pkg/gpu"
 	"github.com/gpuslice/gpuslice/pkg/workload"
@@ -154,7 +155,7 @@ func newSetup(n int, procRoot string) (*setup, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &setup{nvml: agent.NewNVMLSession(lib, log, 0, 0), procRoot: procRoot, cancel: cancel}
 	var err error
-	if s.pods, err = agent.NewPodInformer(fake.NewClientset(objs...), node, log); err != nil {
+	if s.pods, err = agent.NewPodInformer(podsource.Fixed(objs...), node, log); err != nil {
 		cancel()
 		return nil, err
 	}
@@ -293,7 +294,7 @@ func benchScrapes(rounds int) ([]result, error) {
 	return out, nil
 }
 
-// measureBinary runs the real `gpuslice agent` binary, as the DaemonSet
+// measureBinary runs the real gpuslice-agent binary, as the DaemonSet
 // would, against a real kube-apiserver (the local control plane) with 64
 // GPU processes and their pods, and a stand-in libnvidia-ml.so.1 (the real
 // C binding path); scrapes it over HTTP and reads its /proc/PID/status.
@@ -308,10 +309,11 @@ func measureBinary(ctx context.Context, scrapes int) (*rss, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(work)
-	bin, lib, procRoot := filepath.Join(work, "gpuslice"), filepath.Join(work, "libnvidia-ml.so.1"), filepath.Join(work, "proc")
+	bin, lib, procRoot := filepath.Join(work, "gpuslice-agent"), filepath.Join(work, "libnvidia-ml.so.1"), filepath.Join(work, "proc")
 	for _, c := range [][]string{
-		// Built as the image ships it (internal/image): stripped, trimmed paths.
-		{"go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "./cmd/gpuslice"},
+		// Built as the image ships it (internal/image): stripped, trimmed
+		// paths, cgo for NVML with the pure-Go resolver.
+		{"go", "build", "-trimpath", "-ldflags=-s -w", "-tags=netgo,osusergo", "-o", bin, "./cmd/gpuslice-agent"},
 	} {
 		cmd := exec.CommandContext(ctx, c[0], c[1:]...)
 		cmd.Dir = root
@@ -369,7 +371,7 @@ func measureBinary(ctx context.Context, scrapes int) (*rss, error) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	cmd := exec.CommandContext(ctx, bin, "agent", "--kubeconfig", cluster.Kubeconfig, "--node-name", node,
+	cmd := exec.CommandContext(ctx, bin, "--kubeconfig", cluster.Kubeconfig, "--node-name", node,
 		"--listen-address", addr, "--nvml-library", lib, "--proc-root", procRoot, "--log-level", "warn")
 	cmd.Env = append(os.Environ(), nvmltest.EnvProcesses+"="+strconv.Itoa(n))
 	cmd.Stderr = os.Stderr
@@ -451,7 +453,7 @@ func report(w io.Writer, results []result, mem *rss) {
 		fmt.Fprintf(w, "%-16s %9d %12s %10d %12d %9dB\n", r.Variant, r.Processes, d.Round(100*time.Nanosecond), r.AllocsPerOp, r.BytesPerOp, r.OutputBytes)
 		over = over || (r.Variant == "agent" && d > aimScrape)
 	}
-	fmt.Fprintf(w, "\ngpuslice agent (the binary) after %d HTTP scrapes, %d GPU processes, %d pods on the node:\n", mem.Scrapes, mem.Processes, mem.Processes+otherPods)
+	fmt.Fprintf(w, "\ngpuslice-agent (the binary) after %d HTTP scrapes, %d GPU processes, %d pods on the node:\n", mem.Scrapes, mem.Processes, mem.Processes+otherPods)
 	fmt.Fprintf(w, "  VmRSS %.1f MiB = RssAnon %.1f MiB (heap, stacks) + RssFile %.1f MiB (mapped binary); ready, before scraping: %.1f MiB; VmHWM %.1f MiB\n",
 		mib(mem.RSS), mib(mem.RSSAnon), mib(mem.RSSFile), mib(mem.StartRSS), mib(mem.HWM))
 	fmt.Fprintf(w, "  /metrics %d bytes, %s per HTTP scrape (client in the benchmark, loopback)\n", mem.ScrapeBytes, time.Duration(mem.MeanScrapeNs).Round(time.Microsecond))

@@ -13,6 +13,8 @@ import (
 	"github.com/gpuslice/gpuslice/pkg/admit/live"
 	"github.com/gpuslice/gpuslice/pkg/gate"
 	"github.com/gpuslice/gpuslice/pkg/inject"
+	"github.com/gpuslice/gpuslice/pkg/journal"
+	"github.com/gpuslice/gpuslice/pkg/journal/store"
 	"github.com/gpuslice/gpuslice/pkg/registration"
 )
 
@@ -22,6 +24,8 @@ type admitOptions struct {
 	breakGlass     bool
 	reason         string
 	injectorConfig string
+	trust          trustFlags
+	gateJournal    store.Ref
 	stdin          func() io.Reader
 	judge          admit.Options
 	targets        []admit.Target
@@ -39,7 +43,9 @@ func (o *admitOptions) complete(g *globals, _ []string) error {
 		}
 	}
 	o.judge.BreakGlass = strings.TrimSpace(o.reason)
-	return nil
+	var err error
+	o.judge.Trust, err = o.trust.trust()
+	return err
 }
 
 func (o *admitOptions) Validate() error {
@@ -65,7 +71,7 @@ func (o *admitOptions) run(ctx context.Context, out io.Writer) error {
 	if err != nil {
 		return exitWith(int(gate.CodeClusterUnreadable), err)
 	}
-	report, err := live.Admit(ctx, cs, o.targets, o.skipped, o.judge)
+	report, err := live.Admit(ctx, cs, o.targets, o.skipped, o.judge, o.gateJournal)
 	if errors.Is(err, live.ErrUnreadable) {
 		return exitWith(int(gate.CodeClusterUnreadable), err)
 	}
@@ -104,10 +110,17 @@ When several apply, the first of 31, 11, 30, 20, 10 is returned; every
 problem is printed. Bad input (a manifest that does not parse) exits 1.
 
 --break-glass --reason TEXT lets 10 and 20 through (exit 0), prints the
-override and records a BreakGlass Event on the workload; it cannot help
-11 or 30. The webhook's admission gate still refuses the pods of a
-preemptible workload unless their template carries
-gpuslice.io/break-glass=REASON.`,
+override, records a BreakGlass Event on the workload and adds it to the
+admission gate's journal for gpuslice history (if you may write it: if not,
+a warning says what to grant); it cannot help 11 or 30. The webhook's
+admission gate still refuses the pods of a preemptible workload unless their
+template carries gpuslice.io/break-glass=REASON.
+
+--protected and --trusted-namespace decide, as in the admission gate, which
+workloads are protected and whose gpuslice.io/protected and
+gpuslice.io/priority annotations are believed: pass the webhook's values (the
+chart's arbiter.protected and arbiter.trustedNamespaces), or admit may answer
+otherwise than the gate.`,
 		Example: `  gpuslice admit -f examples/vllm.yaml
   kubectl kustomize overlays/ai | gpuslice admit -f - -o json
   gpuslice admit -f vllm.yaml --break-glass --reason "demo at 3pm, Plex idle"`,
@@ -117,9 +130,11 @@ gpuslice.io/break-glass=REASON.`,
 	o.stdin = cmd.InOrStdin
 	f := cmd.Flags()
 	f.StringArrayVarP(&o.files, "filename", "f", nil, "manifest file, or - for standard input (repeatable)")
-	f.BoolVar(&o.breakGlass, "break-glass", false, "let shares or Plex problems through (exit 0); needs --reason; recorded as an Event")
+	f.BoolVar(&o.breakGlass, "break-glass", false, "let shares or Plex problems through (exit 0); needs --reason; recorded as an Event and in the admission gate's journal")
 	f.StringVar(&o.reason, "reason", "", "why --break-glass is needed, for the Event")
 	f.StringVar(&o.injectorConfig, "injector-config", "", "the webhook's --config file, for device profiles beyond the built-in nvidia")
+	o.trust.addFlags(f, []string{defaultPlexWorkload}, " (as the webhook's --protected: match it)")
+	addGateJournalFlags(f, &o.gateJournal, journal.DefaultNamespace, "namespace of the webhook (and the admission gate's journal), where --break-glass is recorded")
 	o.print = addPrintFlags(cmd, false)
 	return cmd
 }

@@ -139,7 +139,7 @@ metrics, and after the transcode, to vLLM Ready again.`,
 	// The demo's webhook logs are noise next to its story.
 	cmd.PreRun = func(*cobra.Command, []string) {
 		if !cmd.Flags().Changed("log-level") && !cmd.Root().PersistentFlags().Changed("log-level") {
-			g.logLevel = "warn"
+			g.log.Level = "warn"
 		}
 	}
 	return cmd

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -12,14 +11,14 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-	"k8s.io/klog/v2"
+
+	"github.com/gpuslice/gpuslice/internal/logging"
 )
 
 // globals are the flags every subcommand shares.
 type globals struct {
-	kube      *kubeFlags
-	logFormat string
-	logLevel  string
+	kube *kubeFlags
+	log  logging.Flags
 }
 
 // command is the life of every command, as of kubectl's: complete what
@@ -77,10 +76,9 @@ as commands.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "json", "log line format: json or text")
-	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "least severe log level written: debug, info, warn or error")
-	g.kube.addFlags(root.PersistentFlags())
-	root.AddCommand(newWebhookCommand(g), newDemoCommand(g), newStatusCommand(g), newAdmitCommand(g), newConfigCommand(g), newTuneCommand(g), newReleaseCommand(g), newRestoreCommand(g), newPlexHealthCommand(g), newDoctorCommand(g), newAgentCommand(g), newTopCommand(g), newArbiterCommand(g), newHistoryCommand(g), newVersionCommand())
+	g.log.AddFlags(root.PersistentFlags())
+	g.kube.AddFlags(root.PersistentFlags())
+	root.AddCommand(newWebhookCommand(g), newDemoCommand(g), newStatusCommand(g), newAdmitCommand(g), newConfigCommand(g), newTuneCommand(g), newReleaseCommand(g), newRestoreCommand(g), newPlexHealthCommand(g), newDoctorCommand(g), newTopCommand(g), newArbiterCommand(g), newHistoryCommand(g), newVersionCommand())
 	followBinaryName(root, os.Args[0])
 	return root
 }
@@ -116,27 +114,8 @@ func followBinaryName(root *cobra.Command, binary string) {
 }
 
 // logger builds the structured logger every long-running command uses,
-// and routes klog (client-go's informers, leader election) into it, so
-// one process writes one format.
-func (g *globals) logger() (*slog.Logger, error) {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(g.logLevel)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", g.logLevel)
-	}
-	opts := &slog.HandlerOptions{Level: level}
-	var h slog.Handler
-	switch strings.ToLower(g.logFormat) {
-	case "json":
-		h = slog.NewJSONHandler(os.Stderr, opts)
-	case "text":
-		h = slog.NewTextHandler(os.Stderr, opts)
-	default:
-		return nil, fmt.Errorf("--log-format %q: want json or text", g.logFormat)
-	}
-	log := slog.New(h)
-	klog.SetSlogLogger(log)
-	return log, nil
-}
+// with klog routed into it (internal/logging).
+func (g *globals) logger() (*slog.Logger, error) { return g.log.New(os.Stderr) }
 
 // clusterCommand is what every command that reads the cluster shares:
 // its -o, the namespace it works in, and the kubeconfig flags Run makes a

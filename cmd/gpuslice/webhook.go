@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/gpuslice/gpuslice/pkg/gate/live"
+	"github.com/gpuslice/gpuslice/pkg/journal"
 	"github.com/gpuslice/gpuslice/pkg/registration"
 	"github.com/gpuslice/gpuslice/pkg/webhook"
 )
@@ -81,7 +82,8 @@ With --admission-gate, new pods of workloads annotated
 gpuslice.io/preemptible are refused while a gpuslice.io/protected workload
 on a node they may land on is unhealthy, or while no such node has the free
 shares they request; gpuslice.io/break-glass=REASON on the pod template lets
-them in, logged and evented.
+them in, logged and evented. Both are kept, repeats counted, in the ConfigMap
+--journal-name for gpuslice history.
 
 Certificates come either from files (cert-manager), reloaded without a restart
 when they change, or with --self-signed from a CA that gpuslice keeps in a
@@ -118,6 +120,7 @@ Secret, which it also writes into the registration's caBundle.`,
 	f.StringVar(&o.tlsMinVersion, "tls-min-version", webhook.DefaultTLSMinVersion, "lowest TLS version served: VersionTLS12 or VersionTLS13")
 	f.StringSliceVar(&o.tlsCipherSuites, "tls-cipher-suites", webhook.DefaultCipherSuites, "TLS 1.2 cipher suites (IANA names); insecure and unknown names are refused")
 	o.trust.addFlags(f, []string{defaultPlexWorkload}, " (the gate refuses preemptible pods while one is unhealthy)")
+	f.StringVar(&o.server.GateJournal, "journal-name", journal.GateName, "ConfigMap in --webhook-namespace where the admission gate keeps its denials and break-glass admissions for gpuslice history (bounded; every replica writes it); none when empty")
 	f.BoolVar(&o.admissionGate, "admission-gate", false, "refuse new pods of preemptible GPU workloads while a protected one is unhealthy or free shares do not cover them (gpuslice.io/break-glass=REASON lets one in); watches the cluster, see docs/webhook.md")
 	return cmd
 }

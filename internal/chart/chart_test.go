@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/gpuslice/gpuslice/pkg/inject"
+	"github.com/gpuslice/gpuslice/pkg/journal"
 	"github.com/gpuslice/gpuslice/pkg/pluginconfig"
 	"github.com/gpuslice/gpuslice/pkg/registration"
 )
@@ -130,9 +131,9 @@ func TestChartMutatingWebhookConfigurationMatchesBuild(t *testing.T) {
 			r := render(t, Options{Namespace: tt.namespace, Values: values(t, tt.values)})
 			// The webhook resolves its config as it would read it from the ConfigMap.
 			cfg := inject.DefaultConfig(tt.namespace)
-			if cms := r.OfKind("ConfigMap"); len(cms) > 0 {
+			if u := r.Find("ConfigMap", "gpuslice-webhook-config"); u != nil {
 				var cm corev1.ConfigMap
-				convert(t, cms[0], &cm)
+				convert(t, u, &cm)
 				var err error
 				if cfg, err = inject.ParseConfig([]byte(cm.Data["config.yaml"]), tt.namespace); err != nil {
 					t.Fatalf("the webhook would refuse the rendered config: %v\n%s", err, cm.Data["config.yaml"])
@@ -267,6 +268,32 @@ func TestChartAdmissionGate(t *testing.T) {
 		if b.RoleRef.Name != role.Name || len(b.Subjects) != 1 || b.Subjects[0].Name != d.Spec.Template.Spec.ServiceAccountName {
 			t.Errorf("binding %+v does not bind the webhook's ServiceAccount %s", b, d.Spec.Template.Spec.ServiceAccountName)
 		}
+		checkGateJournal(t, r, d.Spec.Template.Spec.ServiceAccountName)
+	}
+}
+
+// checkGateJournal: the gate's journal is created by the chart, empty, and
+// the webhook may only get and update that one ConfigMap, with no create.
+func checkGateJournal(t *testing.T, r *Rendered, serviceAccount string) {
+	t.Helper()
+	if !slices.Contains(webhookArgs(t, r), "--journal-name="+journal.GateName) {
+		t.Errorf("webhook args %v lack --journal-name=%s", webhookArgs(t, r), journal.GateName)
+	}
+	var cm corev1.ConfigMap
+	convert(t, r.Find("ConfigMap", journal.GateName), &cm)
+	if cm.Name != journal.GateName || len(cm.Data) != 0 {
+		t.Errorf("gate journal ConfigMap %q with data %v, want %s rendered empty (the webhook writes it; upgrades must not reset it)", cm.Name, cm.Data, journal.GateName)
+	}
+	var role rbacv1.Role
+	convert(t, r.Find("Role", "gpuslice-webhook-gate-journal"), &role)
+	want := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{journal.GateName}, Verbs: []string{"get", "update"}}}
+	if !reflect.DeepEqual(role.Rules, want) {
+		t.Errorf("gate journal Role grants %+v, want %+v", role.Rules, want)
+	}
+	var b rbacv1.RoleBinding
+	convert(t, r.Find("RoleBinding", "gpuslice-webhook-gate-journal"), &b)
+	if b.RoleRef.Name != role.Name || len(b.Subjects) != 1 || b.Subjects[0].Name != serviceAccount {
+		t.Errorf("binding %+v does not bind the webhook's ServiceAccount %s", b, serviceAccount)
 	}
 }
 

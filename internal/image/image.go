@@ -59,6 +59,9 @@ type Spec struct {
 	Binary string
 	// Links are extra names of the binary (kubectl-gpuslice), as symlinks.
 	Links []string
+	// Also are more programs built the same way and put beside Binary
+	// (gpuslice-agent), run by naming them as the container's command.
+	Also []Program
 	// Cmd is the default arguments after the entrypoint.
 	Cmd []string
 	// Version and Commit are stamped into internal/version and the labels.
@@ -78,6 +81,9 @@ type Spec struct {
 	// the binary is static (CGO_ENABLED=0) and the layer has no libraries.
 	Glibc bool
 }
+
+// Program is one more main package of an image and its path there.
+type Program struct{ Package, Binary string }
 
 // Platform is an OS and architecture, e.g. linux/arm64.
 type Platform struct{ OS, Arch string }
@@ -101,54 +107,44 @@ func ParsePlatforms(s string) ([]Platform, error) {
 // HostPlatform is the platform this program runs on.
 func HostPlatform() Platform { return Platform{OS: runtime.GOOS, Arch: runtime.GOARCH} }
 
-// Build compiles spec's package for platform and returns the image: a
-// static binary (CGO_ENABLED=0), or with spec.Glibc a cgo build with
-// glibc's runtime files beside it.
+// Build compiles spec's packages for platform and returns the image:
+// static binaries (CGO_ENABLED=0), or with spec.Glibc cgo builds with
+// glibc's runtime files beside them.
 func Build(ctx context.Context, spec Spec, p Platform) (v1.Image, error) {
 	tmp, err := os.MkdirTemp("", "gpuslice-image-")
 	if err != nil {
 		return nil, fmt.Errorf("creating a build folder: %w", err)
 	}
 	defer os.RemoveAll(tmp)
-	bin := filepath.Join(tmp, "bin")
-	ldflags := "-s -w"
-	if spec.Version != "" {
-		ldflags += " -X " + versionPkg + ".Version=" + spec.Version
-	}
-	if spec.Commit != "" {
-		ldflags += " -X " + versionPkg + ".Commit=" + spec.Commit
-	}
-	args := []string{"build", "-trimpath", "-ldflags=" + ldflags}
-	env := append(os.Environ(), "GOOS="+p.OS, "GOARCH="+p.Arch)
 	var libc *glibcLayout
 	if spec.Glibc {
 		if libc, err = glibcFor(p); err != nil {
 			return nil, err
 		}
-		// cgo only for NVML: the pure-Go resolver and user lookup keep
-		// DNS as it was in the static build and need no NSS files.
-		args = append(args, "-tags=netgo,osusergo")
-		env = append(env, "CGO_ENABLED=1", "CC="+libc.cc)
-	} else {
-		env = append(env, "CGO_ENABLED=0")
 	}
-	args = append(args, "-o", bin, spec.Package)
-	cmd := exec.CommandContext(ctx, "go", args...)
-	cmd.Dir = spec.Dir
-	cmd.Env = env
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("building %s for %s in %s: %w\n%s", spec.Package, p, spec.Dir, err, out)
-	}
-	binary, err := os.ReadFile(bin)
-	if err != nil {
-		return nil, fmt.Errorf("reading the built binary: %w", err)
-	}
+	programs := append([]Program{{Package: spec.Package, Binary: spec.Binary}}, spec.Also...)
+	binaries := make([][]byte, len(programs))
 	var extra []layerFile
-	if libc != nil {
-		if extra, err = libc.files(binary); err != nil {
+	for i, prog := range programs {
+		if binaries[i], err = compile(ctx, spec, p, libc, prog.Package, filepath.Join(tmp, fmt.Sprint("bin", i))); err != nil {
 			return nil, err
 		}
+		if libc == nil {
+			continue
+		}
+		// Every binary is checked against the glibc files; they go in once.
+		files, err := libc.files(binaries[i])
+		if err != nil {
+			return nil, err
+		}
+		if i == 0 {
+			extra = files
+		}
 	}
+	for i, prog := range spec.Also {
+		extra = append(extra, layerFile{Path: prog.Binary, Data: binaries[i+1], Mode: 0o755})
+	}
+	binary := binaries[0]
 	var ca []byte
 	if spec.CACerts != "" {
 		if ca, err = os.ReadFile(spec.CACerts); err != nil {
@@ -188,6 +184,40 @@ func Build(ctx context.Context, spec Spec, p Platform) (v1.Image, error) {
 		return nil, fmt.Errorf("setting the image config: %w", err)
 	}
 	return img, nil
+}
+
+// compile builds pkg for platform p into out and reads the binary: static
+// (CGO_ENABLED=0), or with libc a cgo build against glibc.
+func compile(ctx context.Context, spec Spec, p Platform, libc *glibcLayout, pkg, out string) ([]byte, error) {
+	ldflags := "-s -w"
+	if spec.Version != "" {
+		ldflags += " -X " + versionPkg + ".Version=" + spec.Version
+	}
+	if spec.Commit != "" {
+		ldflags += " -X " + versionPkg + ".Commit=" + spec.Commit
+	}
+	args := []string{"build", "-trimpath", "-ldflags=" + ldflags}
+	env := append(os.Environ(), "GOOS="+p.OS, "GOARCH="+p.Arch)
+	if libc != nil {
+		// cgo only for NVML: the pure-Go resolver and user lookup keep
+		// DNS as it was in the static build and need no NSS files.
+		args = append(args, "-tags=netgo,osusergo")
+		env = append(env, "CGO_ENABLED=1", "CC="+libc.cc)
+	} else {
+		env = append(env, "CGO_ENABLED=0")
+	}
+	args = append(args, "-o", out, pkg)
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = spec.Dir
+	cmd.Env = env
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("building %s for %s in %s: %w\n%s", pkg, p, spec.Dir, err, out)
+	}
+	binary, err := os.ReadFile(out)
+	if err != nil {
+		return nil, fmt.Errorf("reading the built binary: %w", err)
+	}
+	return binary, nil
 }
 
 // epoch is every file's time, so the same sources give the same image.
@@ -391,6 +421,10 @@ func WriteTarball(file, ref string, img v1.Image) error {
 	return nil
 }
 
+// AgentBinary is the node agent's path in the gpuslice image, the
+// DaemonSet's command.
+const AgentBinary = "/gpuslice-agent"
+
 // GpusliceSpec is the image the chart runs, built from the checkout at
 // repoRoot.
 func GpusliceSpec(repoRoot, version, commit string) Spec {
@@ -398,6 +432,7 @@ func GpusliceSpec(repoRoot, version, commit string) Spec {
 		Ref: "ghcr.io/gpuslice/gpuslice:" + version,
 		Dir: repoRoot, Package: "./cmd/gpuslice",
 		Binary: "/gpuslice", Links: []string{"/usr/local/bin/kubectl-gpuslice", "/usr/local/bin/gpuslice"},
+		Also:    []Program{{Package: "./cmd/gpuslice-agent", Binary: AgentBinary}},
 		Version: version, Commit: commit, Title: "gpuslice",
 		CACerts: "/etc/ssl/certs/ca-certificates.crt",
 		Glibc:   true,

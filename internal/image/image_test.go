@@ -154,46 +154,8 @@ func TestGlibcImage(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	f, err := elf.Open(filepath.Join(rootfs, "gpuslice"))
-	if err != nil {
-		t.Fatalf("the image's /gpuslice: %v", err)
-	}
-	defer f.Close()
-	var interp string
-	for _, prog := range f.Progs {
-		if prog.Type == elf.PT_INTERP {
-			b, err := io.ReadAll(prog.Open())
-			if err != nil {
-				t.Fatal(err)
-			}
-			interp = strings.TrimRight(string(b), "\x00")
-		}
-	}
-	if interp == "" {
-		t.Fatal("/gpuslice has no interpreter: a static binary cannot dlopen NVML (glibc)")
-	}
-	if _, err := resolve(rootfs, interp); err != nil {
-		t.Errorf("the interpreter %s is not in the image: %v", interp, err)
-	}
-	needed, err := f.ImportedLibraries()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(needed) == 0 {
-		t.Error("/gpuslice needs no library: not linked against glibc")
-	}
-	for _, lib := range needed {
-		found := false
-		// The loader's default search path, without an ld.so.cache.
-		for _, dir := range []string{layout.libDir, "/usr" + layout.libDir, "/lib", "/usr/lib"} {
-			if _, err := resolve(rootfs, path.Join(dir, lib)); err == nil {
-				found = true
-				break
-			}
-		}
-		if !found {
-			t.Errorf("/gpuslice needs %s, which is not on the loader's path in the image", lib)
-		}
+	for _, bin := range []string{"/gpuslice", AgentBinary} {
+		checkGlibcBinary(t, rootfs, bin, layout.libDir)
 	}
 
 	if os.Getuid() != 0 {
@@ -223,7 +185,7 @@ func TestGlibcImage(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	agent := exec.CommandContext(ctx, "chroot", user, rootfs, "/gpuslice", "agent", "--node-name", "n1", "--kubeconfig", "/tmp/kubeconfig", "--listen-address", "127.0.0.1:0")
+	agent := exec.CommandContext(ctx, "chroot", user, rootfs, AgentBinary, "--node-name", "n1", "--kubeconfig", "/tmp/kubeconfig", "--listen-address", "127.0.0.1:0")
 	stderr, err := agent.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -347,5 +309,52 @@ func TestGlibcForSaysWhatIsMissing(t *testing.T) {
 	}
 	if _, err := l.files(self); err == nil || !strings.Contains(err.Error(), "interpreter") {
 		t.Errorf("files(a non-arm64 binary) = %v, want an error about the interpreter", err)
+	}
+}
+
+// checkGlibcBinary checks that bin in rootfs is linked against glibc and
+// that its interpreter and libraries are in the image.
+func checkGlibcBinary(t *testing.T, rootfs, bin, libDir string) {
+	t.Helper()
+	f, err := elf.Open(filepath.Join(rootfs, bin))
+	if err != nil {
+		t.Fatalf("the image's %s: %v", bin, err)
+	}
+	defer f.Close()
+	var interp string
+	for _, prog := range f.Progs {
+		if prog.Type == elf.PT_INTERP {
+			b, err := io.ReadAll(prog.Open())
+			if err != nil {
+				t.Fatal(err)
+			}
+			interp = strings.TrimRight(string(b), "\x00")
+		}
+	}
+	if interp == "" {
+		t.Fatalf("%s has no interpreter: a static binary cannot dlopen NVML (glibc)", bin)
+	}
+	if _, err := resolve(rootfs, interp); err != nil {
+		t.Errorf("the interpreter %s is not in the image: %v", interp, err)
+	}
+	needed, err := f.ImportedLibraries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(needed) == 0 {
+		t.Errorf("%s needs no library: not linked against glibc", bin)
+	}
+	for _, lib := range needed {
+		found := false
+		// The loader's default search path, without an ld.so.cache.
+		for _, dir := range []string{libDir, "/usr" + libDir, "/lib", "/usr/lib"} {
+			if _, err := resolve(rootfs, path.Join(dir, lib)); err == nil {
+				found = true
+				break
+			}
+		}
+		if !found {
+			t.Errorf("%s needs %s, which is not on the loader's path in the image", bin, lib)
+		}
 	}
 }

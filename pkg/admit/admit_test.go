@@ -4,8 +4,11 @@ import (
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/gpuslice/gpuslice/internal/seed/gatecluster"
 	"github.com/gpuslice/gpuslice/pkg/gate"
+	"github.com/gpuslice/gpuslice/pkg/policy"
 	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
@@ -112,12 +115,23 @@ spec:
 `
 }
 
+var plexRef = workload.Ref{Kind: workload.KindDeployment, Namespace: "media", Name: "plex"}
+
+// squatterNotReady adds a workload in ai-dev that protects itself by its
+// own annotation, its pod not Ready.
+func squatterNotReady(c *gatecluster.Cluster) {
+	c.Workload("ai-dev", "squatter", map[string]string{workload.AnnotationProtected: "true"}, "", 1, "homelabai", true)
+	p := &c.Pods[len(c.Pods)-1]
+	p.Status.Conditions[0].Status = corev1.ConditionFalse
+}
+
 func TestJudge(t *testing.T) {
 	tests := []struct {
 		name       string
 		setup      func(c *gatecluster.Cluster)
 		manifest   string
 		breakGlass string
+		trust      *policy.Trust
 		wantCode   gate.Code
 		// want are substrings of the first workload's problems or note.
 		want           []string
@@ -152,6 +166,36 @@ func TestJudge(t *testing.T) {
 		wantCode:   gate.CodeNodeUnavailable,
 		want:       []string{"homelabai is NotReady"},
 	}, {
+		name:     "a workload's own protected annotation, believed without trust",
+		setup:    (*gatecluster.Cluster).PlexNotReady,
+		manifest: strings.Replace(vllm("1", "2"), `gpuslice.io/preemptible: "true"`, `gpuslice.io/protected: "true"`, 1),
+		wantCode: gate.CodeOK,
+	}, {
+		name:     "a workload's own protected annotation, ignored as the gate ignores it",
+		setup:    (*gatecluster.Cluster).PlexNotReady,
+		manifest: strings.Replace(vllm("1", "2"), `gpuslice.io/preemptible: "true"`, `gpuslice.io/protected: "true"`, 1),
+		trust:    policy.NewTrust([]workload.Ref{plexRef}, nil),
+		wantCode: gate.CodeProtectedUnhealthy,
+		want:     []string{"media/plex is unhealthy"},
+	}, {
+		name:     "a workload's own protected annotation, believed in a trusted namespace",
+		setup:    (*gatecluster.Cluster).PlexNotReady,
+		manifest: strings.Replace(vllm("1", "2"), `gpuslice.io/preemptible: "true"`, `gpuslice.io/protected: "true"`, 1),
+		trust:    policy.NewTrust([]workload.Ref{plexRef}, []string{"ai-dev"}),
+		wantCode: gate.CodeOK,
+	}, {
+		name:     "an unhealthy workload protected by its own annotation holds others up without trust",
+		setup:    squatterNotReady,
+		manifest: vllm("1", "2"),
+		wantCode: gate.CodeProtectedUnhealthy,
+		want:     []string{"ai-dev/squatter is unhealthy"},
+	}, {
+		name:     "an unhealthy workload protected by its own annotation holds nothing up under trust",
+		setup:    squatterNotReady,
+		manifest: vllm("1", "2"),
+		trust:    policy.NewTrust([]workload.Ref{plexRef}, nil),
+		wantCode: gate.CodeOK,
+	}, {
 		name:     "not a GPU workload",
 		setup:    (*gatecluster.Cluster).PlexNotReady,
 		manifest: "apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: web}\nspec: {containers: [{name: nginx}]}\n",
@@ -168,7 +212,7 @@ func TestJudge(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r, err := Judge(&c.Cluster, targets, skipped, Options{BreakGlass: tt.breakGlass})
+			r, err := Judge(&c.Cluster, targets, skipped, Options{BreakGlass: tt.breakGlass, Trust: tt.trust})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -25,6 +25,10 @@ type Options struct {
 	// BreakGlass is the reason given with --break-glass: the problems the
 	// gate may be overridden for (gate.Overridable) no longer refuse.
 	BreakGlass string
+	// Trust is the admission gate's (its --protected and
+	// --trusted-namespace), so that admit believes the same annotations;
+	// nil believes every one.
+	Trust *policy.Trust
 }
 
 // Verdict is one workload's answer.
@@ -48,13 +52,19 @@ type Report struct {
 	Workloads  []Verdict `json:"workloads"`
 	Skipped    []Skipped `json:"skipped,omitempty"`
 	BreakGlass string    `json:"breakGlass,omitempty"`
+	// Journaled says break-glass overrides were also added to the
+	// admission gate's journal, for gpuslice history.
+	Journaled bool `json:"journaled,omitempty"`
+	// Warnings are what went wrong besides the decision, such as a
+	// journal the user may not write.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // Judge decides, for each target, whether its pods can start now in c.
 // An error is bad input (a pod the webhook would refuse, a policy that
 // does not parse) or a cluster the ledger cannot use.
 func Judge(c *clusterview.Cluster, targets []Target, skipped []Skipped, opt Options) (*Report, error) {
-	v, err := clusterview.Read(c, clusterview.Options{Ledger: opt.Ledger})
+	v, err := clusterview.Read(c, clusterview.Options{Ledger: opt.Ledger, Trust: opt.Trust})
 	if err != nil {
 		return nil, fmt.Errorf("reading the cluster's GPU ledger: %w", err)
 	}
@@ -92,6 +102,11 @@ func judgeOne(v *clusterview.View, t Target, gopt gate.Options, opt Options) (Ve
 	pol, err := policy.Parse(t.Annotations, pod.Spec.PriorityClassName, gopt.Classes, nil)
 	if err != nil {
 		return vd, fmt.Errorf("%s (%s): %w", t.Workload.Qualified(), t.Source, err)
+	}
+	// As the gate: a controller's annotations count as far as Trust
+	// believes them; a bare pod's as they are.
+	if t.Workload.Kind != KindPod {
+		pol, _ = opt.Trust.Apply(t.Workload, pol, pod.Spec.PriorityClassName, gopt.Classes)
 	}
 	// Applying a Deployment, StatefulSet or Pod again replaces its pods;
 	// a Job's or CronJob's new pods run beside the old ones.

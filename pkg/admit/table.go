@@ -52,9 +52,16 @@ func WriteTable(w io.Writer, r *Report) error {
 	overrode := slices.ContainsFunc(r.Workloads, func(v Verdict) bool { return v.Overridden })
 	switch {
 	case overrode:
-		fmt.Fprintf(w, "Break-glass: %q; recorded as an Event. The webhook's admission gate still refuses the pods unless their template carries the break-glass annotation.\n", r.BreakGlass)
+		recorded := "an Event"
+		if r.Journaled {
+			recorded = "an Event and in the admission gate's journal (gpuslice history)"
+		}
+		fmt.Fprintf(w, "Break-glass: %q; recorded as %s. The webhook's admission gate still refuses the pods unless their template carries the break-glass annotation.\n", r.BreakGlass, recorded)
 	case r.BreakGlass != "":
 		fmt.Fprintln(w, "Break-glass: nothing to override (no shares or Plex problem); no Event recorded.")
+	}
+	for _, warning := range r.Warnings {
+		fmt.Fprintf(w, "Warning: %s\n", warning)
 	}
 	fmt.Fprintf(w, "Exit code %s\n", Describe(r.Code))
 	return nil

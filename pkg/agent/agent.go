@@ -20,7 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/gpuslice/gpuslice/internal/serving"
 	"github.com/gpuslice/gpuslice/pkg/gpu"
@@ -42,8 +42,10 @@ type Options struct {
 	// NVMLLibrary (empty: libnvidia-ml.so.1 from the loader's path).
 	NVML        gpu.NVML
 	NVMLLibrary string
-	Client      kubernetes.Interface
-	Log         *slog.Logger
+	// Pods lists and watches the node's pods: NodePods, from the
+	// kubeconfig or the pod's in-cluster configuration.
+	Pods cache.ListerWatcher
+	Log  *slog.Logger
 	// RetryMin and RetryMax bound the NVML initialisation backoff
 	// (defaults 5s and 5m).
 	RetryMin, RetryMax time.Duration
@@ -68,8 +70,8 @@ func New(o Options) (*Agent, error) {
 	switch {
 	case o.NodeName == "":
 		return nil, errors.New("agent: Options.NodeName is empty: the agent watches only its node's pods")
-	case o.Client == nil:
-		return nil, errors.New("agent: Options.Client is nil: the agent needs the API server to name pods")
+	case o.Pods == nil:
+		return nil, errors.New("agent: Options.Pods is nil: the agent needs the API server to name pods")
 	case o.Log == nil:
 		return nil, errors.New("agent: no logger")
 	}
@@ -82,7 +84,7 @@ func New(o Options) (*Agent, error) {
 	if o.ShutdownGrace == 0 {
 		o.ShutdownGrace = 5 * time.Second
 	}
-	pods, err := NewPodInformer(o.Client, o.NodeName, o.Log)
+	pods, err := NewPodInformer(o.Pods, o.NodeName, o.Log)
 	if err != nil {
 		return nil, err
 	}

@@ -22,9 +22,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/gpuslice/gpuslice/internal/standin/proctest"
+	"github.com/gpuslice/gpuslice/internal/testutil/podsource"
 	"github.com/gpuslice/gpuslice/pkg/gpu"
 )
 
@@ -74,7 +75,7 @@ func pod(ns, name, uid, container, containerID string) *corev1.Pod {
 
 // homelab is the recorded RTX 3080 Ti plus the edge cases, with pods and a
 // proc root to match.
-func homelab(t *testing.T) (*gpu.Fake, *fake.Clientset, string) {
+func homelab(t *testing.T) (*gpu.Fake, cache.ListerWatcher, string) {
 	t.Helper()
 	f := gpu.RecordedRTX3080Ti()
 	f.Devices[0].Compute = append(f.Devices[0].Compute,
@@ -85,7 +86,7 @@ func homelab(t *testing.T) (*gpu.Fake, *fake.Clientset, string) {
 	)
 	static := pod("kube-system", "gpu-probe-homelabai", "a-different-api-uid-0000000000000000", "probe", "")
 	static.Annotations = map[string]string{annotationMirror: uidStatic}
-	cs := fake.NewClientset(
+	cs := podsource.Fixed(
 		pod("ai-dev", "vllm-server-6d9f7c8b5d-x2x9q", uidVLLM, "vllm", proctest.ContainerID(1)),
 		pod("ai", "tts-5c8b7d9f6-k4m2p", uidTTS, "tts", proctest.ContainerID(2)),
 		pod("media", "plex-7f9d8c6b5-q7w8e", uidPlex, "plex", proctest.ContainerID(3)),
@@ -199,7 +200,7 @@ func expect(t *testing.T, families map[string]*dto.MetricFamily, name string, la
 
 func TestAgentExpositionRecordedGPU(t *testing.T) {
 	f, cs, proc := homelab(t)
-	a, logs := startAgent(t, Options{NVML: f, Client: cs, ProcRoot: proc})
+	a, logs := startAgent(t, Options{NVML: f, Pods: cs, ProcRoot: proc})
 	poll(t, "readiness", func() bool { ok, _ := a.Readiness(); return ok })
 	if code, body := get(t, a.Handler(), "/readyz"); code != http.StatusOK {
 		t.Errorf("/readyz: %d %s", code, body)
@@ -267,7 +268,7 @@ func TestAgentExpositionRecordedGPU(t *testing.T) {
 // TestAgentMetricsLint runs Prometheus's own linter over the agent's metrics.
 func TestAgentMetricsLint(t *testing.T) {
 	f, cs, proc := homelab(t)
-	a, _ := startAgent(t, Options{NVML: f, Client: cs, ProcRoot: proc})
+	a, _ := startAgent(t, Options{NVML: f, Pods: cs, ProcRoot: proc})
 	poll(t, "readiness", func() bool { ok, _ := a.Readiness(); return ok })
 	problems, err := testutil.GatherAndLint(a.Registry())
 	if err != nil {
@@ -315,7 +316,7 @@ func TestAgentDegradedWithoutNVML(t *testing.T) {
 	lib := &countingNVML{NVML: gpu.NewNVML("")}
 	logs := &logBuffer{}
 	a, err := New(Options{
-		NodeName: node, Client: cs, ProcRoot: proc, NVML: lib,
+		NodeName: node, Pods: cs, ProcRoot: proc, NVML: lib,
 		Log:      slog.New(slog.NewJSONHandler(logs, nil)),
 		RetryMin: time.Millisecond, RetryMax: 4 * time.Millisecond,
 	})
@@ -380,7 +381,7 @@ func TestAgentDegradedWithoutNVML(t *testing.T) {
 func TestAgentNVMLComesLate(t *testing.T) {
 	f, cs, proc := homelab(t)
 	f.InitErrors = []error{gpu.ERROR_DRIVER_NOT_LOADED, gpu.ERROR_DRIVER_NOT_LOADED, gpu.ERROR_DRIVER_NOT_LOADED}
-	a, logs := startAgent(t, Options{NVML: f, Client: cs, ProcRoot: proc, RetryMin: time.Millisecond, RetryMax: 2 * time.Millisecond})
+	a, logs := startAgent(t, Options{NVML: f, Pods: cs, ProcRoot: proc, RetryMin: time.Millisecond, RetryMax: 2 * time.Millisecond})
 	// Start made the first attempt already.
 	if up, reason := a.nvml.Status(); up || !strings.Contains(reason.Error(), "ERROR_DRIVER_NOT_LOADED") || !strings.Contains(reason.Error(), "load the NVIDIA kernel driver") {
 		t.Errorf("before the driver: up %v, %v", up, reason)
@@ -402,7 +403,7 @@ func TestAgentNVMLComesLate(t *testing.T) {
 // reports NVML unavailable; the session is initialised again.
 func TestAgentNVMLLost(t *testing.T) {
 	f, cs, proc := homelab(t)
-	a, logs := startAgent(t, Options{NVML: f, Client: cs, ProcRoot: proc, RetryMin: time.Millisecond, RetryMax: 2 * time.Millisecond})
+	a, logs := startAgent(t, Options{NVML: f, Pods: cs, ProcRoot: proc, RetryMin: time.Millisecond, RetryMax: 2 * time.Millisecond})
 	poll(t, "readiness", func() bool { ok, _ := a.Readiness(); return ok })
 	f.Update(func(f *gpu.Fake) { f.ReadErr = gpu.ERROR_GPU_IS_LOST })
 	fams := scrapeMetrics(t, a.Handler())
@@ -420,10 +421,10 @@ func TestAgentNVMLLost(t *testing.T) {
 
 func TestAgentNewRejectsMissingOptions(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if _, err := New(Options{Client: fake.NewClientset(), Log: log}); err == nil || !strings.Contains(err.Error(), "NodeName") {
+	if _, err := New(Options{Pods: podsource.Fixed(), Log: log}); err == nil || !strings.Contains(err.Error(), "NodeName") {
 		t.Errorf("no node name: %v", err)
 	}
-	if _, err := New(Options{NodeName: node, Log: log}); err == nil || !strings.Contains(err.Error(), "Client") {
+	if _, err := New(Options{NodeName: node, Log: log}); err == nil || !strings.Contains(err.Error(), "Pods") {
 		t.Errorf("no client: %v", err)
 	}
 }

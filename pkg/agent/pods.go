@@ -9,9 +9,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/gpuslice/gpuslice/pkg/cgroup"
@@ -38,26 +35,22 @@ const annotationMirror = "kubernetes.io/config.mirror"
 
 const indexUID = "uid"
 
-// PodInformer watches the pods bound to one node (field selector
-// spec.nodeName) and indexes them by UID. It keeps only the fields the
-// lookup needs, so a busy node costs little memory.
+// PodInformer watches the pods bound to one node (NodePods) and indexes
+// them by UID. It keeps only the fields the lookup needs, so a busy node
+// costs little memory.
 type PodInformer struct {
 	node     string
 	log      *slog.Logger
-	factory  informers.SharedInformerFactory
 	informer cache.SharedIndexInformer
 
 	mu      sync.Mutex
 	lastErr string
 }
 
-// NewPodInformer prepares the watch; Start runs it.
-func NewPodInformer(cs kubernetes.Interface, node string, log *slog.Logger) (*PodInformer, error) {
-	selector := fields.OneTermEqualSelector("spec.nodeName", node).String()
-	factory := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-		o.FieldSelector = selector
-	}))
-	p := &PodInformer{node: node, log: log, factory: factory, informer: factory.Core().V1().Pods().Informer()}
+// NewPodInformer prepares the watch of node's pods through pods
+// (NodePods); Start runs it.
+func NewPodInformer(pods cache.ListerWatcher, node string, log *slog.Logger) (*PodInformer, error) {
+	p := &PodInformer{node: node, log: log, informer: cache.NewSharedIndexInformer(pods, &corev1.Pod{}, 0, cache.Indexers{})}
 	if err := p.informer.SetTransform(trimPod); err != nil {
 		return nil, fmt.Errorf("pod informer: %w", err)
 	}
@@ -73,7 +66,7 @@ func NewPodInformer(cs kubernetes.Interface, node string, log *slog.Logger) (*Po
 // Start lists and watches until ctx ends. Once listed, it logs how many
 // pods the node has: none usually means a wrong --node-name.
 func (p *PodInformer) Start(ctx context.Context) {
-	p.factory.Start(ctx.Done())
+	go p.informer.RunWithContext(ctx)
 	go func() {
 		if !cache.WaitForCacheSync(ctx.Done(), p.informer.HasSynced) {
 			return

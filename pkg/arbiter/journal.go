@@ -10,28 +10,17 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/gpuslice/gpuslice/pkg/journal"
+	"github.com/gpuslice/gpuslice/pkg/journal/store"
 	"github.com/gpuslice/gpuslice/pkg/ops"
 )
 
 // JournalRef names the ConfigMap that holds the arbiter's journal.
-type JournalRef struct {
-	Namespace, Name string
-}
-
-func (r JournalRef) String() string { return "configmap " + r.Namespace + "/" + r.Name }
+type JournalRef = store.Ref
 
 // ReadJournal reads the arbiter's journal; a journal not written yet is
 // empty (found false).
 func ReadJournal(ctx context.Context, cs kubernetes.Interface, ref JournalRef) (j *journal.Journal, found bool, err error) {
-	cm, err := cs.CoreV1().ConfigMaps(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
-	switch {
-	case apierrors.IsNotFound(err):
-		return journal.New(), false, nil
-	case err != nil:
-		return nil, false, fmt.Errorf("reading the arbiter's journal, %s: %w", ref, err)
-	}
-	j, err = journal.Decode(ref.String(), cm.Data)
-	return j, true, err
+	return store.Read(ctx, cs, ref)
 }
 
 // journalStore keeps the journal in memory and writes each change

@@ -3,6 +3,7 @@ package journal
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,16 +15,19 @@ import (
 const DefaultNamespace = "gpu-system"
 
 // History is what gpuslice history shows: what the arbiter holds
-// preempted now, and its decisions since a time, newest first.
+// preempted now, and its and the admission gate's decisions since a time,
+// newest first.
 type History struct {
-	Journal string    `json:"journal"`
-	Since   time.Time `json:"since"`
-	Held    []Hold    `json:"held"`
-	Entries []Entry   `json:"entries"`
+	Journal string `json:"journal"`
+	// GateJournal is the admission gate's journal, when there is one.
+	GateJournal string    `json:"gateJournal,omitempty"`
+	Since       time.Time `json:"since"`
+	Held        []Hold    `json:"held"`
+	Entries     []Entry   `json:"entries"`
 }
 
-// Report is the journal as gpuslice history shows it: from since on, for
-// workloads in namespace ("" for all).
+// Report is the arbiter's journal as gpuslice history shows it: from
+// since on, for workloads in namespace ("" for all).
 func (j *Journal) Report(name string, since time.Time, namespace string) *History {
 	h := &History{Journal: name, Since: since.UTC(), Held: []Hold{}, Entries: []Entry{}}
 	for _, hold := range j.Held {
@@ -31,12 +35,41 @@ func (j *Journal) Report(name string, since time.Time, namespace string) *Histor
 			h.Held = append(h.Held, hold)
 		}
 	}
+	h.Entries = j.entries(since, namespace, ByArbiter)
+	return h
+}
+
+// AddGate merges the admission gate's journal (gate, named name) into
+// the history.
+func (h *History) AddGate(name string, gate *Journal, namespace string) {
+	h.GateJournal = name
+	h.Entries = Newest(h.Entries, gate.entries(h.Since, namespace, ByGate))
+}
+
+// entries are j's from since on in namespace, each saying who decided
+// (by, where the entry does not say).
+func (j *Journal) entries(since time.Time, namespace, by string) []Entry {
+	out := []Entry{}
 	for _, e := range j.Since(since) {
 		if namespace == "" || e.Workload.Namespace == namespace {
-			h.Entries = append(h.Entries, e)
+			if e.By == "" {
+				e.By = by
+			}
+			out = append(out, e)
 		}
 	}
-	return h
+	return out
+}
+
+// Newest merges histories into one, newest first; of entries made at
+// the same time, the earlier list's come first.
+func Newest(lists ...[]Entry) []Entry {
+	out := slices.Concat(lists...)
+	if out == nil {
+		out = []Entry{}
+	}
+	slices.SortStableFunc(out, func(a, b Entry) int { return b.At.Compare(a.At) })
+	return out
 }
 
 // WriteTable writes the holds, each with the command that undoes it, then
@@ -51,16 +84,23 @@ func (h *History) WriteTable(w io.Writer) error {
 		fmt.Fprintln(tw)
 	}
 	if len(h.Entries) == 0 {
-		fmt.Fprintf(tw, "No arbiter decisions since %s in %s.\n", stamp(h.Since), h.Journal)
+		journals := h.Journal
+		if h.GateJournal != "" {
+			journals += " and " + h.GateJournal
+		}
+		fmt.Fprintf(tw, "No decisions since %s in %s.\n", stamp(h.Since), journals)
 		return tw.Flush()
 	}
-	fmt.Fprintln(tw, "TIME\tACTION\tWORKLOAD\tNODE\tWHY")
+	fmt.Fprintln(tw, "TIME\tBY\tACTION\tWORKLOAD\tNODE\tWHY")
 	for _, e := range h.Entries {
 		why := e.Reason
 		if e.Message != "" && e.Message != why {
 			why = strings.TrimPrefix(why+": "+e.Message, ": ")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", stamp(e.At), e.Action, e.Workload.Qualified(), dash(e.Node), dash(why))
+		if n := e.Times(); n > 1 {
+			why = fmt.Sprintf("%d times since %s: %s", n, stamp(e.FirstAt()), dash(why))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", stamp(e.At), dash(e.By), e.Action, e.Workload.Qualified(), dash(e.Node), dash(why))
 	}
 	return tw.Flush()
 }

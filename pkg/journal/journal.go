@@ -1,5 +1,6 @@
-// Package journal is the arbiter's own durable record, kept in a ConfigMap
-// in the arbiter's namespace that only it (and a cluster admin) may write:
+// Package journal is gpuslice's durable record of its decisions, kept in
+// ConfigMaps that each have one writer. The arbiter's, in its namespace,
+// only it (and a cluster admin) may write:
 //
 //   - Held: the preemptions it holds now, by workload. A release or lower
 //     record on a workload counts as the arbiter's only when Held has it:
@@ -8,6 +9,12 @@
 //   - History: its decisions (preempt, restore, preemptions that did not
 //     take effect in time, records it refused to trust), newest first,
 //     bounded by count and bytes, for gpuslice history.
+//
+// The admission gate's (GateName, in the webhook's namespace) has a
+// History only: the pods it denied and those break-glass let in, written
+// by the webhook, and `gpuslice admit --break-glass` overrides. Repeats of
+// one decision (a ReplicaSet retrying a denied pod) are one entry with a
+// count (Add).
 //
 // It is pure: Decode and Encode turn it into a ConfigMap's data and back.
 package journal
@@ -27,8 +34,24 @@ const (
 	KeyHistory = "history.json"
 )
 
-// DefaultName is the ConfigMap's name.
-const DefaultName = "gpuslice-arbiter-journal"
+// DefaultName is the arbiter's ConfigMap's name, GateName the admission
+// gate's.
+const (
+	DefaultName = "gpuslice-arbiter-journal"
+	GateName    = "gpuslice-gate-journal"
+)
+
+// Who decided, Entry.By: the arbiter, the webhook's admission gate, or a
+// user's gpuslice admit --break-glass.
+const (
+	ByArbiter = "arbiter"
+	ByGate    = "gate"
+	ByAdmit   = "admit"
+)
+
+// CoalesceWithin is the longest pause between repeats of one decision
+// that Add still counts into the same entry.
+const CoalesceWithin = time.Hour
 
 // Bounds of the history: a ConfigMap holds at most 1 MiB, and gpuslice
 // history reads the whole of it.
@@ -45,6 +68,9 @@ const (
 	ActionStuck     = "stuck"     // a preemption did not take effect in time
 	ActionUntrusted = "untrusted" // a record or policy the arbiter did not write or may not believe
 	ActionDropped   = "dropped"   // a hold whose record someone else removed (a restore by hand)
+
+	ActionDenied     = "denied"      // the admission gate refused a pod
+	ActionBreakGlass = "break-glass" // a pod or manifest let in despite the gate's refusal
 )
 
 // Hold is one preemption the arbiter holds.
@@ -57,8 +83,9 @@ type Hold struct {
 	Reason string    `json:"reason,omitempty"`
 }
 
-// Entry is one decision.
+// Entry is one decision, or repeats of it.
 type Entry struct {
+	// At is when it was made; for repeats, the last time.
 	At       time.Time    `json:"at"`
 	Action   string       `json:"action"`
 	Workload workload.Ref `json:"workload"`
@@ -66,6 +93,29 @@ type Entry struct {
 	Reason   string       `json:"reason,omitempty"`
 	// Message says what was done, or what went wrong.
 	Message string `json:"message,omitempty"`
+	// By is who decided (ByGate, ByAdmit); empty in the arbiter's journal,
+	// where it can only be the arbiter.
+	By string `json:"by,omitempty"`
+	// Count is how many times it was decided, when more than once; First
+	// is then the first time.
+	Count int       `json:"count,omitempty"`
+	First time.Time `json:"first,omitzero"`
+}
+
+// Times is how many times e was decided.
+func (e *Entry) Times() int { return max(e.Count, 1) }
+
+// FirstAt is when e was first decided.
+func (e *Entry) FirstAt() time.Time {
+	if e.First.IsZero() {
+		return e.At
+	}
+	return e.First
+}
+
+// sameDecision says whether a and b are repeats of one decision.
+func sameDecision(a, b *Entry) bool {
+	return a.Action == b.Action && a.Workload == b.Workload && a.Node == b.Node && a.Reason == b.Reason && a.Message == b.Message && a.By == b.By
 }
 
 // Journal is the decoded ConfigMap.
@@ -107,6 +157,38 @@ func (j *Journal) Clone() *Journal {
 // Record adds a decision at the front of the history.
 func (j *Journal) Record(e Entry) { j.History = slices.Insert(j.History, 0, e) }
 
+// Add puts e (a decision or its repeats) in the history by time, newest
+// first. A repeat of a decision last made at most CoalesceWithin before
+// e's first time, or after it, is counted into that entry instead, so a
+// controller retrying a denied pod leaves one entry, not hundreds; the
+// history is then bounded to MaxEntries.
+func (j *Journal) Add(e Entry) {
+	for i := range j.History {
+		old := &j.History[i]
+		if !sameDecision(old, &e) || old.At.Add(CoalesceWithin).Before(e.FirstAt()) || e.At.Add(CoalesceWithin).Before(old.FirstAt()) {
+			continue
+		}
+		merged := *old
+		merged.Count = old.Times() + e.Times()
+		if first := e.FirstAt(); first.Before(old.FirstAt()) {
+			merged.First = first
+		} else {
+			merged.First = old.FirstAt()
+		}
+		if e.At.After(old.At) {
+			merged.At = e.At
+		}
+		j.History = slices.Delete(j.History, i, i+1)
+		e = merged
+		break
+	}
+	at, _ := slices.BinarySearchFunc(j.History, e.At, func(x Entry, t time.Time) int { return t.Compare(x.At) })
+	j.History = slices.Insert(j.History, at, e)
+	if len(j.History) > MaxEntries {
+		j.History = j.History[:MaxEntries]
+	}
+}
+
 // Since is the history from t on, newest first.
 func (j *Journal) Since(t time.Time) []Entry {
 	out := []Entry{}
@@ -124,31 +206,37 @@ func Decode(name string, data map[string]string) (*Journal, error) {
 	j := New()
 	if v := data[KeyHeld]; v != "" {
 		if err := json.Unmarshal([]byte(v), &j.Held); err != nil {
-			return nil, fmt.Errorf("ConfigMap %s key %s is not the arbiter's JSON: %w; delete the key (the arbiter then trusts none of its old records, which an operator restores with gpuslice restore)", name, KeyHeld, err)
+			return nil, fmt.Errorf("ConfigMap %s key %s is not a gpuslice journal's JSON: %w; delete the key (the arbiter then trusts none of its old records, which an operator restores with gpuslice restore)", name, KeyHeld, err)
 		}
 	}
 	if v := data[KeyHistory]; v != "" {
 		if err := json.Unmarshal([]byte(v), &j.History); err != nil {
-			return nil, fmt.Errorf("ConfigMap %s key %s is not the arbiter's JSON: %w; delete the key to start the history afresh", name, KeyHistory, err)
+			return nil, fmt.Errorf("ConfigMap %s key %s is not a gpuslice journal's JSON: %w; delete the key to start the history afresh", name, KeyHistory, err)
 		}
 	}
 	return j, nil
 }
 
 // Encode writes the journal as ConfigMap data, dropping the oldest
-// history beyond MaxEntries or MaxHistoryBytes.
+// history beyond MaxEntries or MaxHistoryBytes. A journal without holds
+// (the gate's) has no KeyHeld.
 func (j *Journal) Encode() (map[string]string, error) {
-	held, err := json.Marshal(j.Held)
-	if err != nil {
-		return nil, fmt.Errorf("encoding the arbiter's holds: %w", err)
+	out := map[string]string{}
+	if len(j.Held) > 0 {
+		held, err := json.Marshal(j.Held)
+		if err != nil {
+			return nil, fmt.Errorf("encoding the arbiter's holds: %w", err)
+		}
+		out[KeyHeld] = string(held)
 	}
 	if len(j.History) > MaxEntries {
 		j.History = j.History[:MaxEntries]
 	}
 	var history []byte
 	for {
+		var err error
 		if history, err = json.Marshal(j.History); err != nil {
-			return nil, fmt.Errorf("encoding the arbiter's history: %w", err)
+			return nil, fmt.Errorf("encoding the journal's history: %w", err)
 		}
 		if len(history) <= MaxHistoryBytes || len(j.History) == 0 {
 			break
@@ -156,5 +244,6 @@ func (j *Journal) Encode() (map[string]string, error) {
 		// Drop the oldest quarter at a time: few re-encodings.
 		j.History = j.History[:len(j.History)*3/4]
 	}
-	return map[string]string{KeyHeld: string(held), KeyHistory: string(history)}, nil
+	out[KeyHistory] = string(history)
+	return out, nil
 }

@@ -1,6 +1,7 @@
 package journal
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -81,7 +82,7 @@ func TestJournalDecodeErrors(t *testing.T) {
 		data map[string]string
 		want string
 	}{
-		{name: "held", data: map[string]string{KeyHeld: "{"}, want: "key held.json is not the arbiter's JSON"},
+		{name: "held", data: map[string]string{KeyHeld: "{"}, want: "key held.json is not a gpuslice journal's JSON"},
 		{name: "history", data: map[string]string{KeyHistory: "[1,"}, want: "delete the key to start the history afresh"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -90,5 +91,81 @@ func TestJournalDecodeErrors(t *testing.T) {
 				t.Errorf("error %v, want it to name the ConfigMap and say %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestJournalAddCoalesces(t *testing.T) {
+	t0 := time.Date(2026, 12, 4, 21, 0, 0, 0, time.UTC)
+	denied := func(at time.Duration) Entry {
+		return Entry{At: t0.Add(at), Action: ActionDenied, Workload: vllm, By: ByGate, Message: "protected deployment media/plex is unhealthy"}
+	}
+	type want struct {
+		at, first time.Duration
+		count     int
+	}
+	for _, tc := range []struct {
+		name  string
+		add   []Entry
+		want  []want // newest first
+		check func(t *testing.T, got []Entry)
+	}{
+		{
+			name: "a retried denial is one entry with its count and first and last time",
+			add:  []Entry{denied(0), denied(10 * time.Second), denied(40 * time.Minute), denied(80 * time.Minute)},
+			want: []want{{at: 80 * time.Minute, first: 0, count: 4}},
+		},
+		{
+			name: "a repeat after a pause longer than CoalesceWithin is a new entry",
+			add:  []Entry{denied(0), denied(CoalesceWithin + time.Minute)},
+			want: []want{{at: CoalesceWithin + time.Minute, first: CoalesceWithin + time.Minute, count: 1}, {at: 0, first: 0, count: 1}},
+		},
+		{
+			name: "another message is another decision",
+			add:  []Entry{denied(0), func() Entry { e := denied(time.Second); e.Message = "2 shares free, 4 requested"; return e }()},
+			want: []want{{at: time.Second, first: time.Second, count: 1}, {at: 0, first: 0, count: 1}},
+		},
+		{
+			name: "batches from two writers add up, whatever their order",
+			add: []Entry{
+				{At: t0.Add(time.Minute), First: t0, Count: 3, Action: ActionDenied, Workload: vllm, By: ByGate, Message: "protected deployment media/plex is unhealthy"},
+				{At: t0.Add(30 * time.Second), First: t0.Add(-time.Minute), Count: 2, Action: ActionDenied, Workload: vllm, By: ByGate, Message: "protected deployment media/plex is unhealthy"},
+			},
+			want: []want{{at: time.Minute, first: -time.Minute, count: 5}},
+		},
+		{
+			name: "an older decision added later goes in its place by time",
+			add: []Entry{
+				denied(time.Hour),
+				{At: t0.Add(2 * time.Hour), Action: ActionBreakGlass, Workload: vllm, By: ByAdmit, Reason: "demo"},
+				{At: t0, Action: ActionBreakGlass, Workload: vllm, By: ByGate, Reason: "demo"},
+			},
+			want: []want{{at: 2 * time.Hour, count: 1, first: 2 * time.Hour}, {at: time.Hour, first: time.Hour, count: 1}, {at: 0, first: 0, count: 1}},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			j := New()
+			for _, e := range tc.add {
+				j.Add(e)
+			}
+			if len(j.History) != len(tc.want) {
+				t.Fatalf("%d entries, want %d: %+v", len(j.History), len(tc.want), j.History)
+			}
+			for i, w := range tc.want {
+				e := j.History[i]
+				if !e.At.Equal(t0.Add(w.at)) || !e.FirstAt().Equal(t0.Add(w.first)) || e.Times() != w.count {
+					t.Errorf("entry %d: at %s first %s %d times; want at %s first %s %d times", i, e.At, e.FirstAt(), e.Times(), t0.Add(w.at), t0.Add(w.first), w.count)
+				}
+			}
+		})
+	}
+}
+
+func TestJournalAddBounded(t *testing.T) {
+	j := New()
+	for i := range MaxEntries + 20 {
+		j.Add(Entry{At: time.Unix(int64(i), 0).UTC(), Action: ActionDenied, Workload: workload.Ref{Kind: workload.KindDeployment, Namespace: "ai-dev", Name: fmt.Sprint("w", i)}})
+	}
+	if len(j.History) != MaxEntries || !j.History[0].At.Equal(time.Unix(MaxEntries+19, 0)) {
+		t.Errorf("%d entries, newest %s: want %d, the oldest dropped", len(j.History), j.History[0].At, MaxEntries)
 	}
 }

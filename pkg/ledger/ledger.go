@@ -504,6 +504,12 @@ func NotReady(node *corev1.Node) string {
 // requests an nvidia.com/ resource (or one of opt's shared resources), or
 // carries the gpu-directories annotation. Callers use it to fetch only what
 // GPU pods need, such as the ConfigMaps they read.
-func IsGPUPod(pod *corev1.Pod, opt Options) bool {
-	return pod.Annotations[workload.AnnotationProfiles] != "" || len(PodRequests(pod, opt)) > 0
+func IsGPUPod(pod *corev1.Pod, opt Options) bool { return GPUPods(opt)(pod) }
+
+// GPUPods is IsGPUPod for many pods, with opt's resources looked up once.
+func GPUPods(opt Options) func(*corev1.Pod) bool {
+	isGPU := newBuilder(Input{}, opt).isGPUResource
+	return func(pod *corev1.Pod) bool {
+		return pod.Annotations[workload.AnnotationProfiles] != "" || len(podRequests(pod, isGPU)) > 0
+	}
 }

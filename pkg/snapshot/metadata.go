@@ -1,13 +1,11 @@
 package snapshot
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 )
 
@@ -42,15 +40,12 @@ func listOwners[T any](ctx context.Context, rc rest.Interface, resource string, 
 
 // decodePartialList reads either encoding partialListTypes allows.
 func decodePartialList(body []byte, list *metav1.PartialObjectMetadataList) error {
-	if !bytes.HasPrefix(body, protobufPrefix) {
+	raw, ok, err := protobufObject(body, "PartialObjectMetadataList")
+	switch {
+	case err != nil:
+		return err
+	case !ok:
 		return json.Unmarshal(body, list)
 	}
-	var envelope runtime.Unknown
-	if err := envelope.Unmarshal(body[len(protobufPrefix):]); err != nil {
-		return err
-	}
-	if envelope.Kind != "PartialObjectMetadataList" {
-		return fmt.Errorf("the API server sent a %s %s, not a PartialObjectMetadataList", envelope.APIVersion, envelope.Kind)
-	}
-	return list.Unmarshal(envelope.Raw)
+	return list.Unmarshal(raw)
 }

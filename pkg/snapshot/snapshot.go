@@ -155,7 +155,11 @@ func take(ctx context.Context, cs kubernetes.Interface, opt ledger.Options, how 
 		in.Nodes = l.Items
 	})
 	wg.Go(func() {
-		in.Pods, errs[1] = listPods(ctx, cs, podSel.String(), how == ledgerOnly)
+		if how == whole {
+			in.Pods, errs[1] = listPods(ctx, cs, podSel.String())
+			return
+		}
+		in.Pods, errs[1] = listCountedPods(ctx, cs.CoreV1().RESTClient(), podSel.String(), opt, how == ledgerOnly)
 	})
 	wg.Go(func() {
 		if how != whole {
@@ -219,45 +223,6 @@ func take(ctx context.Context, cs kubernetes.Interface, opt ledger.Options, how 
 	return in, nil
 }
 
-// podPage is how many pods one list request returns (kubectl's chunk
-// size). Whole-cluster lists come in pages so that only one page's bytes
-// are held beside the pods decoded so far: one response for 10,000 pods
-// is tens of MB, read into a growing buffer and copied once more by the
-// protobuf envelope, which made the body, not the pods, most of status's
-// memory.
-const podPage = 500
-
-// listPods lists the pods matching the field selector in every namespace,
-// page by page. trim drops what the ledger never reads and each page
-// would otherwise keep alive: managedFields (a large part of a pod's
-// metadata) and the status beyond the phase (conditions, container
-// statuses).
-func listPods(ctx context.Context, cs kubernetes.Interface, fieldSelector string, trim bool) ([]corev1.Pod, error) {
-	var pods []corev1.Pod
-	opts := metav1.ListOptions{FieldSelector: fieldSelector, Limit: podPage}
-	for {
-		l, err := cs.CoreV1().Pods("").List(ctx, opts)
-		if err != nil {
-			if apierrors.IsResourceExpired(err) {
-				err = fmt.Errorf("%w (the cluster changed too much while it was listed page by page: run the command again)", err)
-			}
-			return nil, listErr("pods", err)
-		}
-		if trim {
-			for i := range l.Items {
-				p := &l.Items[i]
-				p.ManagedFields = nil
-				p.Status = corev1.PodStatus{Phase: p.Status.Phase}
-			}
-		}
-		pods = append(pods, l.Items...)
-		if l.Continue == "" {
-			return pods, nil
-		}
-		opts.Continue = l.Continue
-	}
-}
-
 // listErr turns the two failures users meet into instructions.
 func listErr(resource string, err error) error {
 	switch {
@@ -281,9 +246,10 @@ type cmRef struct{ namespace, name string }
 // for one, take environment from.
 func configMapRefs(pods []corev1.Pod, opt ledger.Options) []cmRef {
 	seen := map[cmRef]bool{}
+	isGPUPod := ledger.GPUPods(opt)
 	for i := range pods {
 		p := &pods[i]
-		if !ledger.IsGPUPod(p, opt) {
+		if !isGPUPod(p) {
 			continue
 		}
 		for _, c := range append(append([]corev1.Container{}, p.Spec.InitContainers...), p.Spec.Containers...) {

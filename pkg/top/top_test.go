@@ -24,6 +24,7 @@ import (
 	"github.com/gpuslice/gpuslice/internal/seed"
 	"github.com/gpuslice/gpuslice/internal/standin/proctest"
 	"github.com/gpuslice/gpuslice/internal/testutil/golden"
+	"github.com/gpuslice/gpuslice/internal/testutil/podsource"
 	"github.com/gpuslice/gpuslice/pkg/agent"
 	"github.com/gpuslice/gpuslice/pkg/gpu"
 )
@@ -88,7 +89,7 @@ func serveAgent(t *testing.T, c *cluster, lib gpu.NVML) string {
 		t.Fatal(err)
 	}
 	a, err := agent.New(agent.Options{
-		NodeName: "homelabai", NVML: lib, ProcRoot: proc, Client: fake.NewClientset(c.objects...),
+		NodeName: "homelabai", NVML: lib, ProcRoot: proc, Pods: podsource.Fixed(c.objects...),
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), RetryMin: time.Hour,
 	})
 	if err != nil {

@@ -3,12 +3,15 @@ package webhook
 import (
 	"context"
 	"fmt"
+	"time"
 
 	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/gpuslice/gpuslice/pkg/inject"
+	"github.com/gpuslice/gpuslice/pkg/journal"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // Gate is the optional admission gate (--admission-gate), consulted on
@@ -34,8 +37,9 @@ type GateResult struct {
 	// BreakGlass is the reason a break-glass annotation gave for letting
 	// in a pod the gate would have refused; empty otherwise.
 	BreakGlass string
-	// Workload names the pod's owner for logs ("deployment ai-dev/vllm").
-	Workload string
+	// Workload is the pod's owner, for logs and the gate's journal; the
+	// pod itself (Kind Pod) when it has none or the gate did not find it.
+	Workload workload.Ref
 }
 
 // Gate decisions, the label of gpuslice_webhook_gate_decisions_total.
@@ -80,16 +84,28 @@ func (h *Handler) admitGate(ctx context.Context, g Gate, req *admissionv1.Admiss
 	switch {
 	case !r.Allowed:
 		h.metrics.gateDecisions.WithLabelValues(gateDenied).Inc()
-		h.log.Info("admission gate denied pod", "uid", req.UID, "namespace", req.Namespace, "pod", name, "workload", r.Workload, "message", r.Message)
+		h.log.Info("admission gate denied pod", "uid", req.UID, "namespace", req.Namespace, "pod", name, "workload", r.Workload.Qualified(), "message", r.Message)
+		h.recordDecision(dryRun, journal.Entry{Action: journal.ActionDenied, Workload: r.Workload, Message: r.Message})
 		return r.Message
 	case r.BreakGlass != "":
 		h.metrics.gateDecisions.WithLabelValues(gateBreakGlass).Inc()
 		h.log.Warn("break-glass: admitted pod past the admission gate", "uid", req.UID, "namespace", req.Namespace, "pod", name,
-			"workload", r.Workload, "reason", r.BreakGlass, "overrode", r.Message, "dryRun", dryRun)
+			"workload", r.Workload.Qualified(), "reason", r.BreakGlass, "overrode", r.Message, "dryRun", dryRun)
+		h.recordDecision(dryRun, journal.Entry{Action: journal.ActionBreakGlass, Workload: r.Workload, Reason: r.BreakGlass, Message: r.Message})
 	default:
 		h.metrics.gateDecisions.WithLabelValues(gateAllowed).Inc()
 	}
 	return ""
+}
+
+// recordDecision hands a decision to the gate's journal, if it has one; a dry
+// run decides nothing.
+func (h *Handler) recordDecision(dryRun bool, e journal.Entry) {
+	if h.decisions == nil || dryRun {
+		return
+	}
+	e.At, e.By = time.Now().UTC(), journal.ByGate
+	h.decisions.record(e)
 }
 
 // applyPatch returns the whole pod raw becomes with patch (if any)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
@@ -18,6 +19,8 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/gpuslice/gpuslice/pkg/inject"
+	"github.com/gpuslice/gpuslice/pkg/journal"
+	"github.com/gpuslice/gpuslice/pkg/journal/store"
 	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
@@ -72,6 +75,8 @@ func admitRaw(t *testing.T, h *Handler, body []byte) *admissionv1.AdmissionRespo
 	return out.Response
 }
 
+var vllmRef = workload.Ref{Kind: workload.KindDeployment, Namespace: "ai-dev", Name: "vllm-server"}
+
 func TestHandlerGate(t *testing.T) {
 	refusal := "admission gate: preemptible deployment ai-dev/vllm-server may not start new pods: protected deployment media/plex is unhealthy"
 	tests := []struct {
@@ -81,16 +86,24 @@ func TestHandlerGate(t *testing.T) {
 		// wantLog is in the log; the decision counter goes up by one.
 		wantLog      string
 		wantDecision string
+		// wantJournal is the action handed to the gate's journal, "" for none.
+		wantJournal string
 	}{
 		{name: "allowed: mutated", result: GateResult{Allowed: true}, wantDecision: gateAllowed},
 		{
-			name: "denied", result: GateResult{Message: refusal, Workload: "deployment ai-dev/vllm-server"},
+			name: "denied", result: GateResult{Message: refusal, Workload: vllmRef},
 			wantLog: `level=INFO msg="admission gate denied pod" uid=0b1c namespace=ai-dev pod=vllm-server-5d9c-* workload="deployment ai-dev/vllm-server"`, wantDecision: gateDenied,
+			wantJournal: journal.ActionDenied,
 		},
 		{
-			name: "break-glass: allowed and logged", result: GateResult{Allowed: true, BreakGlass: "board demo", Message: refusal, Workload: "deployment ai-dev/vllm-server"},
+			name: "denied on a dry run: nothing journaled", result: GateResult{Message: refusal, Workload: vllmRef}, dryRun: true,
+			wantLog: `msg="admission gate denied pod"`, wantDecision: gateDenied,
+		},
+		{
+			name: "break-glass: allowed and logged", result: GateResult{Allowed: true, BreakGlass: "board demo", Message: refusal, Workload: vllmRef},
 			wantLog:      `level=WARN msg="break-glass: admitted pod past the admission gate" uid=0b1c namespace=ai-dev pod=vllm-server-5d9c-* workload="deployment ai-dev/vllm-server" reason="board demo" overrode=`,
 			wantDecision: gateBreakGlass,
+			wantJournal:  journal.ActionBreakGlass,
 		},
 		{name: "dry run is passed on", result: GateResult{Allowed: true, BreakGlass: "board demo"}, dryRun: true, wantLog: "dryRun=true", wantDecision: gateBreakGlass},
 	}
@@ -100,6 +113,7 @@ func TestHandlerGate(t *testing.T) {
 			h := NewHandler(inject.DefaultConfig("gpu-system"), NewMetrics(), slog.New(slog.NewTextHandler(&log, nil)))
 			g := &fakeGate{result: tt.result, ready: true}
 			h.SetGate(g)
+			h.decisions = newGateJournal(nil, store.Ref{}, 0, h.metrics, h.log)
 			resp := postReview(t, h, hybridPod(), tt.dryRun)
 			if resp.Allowed != tt.result.Allowed {
 				t.Fatalf("allowed = %v: %+v", resp.Allowed, resp.Result)
@@ -124,6 +138,16 @@ func TestHandlerGate(t *testing.T) {
 			}
 			if got := testutil.ToFloat64(m.denials.WithLabelValues("admission-gate")); (got == 1) == tt.result.Allowed {
 				t.Errorf("denials{admission-gate} = %v", got)
+			}
+			var journaled []string
+			for _, e := range h.decisions.pending.History {
+				journaled = append(journaled, e.Action)
+				if e.Workload != vllmRef || e.By != journal.ByGate || e.Message != refusal || e.Reason != tt.result.BreakGlass || e.At.IsZero() {
+					t.Errorf("journal entry %+v, want the gate's decision on %s with its message and reason", e, vllmRef.Qualified())
+				}
+			}
+			if want := strings.Fields(tt.wantJournal); !slices.Equal(journaled, want) {
+				t.Errorf("journaled %v, want %v", journaled, want)
 			}
 		})
 	}

@@ -33,12 +33,15 @@ const DefaultMaxBodyBytes = 2 << 20
 // Handler answers AdmissionReview v1 requests at /mutate and
 // /mutate/hostpath-forbidden.
 type Handler struct {
-	config  atomic.Pointer[inject.Config]
-	gate    atomic.Pointer[Gate] // nil: the admission gate is off
-	metrics *Metrics
-	log     *slog.Logger
-	limits  Limits
-	slots   chan struct{} // one per admission in progress
+	config atomic.Pointer[inject.Config]
+	gate   atomic.Pointer[Gate] // nil: the admission gate is off
+	// decisions takes the gate's decisions to its journal; nil: none is
+	// kept. Set before serving.
+	decisions *gateJournal
+	metrics   *Metrics
+	log       *slog.Logger
+	limits    Limits
+	slots     chan struct{} // one per admission in progress
 	// configProblem is why the configuration file last failed to reload,
 	// "" while the one in force is the file's.
 	configProblem atomic.Pointer[string]

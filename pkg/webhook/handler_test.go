@@ -174,10 +174,11 @@ func TestMetricsLint(t *testing.T) {
 	m.certReloads.WithLabelValues("success").Inc()
 	m.configReloads.WithLabelValues("success").Inc()
 	m.gateDecisions.WithLabelValues(gateBreakGlass).Inc()
+	m.gateJournalWrites.WithLabelValues("error").Inc()
 	for _, c := range []interface {
 		Describe(chan<- *prometheus.Desc)
 		Collect(chan<- prometheus.Metric)
-	}{m.requests, m.duration, m.mutations, m.denials, m.badRequests, m.certExpiry, m.certReloads, m.configReloads, m.gateDecisions} {
+	}{m.requests, m.duration, m.mutations, m.denials, m.badRequests, m.certExpiry, m.certReloads, m.configReloads, m.gateDecisions, m.gateJournalWrites} {
 		problems, err := testutil.CollectAndLint(c)
 		if err != nil {
 			t.Fatal(err)

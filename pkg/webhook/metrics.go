@@ -22,6 +22,8 @@ type Metrics struct {
 	certReloads   *prometheus.CounterVec
 	configReloads *prometheus.CounterVec
 	gateDecisions *prometheus.CounterVec
+	// gateJournalWrites counts writes of the gate's journal, by result.
+	gateJournalWrites *prometheus.CounterVec
 }
 
 // NewMetrics registers the webhook's metrics and the Go runtime's.
@@ -65,8 +67,12 @@ func NewMetrics() *Metrics {
 			Name: "gpuslice_webhook_gate_decisions_total",
 			Help: "Pods the admission gate (--admission-gate) decided on, by decision: allowed, denied, or break_glass (admitted by the gpuslice.io/break-glass annotation).",
 		}, []string{"decision"}),
+		gateJournalWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gpuslice_webhook_gate_journal_writes_total",
+			Help: "Writes of the admission gate's journal (the record gpuslice history reads), by result: success or error (decisions kept in memory and retried).",
+		}, []string{"result"}),
 	}
-	m.Registry.MustRegister(m.requests, m.duration, m.mutations, m.denials, m.badRequests, m.certExpiry, m.certReloads, m.configReloads, m.gateDecisions,
+	m.Registry.MustRegister(m.requests, m.duration, m.mutations, m.denials, m.badRequests, m.certExpiry, m.certReloads, m.configReloads, m.gateDecisions, m.gateJournalWrites,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/gpuslice/gpuslice/internal/filestamp"
 	"github.com/gpuslice/gpuslice/pkg/certs"
 	"github.com/gpuslice/gpuslice/pkg/inject"
+	"github.com/gpuslice/gpuslice/pkg/journal/store"
 	"github.com/gpuslice/gpuslice/pkg/registration"
 )
 
@@ -46,9 +47,16 @@ type RunOptions struct {
 	TLS TLSOptions
 	// Gate, when set, is the admission gate (--admission-gate): Run starts
 	// it, and the registration also sends unannotated GPU pods.
-	Gate   Gate
-	Client kubernetes.Interface // needed with SelfSigned or Register
-	Log    *slog.Logger
+	Gate Gate
+	// GateJournal is the ConfigMap, in Namespace, where the gate's
+	// decisions are kept for gpuslice history (package journal); none
+	// when empty. Needs Client.
+	GateJournal string
+	// GateJournalEvery is how often at most it is written;
+	// DefaultJournalEvery when 0.
+	GateJournalEvery time.Duration
+	Client           kubernetes.Interface // needed with SelfSigned, Register or GateJournal
+	Log              *slog.Logger
 }
 
 // check refuses options Run cannot serve with; the command says the same
@@ -59,8 +67,8 @@ func (o RunOptions) check() error {
 		return errors.New("webhook: SelfSigned and CertFile/KeyFile exclude each other")
 	case !o.SelfSigned && (o.CertFile == "" || o.KeyFile == ""):
 		return errors.New("webhook: no serving certificate: CertFile and KeyFile, or SelfSigned")
-	case (o.SelfSigned || o.Register) && o.Client == nil:
-		return errors.New("webhook: SelfSigned and Register need Client")
+	case (o.SelfSigned || o.Register || o.Gate != nil && o.GateJournal != "") && o.Client == nil:
+		return errors.New("webhook: SelfSigned, Register and GateJournal need Client")
 	case o.Limits.MaxConcurrent < 0:
 		return fmt.Errorf("webhook: Limits.MaxConcurrent %d is negative", o.Limits.MaxConcurrent)
 	}
@@ -113,6 +121,12 @@ func Run(ctx context.Context, o RunOptions) error {
 	}
 	handler := NewHandler(cfg, metrics, o.Log)
 	handler.SetLimits(o.Limits)
+	if o.Gate != nil && o.GateJournal != "" {
+		handler.decisions = newGateJournal(o.Client, store.Ref{Namespace: o.Namespace, Name: o.GateJournal}, o.GateJournalEvery, metrics, o.Log)
+		// Stopped after the server: what it decides while draining is
+		// written too.
+		defer handler.decisions.start(ctx)()
+	}
 	if o.Gate != nil {
 		startGate(ctx, handler, o.Gate, o.Log)
 	}

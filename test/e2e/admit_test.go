@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,11 +10,15 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
+	"github.com/gpuslice/gpuslice/internal/chart"
 	"github.com/gpuslice/gpuslice/internal/demo"
 	"github.com/gpuslice/gpuslice/internal/seed"
 	"github.com/gpuslice/gpuslice/pkg/admit"
+	"github.com/gpuslice/gpuslice/pkg/journal"
 	"github.com/gpuslice/gpuslice/pkg/ledger"
 	"github.com/gpuslice/gpuslice/pkg/snapshot"
 	"github.com/gpuslice/gpuslice/pkg/workload"
@@ -45,6 +50,31 @@ spec:
       nodeSelector: {kubernetes.io/hostname: homelabai}
       containers: [{name: vllm, image: vllm/vllm-openai:latest}]
 `, replicas, shares)
+}
+
+// allowAdmitOnly lets user read what gpuslice admit reads and record
+// Events, but not read or write ConfigMaps one by one (so not the gate's
+// journal).
+func allowAdmitOnly(ctx context.Context, t *testing.T, cs kubernetes.Interface, user string) {
+	t.Helper()
+	role := &rbacv1.ClusterRole{
+		ObjectMeta: metav1.ObjectMeta{Name: "admit-only"},
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{"", "apps", "batch", "scheduling.k8s.io"}, Resources: []string{"*"}, Verbs: []string{"list", "watch"}},
+			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create"}},
+		},
+	}
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "admit-only"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}},
+	}
+	if _, err := cs.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // admitRun runs `gpuslice admit -f - ARGS` with manifest on stdin and
@@ -110,17 +140,38 @@ func TestAdmit(t *testing.T) {
 		t.Fatal(err)
 	}
 	expect("Plex not Ready", vllmManifest(1, 2), 20, []string{"protected deployment media/plex is unhealthy on homelabai", "Exit code 20"})
+	// As the gate: a workload's own gpuslice.io/protected does not let it
+	// past a broken Plex, unless its namespace is trusted.
+	selfProtected := strings.Replace(vllmManifest(1, 2), `gpuslice.io/preemptible: "true"`, `gpuslice.io/protected: "true"`, 1)
+	expect("own protected annotation, ignored as the gate does", selfProtected, 20, []string{"media/plex is unhealthy"})
+	expect("own protected annotation in a --trusted-namespace", selfProtected, 0, nil, "--trusted-namespace", "ai-dev")
 	// The deploy script's namespace exists before it applies the workload
 	// (the Event is recorded there).
 	if err := demo.EnsureNamespace(ctx, cs, "ai-dev"); err != nil {
 		t.Fatal(err)
 	}
 	expect("break-glass without a reason", vllmManifest(1, 2), 1, []string{"--break-glass needs --reason"}, "--break-glass")
-	expect("break-glass", vllmManifest(1, 2), 0, []string{"break-glass", `"demo at 3pm"`, "recorded as an Event"}, "--break-glass", "--reason", "demo at 3pm")
+	// The webhook's namespace, where the gate's journal is kept.
+	if err := demo.EnsureNamespace(ctx, cs, chart.DefaultNamespace); err != nil {
+		t.Fatal(err)
+	}
+	expect("break-glass", vllmManifest(1, 2), 0, []string{"break-glass", `"demo at 3pm"`, "recorded as an Event and in the admission gate's journal"}, "--break-glass", "--reason", "demo at 3pm")
 	evs, err := cs.CoreV1().Events("ai-dev").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.kind=Deployment,involvedObject.name=vllm-server,reason=" + workload.ReasonBreakGlass})
 	if err != nil || len(evs.Items) != 1 || !strings.Contains(evs.Items[0].Message, "demo at 3pm") || !strings.Contains(evs.Items[0].Message, "media/plex is unhealthy") {
 		t.Errorf("break-glass Event: %v, %+v", err, evs)
 	}
+	out, err = gpuslice(t, env, "history", "--journal-namespace", chart.DefaultNamespace, "-o", "json")
+	var h journal.History
+	if err != nil || json.Unmarshal([]byte(out), &h) != nil || len(h.Entries) != 1 ||
+		h.Entries[0].By != journal.ByAdmit || h.Entries[0].Action != journal.ActionBreakGlass || h.Entries[0].Reason != "demo at 3pm" ||
+		!strings.Contains(h.Entries[0].Message, "media/plex is unhealthy") || h.Entries[0].Workload.Qualified() != "deployment ai-dev/vllm-server" {
+		t.Errorf("gpuslice history after admit --break-glass: %v, want its one break-glass by admit:\n%s", err, out)
+	}
+	// A user who may judge but not write the journal: the Event is the
+	// record, and a warning says what to grant.
+	allowAdmitOnly(ctx, t, cs, "alice")
+	expect("break-glass, journal forbidden", vllmManifest(1, 2), 0, []string{"recorded as an Event.", "Warning: break-glass recorded as an Event, but not in the admission gate's journal", "a cluster admin grants you get and update on that ConfigMap"},
+		"--break-glass", "--reason", "demo at 3pm", "--as", "alice")
 	// Break-glass does not make a node or shares appear.
 	expect("break-glass, nine shares", vllmManifest(1, 9), 11, nil, "--break-glass", "--reason", "demo at 3pm")
 	if _, err := env.Cluster.SetPodRunning(ctx, "media", plex.Items[0].Name, true); err != nil {

@@ -101,8 +101,12 @@ func TestAgentTopSeedCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
+	pods, err := agent.NodePods(env.Cluster.Config, "homelabai")
+	if err != nil {
+		t.Fatal(err)
+	}
 	a, err := agent.New(agent.Options{
-		NodeName: "homelabai", Client: cs, NVML: nvml, ProcRoot: proc,
+		NodeName: "homelabai", Pods: pods, NVML: nvml, ProcRoot: proc,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {

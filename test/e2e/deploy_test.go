@@ -596,6 +596,8 @@ func TestDeployInstall(t *testing.T) {
 // would: its args, under its ServiceAccount. The API server reaches it
 // through the chart's Service, made an ExternalName for loopback.
 type chartInstall struct {
+	// bin is the gpuslice binary the webhook runs.
+	bin         string
 	metricsAddr string
 	// exited reports the webhook exiting before the test ends.
 	exited <-chan error
@@ -656,7 +658,7 @@ func installChart(ctx context.Context, t *testing.T, c *localcluster.Cluster, we
 		"--as", "system:serviceaccount:"+chart.DefaultNamespace+":"+pod.ServiceAccountName,
 		"--listen-address", addr, "--metrics-address", metricsAddr)
 	exited := runWebhook(t, bin, args)
-	return &chartInstall{metricsAddr: metricsAddr, exited: exited}
+	return &chartInstall{bin: bin, metricsAddr: metricsAddr, exited: exited}
 }
 
 // checkDevices: the seed's "What the Webhook Injects".

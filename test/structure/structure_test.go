@@ -1,7 +1,7 @@
 // Package structure keeps the layering rules of the repository true: the
 // pure packages link no client-go, nothing under pkg/ reaches into the
 // test harness or the demo, the binary links neither kustomize nor Go's
-// plugin package, and each annotation gpuslice reads or writes is spelled
+// plugin package, the agent's binary links one API group, and each annotation gpuslice reads or writes is spelled
 // once, in pkg/workload.
 package structure
 
@@ -90,6 +90,21 @@ func TestBinaryLinksNoPluginOrKustomize(t *testing.T) {
 	for _, dep := range p.Deps {
 		if dep == "plugin" || strings.HasPrefix(dep, "sigs.k8s.io/kustomize") {
 			t.Errorf("cmd/gpuslice links %s: it makes the binary larger and linked with BIND_NOW; use client-go's clientcmd, not cli-runtime's genericclioptions", dep)
+		}
+	}
+}
+
+// TestAgentLinksOneAPIGroup keeps gpuslice-agent small: it reads pods and
+// nothing else, and the typed clientset (or any API group beside core/v1)
+// would bring back the 12 MB that made most of its resident memory.
+func TestAgentLinksOneAPIGroup(t *testing.T) {
+	p := goList(t, "./cmd/gpuslice-agent")[0]
+	for _, dep := range p.Deps {
+		switch {
+		case dep == "plugin", strings.HasPrefix(dep, "sigs.k8s.io/kustomize"),
+			strings.HasPrefix(dep, "k8s.io/client-go/kubernetes"), strings.HasPrefix(dep, "k8s.io/client-go/informers"),
+			strings.HasPrefix(dep, "k8s.io/api/") && dep != "k8s.io/api/core/v1":
+			t.Errorf("cmd/gpuslice-agent links %s: the agent reads pods only, through agent.NodePods; keep the typed clientset and other API groups out of its imports", dep)
 		}
 	}
 }

@@ -141,9 +141,9 @@ func (g *Gate) Ready() (bool, string) {
 // on the pod's workload, except on a dry run.
 func (g *Gate) Admit(ctx context.Context, pod *corev1.Pod, dryRun bool) webhook.GateResult {
 	d, c := g.decide(ctx, pod)
-	r := webhook.GateResult{Allowed: d.Allowed, Message: d.Message, BreakGlass: d.BreakGlass}
-	if d.Workload != (workload.Ref{}) {
-		r.Workload = d.Workload.Qualified()
+	r := webhook.GateResult{Allowed: d.Allowed, Message: d.Message, BreakGlass: d.BreakGlass, Workload: d.Workload}
+	if r.Workload == (workload.Ref{}) {
+		r.Workload = workload.Ref{Kind: gate.KindPod, Namespace: pod.Namespace, Name: podName(pod)}
 	}
 	// A pod being created has no UID to hang an Event on; its workload
 	// has. A pod without a controller gets the webhook's log line only.

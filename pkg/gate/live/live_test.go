@@ -80,9 +80,10 @@ func TestAdmit(t *testing.T) {
 			wantWorkload: "pod ai-dev/scratch",
 		},
 		{
-			name:        "not listed yet",
-			pod:         func(c *gatecluster.Cluster) *corev1.Pod { return c.NewPod("ai-dev", "vllm-server") },
-			wantMessage: "still listing the cluster's nodes, pods and workloads",
+			name:         "not listed yet",
+			pod:          func(c *gatecluster.Cluster) *corev1.Pod { return c.NewPod("ai-dev", "vllm-server") },
+			wantMessage:  "still listing the cluster's nodes, pods and workloads",
+			wantWorkload: "pod ai-dev/vllm-server-5d9c-*", // no owner found: the pod itself
 		},
 		{
 			name: "ReplicaSet not in the cache yet", synced: true,
@@ -91,7 +92,8 @@ func TestAdmit(t *testing.T) {
 				p.OwnerReferences[0].Name = "vllm-server-new"
 				return p
 			},
-			wantMessage: "ReplicaSet ai-dev/vllm-server-new, this pod's owner, is not in the gate's cache after 50ms; the pod's controller retries",
+			wantMessage:  "ReplicaSet ai-dev/vllm-server-new, this pod's owner, is not in the gate's cache after 50ms; the pod's controller retries",
+			wantWorkload: "pod ai-dev/vllm-server-5d9c-*", // no owner found: the pod itself
 		},
 		{
 			name: "Deployment not in the cache yet", synced: true,
@@ -100,14 +102,16 @@ func TestAdmit(t *testing.T) {
 				c.Deployments = c.Deployments[:len(c.Deployments)-1] // vLLM's
 				return p
 			},
-			wantMessage: "Deployment ai-dev/vllm-server, this pod's owner",
+			wantMessage:  "Deployment ai-dev/vllm-server, this pod's owner",
+			wantWorkload: "pod ai-dev/vllm-server-5d9c-*", // no owner found: the pod itself
 		},
 		{
 			name: "a CronJob's Job not in the cache yet", synced: true,
 			pod: func(c *gatecluster.Cluster) *corev1.Pod {
 				return jobPod("nightly-training-1")
 			},
-			wantMessage: "Job ai/nightly-training-1, this pod's owner, is not in the gate's cache",
+			wantMessage:  "Job ai/nightly-training-1, this pod's owner, is not in the gate's cache",
+			wantWorkload: "pod ai/nightly-training-1-*", // no owner found: the pod itself
 		},
 		{
 			name: "the Job's CronJob not in the cache yet", synced: true,
@@ -116,7 +120,8 @@ func TestAdmit(t *testing.T) {
 					OwnerReferences: []metav1.OwnerReference{{Kind: workload.KindCronJob, Name: "nightly-training", Controller: ptr.To(true)}}}})
 				return jobPod("nightly-training-1")
 			},
-			wantMessage: "CronJob ai/nightly-training, this pod's owner",
+			wantMessage:  "CronJob ai/nightly-training, this pod's owner",
+			wantWorkload: "pod ai/nightly-training-1-*", // no owner found: the pod itself
 		},
 		{
 			name: "a preemptible CronJob's pod is gated by the CronJob's policy", synced: true,
@@ -141,8 +146,8 @@ func TestAdmit(t *testing.T) {
 			events := record.NewFakeRecorder(10)
 			g := &Gate{opts: Options{OwnerWait: 50 * time.Millisecond}, source: fixed{&c.Cluster, tt.synced}, recorder: events}
 			r := g.Admit(context.Background(), pod, tt.dryRun)
-			if r.Allowed != (tt.wantMessage == "") || !strings.Contains(r.Message, tt.wantMessage) || r.Workload != tt.wantWorkload {
-				t.Errorf("allowed %v, workload %q: %s\nwant message %q, workload %q", r.Allowed, r.Workload, r.Message, tt.wantMessage, tt.wantWorkload)
+			if r.Allowed != (tt.wantMessage == "") || !strings.Contains(r.Message, tt.wantMessage) || r.Workload.Qualified() != tt.wantWorkload {
+				t.Errorf("allowed %v, workload %q: %s\nwant message %q, workload %q", r.Allowed, r.Workload.Qualified(), r.Message, tt.wantMessage, tt.wantWorkload)
 			}
 			select {
 			case e := <-events.Events:

@@ -80,6 +80,11 @@ app.kubernetes.io/component: {{ .component }}
 /var/run/secrets/plex
 {{- end }}
 
+{{/* The admission gate's journal ConfigMap (the webhook's --journal-name): its denials and break-glass admissions. */}}
+{{- define "gpuslice.webhook.gateJournalName" -}}
+{{- printf "%s-gate-journal" (include "gpuslice.fullname" .) }}
+{{- end }}
+
 {{/* cert-manager's Certificate for the webhook, and the Secret it writes. */}}
 {{- define "gpuslice.webhook.certificateName" -}}
 {{- printf "%s-webhook" (include "gpuslice.fullname" .) }}
