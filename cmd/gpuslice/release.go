@@ -15,7 +15,7 @@ func newReleaseCommand(g *globals) *cobra.Command {
 	var opts ops.ReleaseOptions
 	cmd := &cobra.Command{
 		Use:   "release WORKLOAD",
-		Short: "Scale a workload to zero to free its GPU, remembering its replicas for restore",
+		Short: "Scale a workload to zero (or suspend a CronJob) to free its GPU, remembering what to restore",
 		Long: `Scale a Deployment or StatefulSet to zero to free its GPU shares and memory
 (the seed's "Emergency GPU Release"), and record on it, in the same write,
 the replicas it had (gpuslice.io/released-replicas), when
@@ -23,13 +23,19 @@ the replicas it had (gpuslice.io/released-replicas), when
 (gpuslice.io/released-reason, from --reason). gpuslice restore brings that
 many back.
 
+A CronJob (cj/NAME) is suspended instead, and so are its running Jobs (the
+Job controller stops their pods); each Job gpuslice suspends carries its
+own released-by and released-at. gpuslice restore resumes those Jobs and
+the CronJob, unless the CronJob was already suspended before the release.
+
 Releasing a released workload, or one already at 0 replicas, changes
 nothing and says so. A workload annotated gpuslice.io/protected: "true"
 (Plex in the reference cluster) is refused.`,
 		Example: `  gpuslice release vllm-server -n ai-dev --reason "Plex transcodes stutter"
-  gpuslice release deploy/whisper -n ai --dry-run`,
+  gpuslice release deploy/whisper -n ai --dry-run
+  gpuslice release cj/nightly-training -n ai --reason "Plex movie night"`,
 		Args:              cobra.ExactArgs(1),
-		ValidArgsFunction: completeWorkloads(g, ops.CompleteOptions{}),
+		ValidArgsFunction: completeWorkloads(g, ops.CompleteOptions{CronJobs: true}),
 	}
 	cmd.Flags().StringVar(&opts.Reason, "reason", "", "why, recorded in gpuslice.io/released-reason")
 	cmd.Flags().StringVar(&opts.By, "by", "", "who, recorded in gpuslice.io/released-by (default: the Kubernetes user)")
@@ -45,7 +51,9 @@ func newRestoreCommand(g *globals) *cobra.Command {
 		Use:   "restore WORKLOAD",
 		Short: "Bring a released (or lowered) workload back to what it had",
 		Long: `Scale a workload released by gpuslice release back to the replica count the
-release recorded, and remove the record, in one write.
+release recorded, and remove the record, in one write. A released CronJob's
+Jobs that the release suspended are resumed first, then the CronJob (left
+suspended if it was before the release); other Jobs are left alone.
 
 A workload the arbiter preempted with lower-memory (gpuslice.io/lowered-*
 annotations) gets its GPU_MEMORY_UTILIZATION back and is restarted, as the
@@ -57,7 +65,7 @@ record is what the release promised to bring back; scale it afterwards if
 you meant otherwise.`,
 		Example:           `  gpuslice restore vllm-server -n ai-dev`,
 		Args:              cobra.ExactArgs(1),
-		ValidArgsFunction: completeWorkloads(g, ops.CompleteOptions{Released: true}),
+		ValidArgsFunction: completeWorkloads(g, ops.CompleteOptions{Released: true, CronJobs: true}),
 	}
 	newOpsCommand(cmd, g, &opts.DryRun, func(ctx context.Context, cs kubernetes.Interface, ref workload.Ref) (ops.Result, error) {
 		return ops.Restore(ctx, cs, ref, opts)

@@ -249,6 +249,7 @@ func TestChartAdmissionGate(t *testing.T) {
 		want := map[string][]string{
 			"/nodes": {"list", "watch"}, "/pods": {"list", "watch"}, "/configmaps": {"list", "watch"},
 			"apps/replicasets": {"list", "watch"}, "apps/deployments": {"list", "watch"}, "apps/statefulsets": {"list", "watch"},
+			"batch/cronjobs": {"list", "watch"}, "batch/jobs": {"list", "watch"},
 			"scheduling.k8s.io/priorityclasses": {"list", "watch"}, "/events": {"create", "patch"},
 		}
 		got := map[string][]string{}
@@ -563,6 +564,7 @@ func TestChartArbiter(t *testing.T) {
 	want := map[string][]string{
 		"/nodes": {"list", "watch"}, "/pods": {"list", "watch"}, "/configmaps": {"list", "watch", "get", "patch"},
 		"apps/replicasets": {"list", "watch"}, "apps/deployments": {"list", "watch", "get", "patch"}, "apps/statefulsets": {"list", "watch", "get", "patch"},
+		"batch/cronjobs": {"list", "watch", "get", "patch"}, "batch/jobs": {"list", "watch", "get", "patch"},
 		"scheduling.k8s.io/priorityclasses": {"list", "watch"}, "/events": {"create", "patch"},
 	}
 	if got := grants(role.Rules); !reflect.DeepEqual(got, want) {
@@ -661,7 +663,7 @@ func TestChartArbiterWorkloadNamespaces(t *testing.T) {
 	var defaultRole, scopedRole rbacv1.ClusterRole
 	convert(t, clusterWide.Find("ClusterRole", "gpuslice-arbiter"), &defaultRole)
 	convert(t, r.Find("ClusterRole", "gpuslice-arbiter"), &scopedRole)
-	for _, res := range []string{"apps/deployments", "apps/statefulsets", "/configmaps"} {
+	for _, res := range []string{"apps/deployments", "apps/statefulsets", "batch/cronjobs", "batch/jobs", "/configmaps"} {
 		if got := grants(scopedRole.Rules)[res]; !slices.Equal(got, []string{"list", "watch"}) {
 			t.Errorf("scoped ClusterRole grants %s %v, want list and watch only", res, got)
 		}
@@ -682,7 +684,7 @@ func TestChartArbiterWorkloadNamespaces(t *testing.T) {
 	}
 	for ns, wantConfigMaps := range map[string][]string{"ai": nil, "ai-dev": {"vllm-config"}} {
 		g := grants(roles[ns].Rules)
-		for _, res := range []string{"apps/deployments", "apps/statefulsets"} {
+		for _, res := range []string{"apps/deployments", "apps/statefulsets", "batch/cronjobs", "batch/jobs"} {
 			if !slices.Equal(g[res], []string{"get", "patch"}) {
 				t.Errorf("Role in %s grants %s %v, want get and patch", ns, res, g[res])
 			}

@@ -1,6 +1,7 @@
 // Package seed holds the reference cluster of the seed document as data:
 // node homelabai's GPU (an RTX 3080 Ti, 12 GB, time-sliced into 8 shares),
-// its workloads (Plex, Ollama, TTS, Whisper, the AI-dev vLLM), their
+// its workloads (Plex, Ollama, TTS, Whisper, the AI-dev vLLM, the nightly
+// training CronJob), their
 // PriorityClasses and the Plex pod example. The demo, the end-to-end
 // tests, the unit tests and the benchmarks all build on it, so no number
 // of the seed is copied anywhere else. It is pure: API types only.
@@ -8,6 +9,7 @@ package seed
 
 import (
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	schedulingv1 "k8s.io/api/scheduling/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -207,4 +209,26 @@ func ArbitratedWorkloads() []Workload {
 		}
 	}
 	return ws
+}
+
+// TrainingCronJob is the seed's "train models overnight when Plex usage
+// is low" as the arbiter wants it: a nightly CronJob at 02:00, preemptible
+// and allowed on the GPU only from 01:00 to 06:00, in ai-dev-gpu, with two
+// shares on homelabai. Forbid keeps a run suspended at 06:00 from being
+// joined by the next night's.
+func TrainingCronJob(namespace, name string) *batchv1.CronJob {
+	d := deployment(namespace, name, "busybox", 2, "6Gi")
+	tmpl := d.Spec.Template
+	tmpl.Spec.PriorityClassName = ClassAI
+	tmpl.Spec.RestartPolicy = corev1.RestartPolicyNever
+	return &batchv1.CronJob{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Annotations: map[string]string{
+			workload.AnnotationPreemptible: "true", workload.AnnotationActiveHours: "01:00-06:00",
+		}},
+		Spec: batchv1.CronJobSpec{
+			Schedule:          "0 2 * * *",
+			ConcurrencyPolicy: batchv1.ForbidConcurrent,
+			JobTemplate:       batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: tmpl}},
+		},
+	}
 }

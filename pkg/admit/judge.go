@@ -110,7 +110,7 @@ func judgeOne(v *clusterview.View, t Target, gopt gate.Options, opt Options) (Ve
 	}
 	// Applying a Deployment, StatefulSet or Pod again replaces its pods;
 	// a Job's or CronJob's new pods run beside the old ones.
-	replaces := t.Workload.Kind != KindJob && t.Workload.Kind != KindCronJob
+	replaces := t.Workload.Kind != workload.KindJob && t.Workload.Kind != workload.KindCronJob
 	d := gate.DecideFor(v, gate.Subject{Pod: pod, Workload: t.Workload, Policy: &pol, Pods: t.Pods, Replaces: replaces}, gopt)
 	vd.Problems, vd.Code = d.Problems, d.Code()
 	vd.Overridden = opt.BreakGlass != "" && vd.Code != gate.CodeOK && gate.Overridable(vd.Code)

@@ -22,13 +22,9 @@ import (
 	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
-// Kinds a manifest may hold besides workload.KindDeployment and
-// workload.KindStatefulSet.
-const (
-	KindJob     = "Job"
-	KindCronJob = "CronJob"
-	KindPod     = "Pod"
-)
+// KindPod is the kind a manifest may hold besides workload.KindDeployment,
+// workload.KindStatefulSet, workload.KindJob and workload.KindCronJob.
+const KindPod = "Pod"
 
 // Target is one workload of a manifest, as admit judges it.
 type Target struct {
@@ -120,13 +116,13 @@ func target(kind string, data []byte, where, namespace string) (Target, bool, er
 			return t, false, err
 		}
 		meta, t.Template, t.Pods = s.ObjectMeta, s.Spec.Template, replicas(s.Spec.Replicas)
-	case KindJob:
+	case workload.KindJob:
 		var j batchv1.Job
 		if err := decode(&j); err != nil {
 			return t, false, err
 		}
 		meta, t.Template, t.Pods = j.ObjectMeta, j.Spec.Template, replicas(j.Spec.Parallelism)
-	case KindCronJob:
+	case workload.KindCronJob:
 		var c batchv1.CronJob
 		if err := decode(&c); err != nil {
 			return t, false, err

@@ -240,7 +240,7 @@ func planNode(node string, v *clusterview.View, sig Signals, cfg Config, memo *M
 			default:
 				pendingPreempt = w
 			}
-		case w.Replicas > 0:
+		case w.Runs():
 			running = append(running, w)
 		}
 	}

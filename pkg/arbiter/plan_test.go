@@ -44,9 +44,17 @@ func preemptible(prio int32) policy.Policy {
 func released(who string) func(*clusterview.Workload) {
 	return func(w *clusterview.Workload) {
 		w.Record = &workload.ReleaseRecord{Replicas: w.Replicas, By: who, Node: "homelabai", At: "2026-11-28T20:00:00Z"}
-		w.Replicas, w.Ready, w.Pods = 0, 0, nil
+		w.Replicas, w.Ready, w.Pods, w.Schedules = 0, 0, nil, false
 	}
 }
+
+// cronJob makes w a CronJob that schedules (released undoes that).
+func cronJob(w *clusterview.Workload) {
+	w.Ref.Kind, w.Schedules = workload.KindCronJob, true
+}
+
+// suspendedByHand is a CronJob a person suspended: no record.
+func suspendedByHand(w *clusterview.Workload) { w.Schedules = false }
 
 func memory(max string) func(*clusterview.Workload) {
 	return func(w *clusterview.Workload) {
@@ -94,6 +102,10 @@ func TestPlan(t *testing.T) {
 	}
 	ollama := func(mods ...func(*clusterview.Workload)) *clusterview.Workload {
 		return wl("ai", "ollama", preemptible(500), 1, append([]func(*clusterview.Workload){memory("4Gi")}, mods...)...)
+	}
+	// The seed's overnight training: a CronJob allowed 01:00-06:00.
+	training := func(replicas int32, mods ...func(*clusterview.Workload)) *clusterview.Workload {
+		return wl("ai", "nightly-training", preemptible(100), replicas, append([]func(*clusterview.Workload){cronJob, hours("01:00-06:00"), memory("6Gi")}, mods...)...)
 	}
 	tests := []struct {
 		name      string
@@ -163,6 +175,19 @@ func TestPlan(t *testing.T) {
 			rounds: []round{{wantStep: "preempt ai-dev/vllm-server"}}},
 		{name: "released outside active hours stays so until they open", workloads: []*clusterview.Workload{plex(), vllm(hours("07:00-19:00"), released(Identity))},
 			rounds: []round{{}, {at: 9 * time.Hour}, {at: 10*time.Hour + 30*time.Minute, wantStep: "restore ai-dev/vllm-server"}}},
+		{name: "a CronJob outside its hours is suspended though no Job runs", workloads: []*clusterview.Workload{plex(), training(0)},
+			rounds: []round{{wantStep: "preempt ai/nightly-training"}}},
+		{name: "a CronJob's running Job outside its hours", workloads: []*clusterview.Workload{plex(), training(1)},
+			rounds: []round{{wantStep: "preempt ai/nightly-training"}}},
+		{name: "a CronJob inside its hours runs", workloads: []*clusterview.Workload{plex(), training(1)},
+			rounds: []round{{at: 5 * time.Hour}}},
+		{name: "a suspended CronJob is waited for until its Job's pods are gone", workloads: []*clusterview.Workload{plex(), vllm(), training(1, released(Identity), func(w *clusterview.Workload) {
+			w.Pods = []*corev1.Pod{{}}
+		})}, rounds: []round{{active: true, wantWait: "waiting for cronjob ai/nightly-training to give up the GPU"}}},
+		{name: "the arbiter's suspended CronJob is resumed when its hours open", workloads: []*clusterview.Workload{plex(), training(0, released(Identity))},
+			rounds: []round{{}, {at: 3 * time.Hour}, {at: 4*time.Hour + 30*time.Minute, wantStep: "restore ai/nightly-training"}}},
+		{name: "a CronJob suspended by hand is never resumed", workloads: []*clusterview.Workload{plex(), training(0, suspendedByHand)},
+			rounds: []round{{}, {at: 4*time.Hour + 30*time.Minute}, {at: 5 * time.Hour}}},
 		{name: "unhealthy Plex counts after the grace", workloads: []*clusterview.Workload{plex(unready), vllm()},
 			rounds: []round{{}, {at: 29 * time.Second}, {at: 30 * time.Second, wantStep: "preempt ai-dev/vllm-server"}}},
 		{name: "restore waits for the last one to serve", workloads: []*clusterview.Workload{plex(), vllm(unready), ollama(released(Identity))},

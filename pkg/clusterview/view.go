@@ -1,6 +1,6 @@
 // Package clusterview is the cluster as the arbiter and the admission
-// gate decide on it: every Deployment and StatefulSet with a gpuslice
-// policy, with its pods, the GPU nodes it is on or may land on, its
+// gate decide on it: every Deployment, StatefulSet and CronJob with a
+// gpuslice policy, with its pods, the GPU nodes it is on or may land on, its
 // release and lower records and its expected VRAM, beside the share and
 // VRAM ledger. It is pure: Read computes on listed objects (filled by
 // pkg/snapshot's informers), so it is table-testable without a cluster.
@@ -14,7 +14,9 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 
@@ -25,16 +27,18 @@ import (
 )
 
 // Cluster is what the arbiter reads from the API server: the ledger's
-// input plus the workloads and PriorityClasses.
+// input (its Jobs lead a Job's pods to their CronJob) plus the workloads
+// and PriorityClasses.
 type Cluster struct {
 	ledger.Input
 	Deployments  []appsv1.Deployment
 	StatefulSets []appsv1.StatefulSet
+	CronJobs     []batchv1.CronJob
 	Classes      policy.PriorityClasses
 }
 
-// Workload is a Deployment or StatefulSet with an arbitration policy, as
-// seen now.
+// Workload is a Deployment, StatefulSet or CronJob with an arbitration
+// policy, as seen now.
 type Workload struct {
 	Ref    workload.Ref  `json:"workload"`
 	Policy policy.Policy `json:"policy"`
@@ -46,13 +50,20 @@ type Workload struct {
 	Adjusted []string `json:"adjusted,omitempty"`
 	// Annotations are the workload's own, where the arbiter's intent lives.
 	Annotations map[string]string `json:"-"`
-	// Replicas is spec.replicas; Ready the ready pods.
+	// Replicas is spec.replicas; Ready the ready pods. A CronJob's
+	// Replicas are the pods its running Jobs want: the parallelism of
+	// each unfinished Job that is not suspended, at most the completions
+	// it still lacks.
 	Replicas int32 `json:"replicas"`
 	Ready    int32 `json:"ready"`
-	// Pods are its pods that are not finished.
+	// Schedules says a CronJob is not suspended: it starts Jobs on its
+	// schedule, so it may take the GPU although it has no pods now.
+	Schedules bool `json:"schedules,omitempty"`
+	// Pods are its pods that are not finished (a CronJob's: its Jobs').
 	Pods []*corev1.Pod `json:"-"`
 	// Nodes are the GPU nodes it is on or may land on: its pods' nodes,
-	// the GPU nodes its unscheduled pods' nodeSelector matches, and for a
+	// the GPU nodes its unscheduled pods' nodeSelector matches (for a
+	// CronJob that schedules, its Jobs' pod template's), and for a
 	// released workload the node its release freed.
 	Nodes []string `json:"nodes"`
 	// Record is its release record, nil when not released.
@@ -92,6 +103,10 @@ func (w *Workload) Healthy() (bool, string) {
 
 // PodsGone says whether the workload holds no pod (after a scale to zero).
 func (w *Workload) PodsGone() bool { return len(w.Pods) == 0 }
+
+// Runs says whether the workload has or may start pods: replicas, or a
+// CronJob that schedules Jobs.
+func (w *Workload) Runs() bool { return w.Replicas > 0 || w.Schedules }
 
 // Serving says whether every desired pod is Ready (after a restore).
 func (w *Workload) Serving() bool { return w.Ready >= w.Replicas }
@@ -166,33 +181,49 @@ func Read(c *Cluster, opt Options) (*View, error) {
 
 	var out []*Workload
 	var bad []PolicyError
-	add := func(ref workload.Ref, ann map[string]string, tmpl *corev1.PodTemplateSpec, replicas *int32, rolledOut bool, adjust func(*Workload)) {
+	add := func(ref workload.Ref, ann map[string]string, tmpl *corev1.PodTemplateSpec, replicas *int32, rolledOut bool) *Workload {
 		if !mayBeManaged(ann) && !opt.Trust.Configured(ref) {
-			return
+			return nil
 		}
 		w, err := parseWorkload(ref, ann, tmpl, c.Classes, opt.Zone, opt.Trust)
 		if err != nil {
 			bad = append(bad, PolicyError{Ref: ref, Err: err})
-			return
-		}
-		if adjust != nil {
-			adjust(w)
+			return nil
 		}
 		if replicas != nil {
 			w.Replicas = *replicas
 		}
 		w.Pods, w.RolledOut = podsOf[ref], rolledOut
-		w.fill(est, gpuNodes, opt.Ledger)
 		out = append(out, w)
+		return w
 	}
 	for i := range c.Deployments {
 		d := &c.Deployments[i]
-		add(workload.Ref{Kind: workload.KindDeployment, Namespace: d.Namespace, Name: d.Name}, d.Annotations, &d.Spec.Template, d.Spec.Replicas, deploymentRolledOut(d),
-			func(w *Workload) { lowerNeedsRecreate(w, d) })
+		if w := add(workload.Ref{Kind: workload.KindDeployment, Namespace: d.Namespace, Name: d.Name}, d.Annotations, &d.Spec.Template, d.Spec.Replicas, deploymentRolledOut(d)); w != nil {
+			lowerNeedsRecreate(w, d)
+		}
 	}
 	for i := range c.StatefulSets {
 		s := &c.StatefulSets[i]
-		add(workload.Ref{Kind: workload.KindStatefulSet, Namespace: s.Namespace, Name: s.Name}, s.Annotations, &s.Spec.Template, s.Spec.Replicas, statefulSetRolledOut(s), nil)
+		add(workload.Ref{Kind: workload.KindStatefulSet, Namespace: s.Namespace, Name: s.Name}, s.Annotations, &s.Spec.Template, s.Spec.Replicas, statefulSetRolledOut(s))
+	}
+	jobPods := jobPodsByCronJob(c.Jobs)
+	for i := range c.CronJobs {
+		cj := &c.CronJobs[i]
+		ref := workload.Ref{Kind: workload.KindCronJob, Namespace: cj.Namespace, Name: cj.Name}
+		want := jobPods[ref]
+		// Nothing rolls out: a Job runs the template it started with.
+		if w := add(ref, cj.Annotations, &cj.Spec.JobTemplate.Spec.Template, &want, true); w != nil {
+			w.Schedules = cj.Spec.Suspend == nil || !*cj.Spec.Suspend
+			if w.Policy.Action == policy.ActionLowerMemory {
+				out = out[:len(out)-1]
+				bad = append(bad, PolicyError{Ref: ref, Err: fmt.Errorf("%s=%q: a CronJob is preempted by suspending it and its Jobs, not by lowering its memory; remove the annotation or set it to %q",
+					workload.AnnotationPreemptAction, cj.Annotations[workload.AnnotationPreemptAction], policy.ActionScaleToZero)})
+			}
+		}
+	}
+	for _, w := range out {
+		w.fill(est, gpuNodes, opt.Ledger)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Ref.Qualified() < out[j].Ref.Qualified() })
 	return &View{Workloads: out, Invalid: bad, Ledger: report, Owners: owners}, nil
@@ -227,9 +258,51 @@ func mayBeManaged(ann map[string]string) bool {
 	return false
 }
 
+// jobPodsByCronJob is, per CronJob, the pods its running Jobs want (see
+// Workload.Replicas).
+func jobPodsByCronJob(jobs []batchv1.Job) map[workload.Ref]int32 {
+	out := map[workload.Ref]int32{}
+	for i := range jobs {
+		j := &jobs[i]
+		owner := metav1.GetControllerOfNoCopy(j)
+		if owner == nil || owner.Kind != workload.KindCronJob || JobFinished(j) || j.Spec.Suspend != nil && *j.Spec.Suspend {
+			continue
+		}
+		n := int32(1)
+		if j.Spec.Parallelism != nil {
+			n = *j.Spec.Parallelism
+		}
+		if j.Spec.Completions != nil {
+			n = min(n, max(0, *j.Spec.Completions-j.Status.Succeeded))
+		}
+		out[workload.Ref{Kind: workload.KindCronJob, Namespace: j.Namespace, Name: owner.Name}] += n
+	}
+	return out
+}
+
+// JobFinished says whether a Job has completed or failed for good.
+func JobFinished(j *batchv1.Job) bool {
+	for _, c := range j.Status.Conditions {
+		if (c.Type == batchv1.JobComplete || c.Type == batchv1.JobFailed) && c.Status == corev1.ConditionTrue {
+			return true
+		}
+	}
+	return false
+}
+
 // fill works out the pods' readiness, the nodes and the expected memory.
 func (w *Workload) fill(est *ledger.Estimator, gpuNodes []gpuNode, lopt ledger.Options) {
+	// The template as a pod, so that a released workload has expected
+	// memory too.
+	pod := &corev1.Pod{ObjectMeta: w.Template.ObjectMeta, Spec: w.Template.Spec}
+	pod.Namespace, pod.Name = w.Ref.Namespace, w.Ref.Name
+	gpuPod := ledger.IsGPUPod(pod, lopt)
 	nodes := map[string]bool{}
+	if w.Schedules && gpuPod {
+		for _, n := range selectable(&w.Template.Spec, gpuNodes) {
+			nodes[n] = true
+		}
+	}
 	for _, p := range w.Pods {
 		if isReady(p) {
 			w.Ready++
@@ -250,9 +323,6 @@ func (w *Workload) fill(est *ledger.Estimator, gpuNodes []gpuNode, lopt ledger.O
 	}
 	w.Nodes = slices.Sorted(maps.Keys(nodes))
 
-	// Expected VRAM from the template, so a released workload has one too.
-	pod := &corev1.Pod{ObjectMeta: w.Template.ObjectMeta, Spec: w.Template.Spec}
-	pod.Namespace, pod.Name = w.Ref.Namespace, w.Ref.Name
 	var gpuMem int64
 	for _, n := range gpuNodes {
 		if w.OnNode(n.Name) {
@@ -260,7 +330,7 @@ func (w *Workload) fill(est *ledger.Estimator, gpuNodes []gpuNode, lopt ledger.O
 			break
 		}
 	}
-	if ledger.IsGPUPod(pod, lopt) {
+	if gpuPod {
 		w.Memory, _ = est.PodMemory(pod, gpuMem)
 	}
 }
@@ -342,7 +412,7 @@ func (w *Workload) LowerUnfinished() bool {
 	return w.Lowered != nil && w.Record == nil && (w.Lowered.Restoring || !w.phaseRestarted())
 }
 
-// Object is the Deployment or StatefulSet ref names, nil when the cluster
+// Object is the Deployment, StatefulSet or CronJob ref names, nil when the cluster
 // has none: what an Event about the workload is recorded on.
 func (c *Cluster) Object(ref workload.Ref) runtime.Object {
 	switch ref.Kind {
@@ -356,6 +426,12 @@ func (c *Cluster) Object(ref workload.Ref) runtime.Object {
 		for i := range c.StatefulSets {
 			if s := &c.StatefulSets[i]; s.Namespace == ref.Namespace && s.Name == ref.Name {
 				return s
+			}
+		}
+	case workload.KindCronJob:
+		for i := range c.CronJobs {
+			if cj := &c.CronJobs[i]; cj.Namespace == ref.Namespace && cj.Name == ref.Name {
+				return cj
 			}
 		}
 	}

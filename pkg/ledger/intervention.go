@@ -8,18 +8,22 @@ import (
 	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
-// ManagedWorkload is a Deployment or StatefulSet as the ledger reads it
-// for gpuslice's records: a released one has no pods to count.
+// ManagedWorkload is a Deployment, StatefulSet or CronJob as the ledger
+// reads it for gpuslice's records: a released one has no pods to count.
 type ManagedWorkload struct {
 	Ref         workload.Ref
 	Annotations map[string]string
-	Replicas    int32
+	// Replicas is spec.replicas; a CronJob's 0 when suspended, else 1.
+	Replicas int32
 }
 
 // What a workload's record says was done to it.
 const (
 	ActionReleased = "released" // scaled to zero, replicas remembered
 	ActionLowered  = "lowered"  // GPU_MEMORY_UTILIZATION lowered and restarted
+	// ActionSuspended is a released CronJob: it and its running Jobs
+	// suspended.
+	ActionSuspended = "suspended"
 )
 
 // Intervention is a workload gpuslice released or lowered (the arbiter or
@@ -61,10 +65,17 @@ func interventions(ws []ManagedWorkload, listed func(string) bool, node string, 
 		if err != nil {
 			*warnings = append(*warnings, fmt.Sprintf("%s %v", w.Ref.Qualified(), err))
 		} else if rec != nil {
-			add(Intervention{
+			iv := Intervention{
 				Workload: w.Ref, Action: ActionReleased, Detail: fmt.Sprintf("%d → %d replicas", rec.Replicas, w.Replicas),
 				By: rec.By, At: rec.At, Reason: rec.Reason, Node: rec.Node, Undo: "gpuslice restore " + args,
-			})
+			}
+			if w.Ref.Kind == workload.KindCronJob {
+				iv.Action, iv.Detail = ActionSuspended, "the CronJob and its running Jobs"
+				if rec.Replicas == 0 {
+					iv.Detail = "its running Jobs (the CronJob was suspended before)"
+				}
+			}
+			add(iv)
 		}
 		low, err := workload.ParseLowerRecord(w.Annotations)
 		if err != nil {

@@ -23,6 +23,10 @@ func TestInterventions(t *testing.T) {
 			workload.AnnotationLoweredFrom: "0.70", workload.AnnotationLoweredTo: "0.30", workload.AnnotationLoweredAt: "2026-12-04T20:16:00Z",
 			workload.AnnotationLoweredNode: "gpu2", workload.AnnotationLoweredReason: "free GPU memory 900Mi below 2Gi",
 		}},
+		{Ref: ref(workload.KindCronJob, "ai", "nightly-training"), Replicas: 0, Annotations: map[string]string{
+			workload.AnnotationReleasedReplicas: "1", workload.AnnotationReleasedAt: "2026-12-04T05:00:00Z", workload.AnnotationReleasedBy: "gpuslice arbiter",
+			workload.AnnotationReleasedReason: "outside its active hours 01:00-06:00", workload.AnnotationReleasedNode: "homelabai",
+		}},
 		{Ref: ref(workload.KindDeployment, "ai", "broken"), Replicas: 0, Annotations: map[string]string{workload.AnnotationReleasedReplicas: "many"}},
 	}
 	tests := []struct {
@@ -34,6 +38,7 @@ func TestInterventions(t *testing.T) {
 		name: "all of them, sorted, with who, when, why and the undo",
 		want: []string{
 			"Deployment/ai/comfyui lowered GPU_MEMORY_UTILIZATION 0.70 → 0.30 | gpuslice arbiter | 2026-12-04T20:16:00Z | free GPU memory 900Mi below 2Gi | gpuslice restore deployment/comfyui -n ai (or wait: the arbiter raises it after its hold-down)",
+			"CronJob/ai/nightly-training suspended the CronJob and its running Jobs | gpuslice arbiter | 2026-12-04T05:00:00Z | outside its active hours 01:00-06:00 | gpuslice restore cronjob/nightly-training -n ai",
 			"StatefulSet/ai/ollama released 2 → 0 replicas | alice | 2026-12-04T19:00:00Z |  | gpuslice restore statefulset/ollama -n ai",
 			"Deployment/ai-dev/vllm-server released 1 → 0 replicas | gpuslice arbiter | 2026-12-04T20:15:00Z | Plex is transcoding on homelabai | gpuslice restore deployment/vllm-server -n ai-dev",
 		},

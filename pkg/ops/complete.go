@@ -19,12 +19,16 @@ type CompleteOptions struct {
 	// Released offers only workloads gpuslice release scaled to zero
 	// (for restore).
 	Released bool
+	// CronJobs offers CronJobs too (cj/NAME), which only release and
+	// restore take.
+	CronJobs bool
 }
 
 // WorkloadCompletions lists, for shell completion, the Deployments and
-// StatefulSets in namespace whose pods use the GPU (a share request or the
-// device annotation, as the ledger counts them), written as the commands
-// take them (deploy/NAME, sts/NAME) and starting with prefix.
+// StatefulSets (and with CronJobs, CronJobs) in namespace whose pods use
+// the GPU (a share request or the device annotation, as the ledger counts
+// them), written as the commands take them (deploy/NAME, sts/NAME,
+// cj/NAME) and starting with prefix.
 func WorkloadCompletions(ctx context.Context, cs kubernetes.Interface, namespace, prefix string, opt CompleteOptions) ([]string, error) {
 	var out []string
 	add := func(kind, name string, meta metav1.ObjectMeta, t corev1.PodTemplateSpec) {
@@ -52,6 +56,15 @@ func WorkloadCompletions(ctx context.Context, cs kubernetes.Interface, namespace
 	}
 	for _, s := range sts.Items {
 		add("sts", s.Name, s.ObjectMeta, s.Spec.Template)
+	}
+	if opt.CronJobs {
+		cjs, err := cs.BatchV1().CronJobs(namespace).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("listing CronJobs in %s: %w", namespace, err)
+		}
+		for _, cj := range cjs.Items {
+			add("cj", cj.Name, cj.ObjectMeta, cj.Spec.JobTemplate.Spec.Template)
+		}
 	}
 	slices.Sort(out)
 	return out, nil

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -533,6 +534,10 @@ func (w *appsWorkload) copy() *appsWorkload {
 		return wrapDeployment(o.DeepCopy())
 	case *appsv1.StatefulSet:
 		return wrapStatefulSet(o.DeepCopy())
+	case *batchv1.CronJob:
+		c := wrapCronJob(o.DeepCopy())
+		c.jobs = w.jobs
+		return c
 	}
 	panic(fmt.Sprintf("ops: workload of type %T", w.obj))
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
@@ -54,6 +55,9 @@ type Result struct {
 	ReplicasBefore int32                   `json:"replicasBefore"`
 	ReplicasAfter  int32                   `json:"replicasAfter"`
 	Record         *workload.ReleaseRecord `json:"record,omitempty"`
+	// Jobs are a CronJob's Jobs the release suspended or the restore
+	// resumed (or would, with DryRun).
+	Jobs []string `json:"jobs,omitempty"`
 	// Lowered is the lower-memory record a restore undid (ActionRaised).
 	Lowered *workload.LowerRecord `json:"lowered,omitempty"`
 	Message string                `json:"message"`
@@ -73,6 +77,9 @@ func Release(ctx context.Context, cs kubernetes.Interface, ref workload.Ref, opt
 	}
 	if opts.By == "" {
 		opts.By = WhoAmI(ctx, cs)
+	}
+	if ref.Kind == workload.KindCronJob {
+		return releaseCronJob(ctx, cs, ref, opts)
 	}
 	var res Result
 	err := modifyWorkload(ctx, cs, ref, opts.DryRun, func(w *appsWorkload) (bool, error) {
@@ -94,6 +101,9 @@ func Release(ctx context.Context, cs kubernetes.Interface, ref workload.Ref, opt
 // record but a lower-memory one (the arbiter's lower-memory preemption) is
 // raised back to the GPU_MEMORY_UTILIZATION it had, as Raise does.
 func Restore(ctx context.Context, cs kubernetes.Interface, ref workload.Ref, opts RestoreOptions) (Result, error) {
+	if ref.Kind == workload.KindCronJob {
+		return restoreCronJob(ctx, cs, ref, opts)
+	}
 	var res Result
 	var lowered *workload.LowerRecord
 	err := modifyWorkload(ctx, cs, ref, opts.DryRun, func(w *appsWorkload) (bool, error) {
@@ -133,6 +143,10 @@ func decideRelease(w *appsWorkload, opts ReleaseOptions) (Result, error) {
 		res.Record = rec
 		res.Message = fmt.Sprintf("%s is already released (%s); gpuslice restore %s brings back its %d replica(s)",
 			w.Qualified(), rec.Describe(), w.KubectlArgs(), rec.Replicas)
+		if w.suspend != nil {
+			res.Message = fmt.Sprintf("%s is already released (%s); gpuslice restore %s resumes %s",
+				w.Qualified(), rec.Describe(), w.KubectlArgs(), pronoun(rec.Replicas, nil))
+		}
 		return res, nil
 	}
 	if v, ok := w.meta.Annotations[workload.AnnotationProtected]; ok {
@@ -141,8 +155,11 @@ func decideRelease(w *appsWorkload, opts ReleaseOptions) (Result, error) {
 				w.Qualified(), ErrProtected, workload.AnnotationProtected, v)
 		}
 	}
-	if res.ReplicasBefore == 0 {
+	if res.ReplicasBefore == 0 && len(w.jobs) == 0 {
 		res.Message = fmt.Sprintf("%s already has 0 replicas and holds no GPU; nothing to release", w.Qualified())
+		if w.suspend != nil {
+			res.Message = fmt.Sprintf("%s is suspended and has no running Job: it holds no GPU; nothing to release", w.Qualified())
+		}
 		return res, nil
 	}
 	rec = &workload.ReleaseRecord{Replicas: res.ReplicasBefore, At: opts.Now.UTC().Format(time.RFC3339), By: opts.By, Reason: opts.Reason, Node: opts.Node}
@@ -158,9 +175,13 @@ func decideRelease(w *appsWorkload, opts ReleaseOptions) (Result, error) {
 		w.annotate(workload.AnnotationReleasedNode, rec.Node)
 	}
 	w.setReplicas(0)
-	res.Action, res.ReplicasAfter, res.Record = ActionReleased, 0, rec
+	res.Action, res.ReplicasAfter, res.Record, res.Jobs = ActionReleased, 0, rec, w.jobs
 	res.Message = fmt.Sprintf("%s released: %d → 0 replicas, remembered in %s; gpuslice restore %s brings them back",
 		w.Qualified(), rec.Replicas, workload.AnnotationReleasedReplicas, w.KubectlArgs())
+	if w.suspend != nil {
+		res.Message = fmt.Sprintf("%s released: %s, remembered in %s; gpuslice restore %s resumes %s",
+			w.Qualified(), cronJobChange("suspended", rec.Replicas, w.jobs, "left it suspended as it was"), workload.AnnotationReleasedReplicas, w.KubectlArgs(), pronoun(rec.Replicas, w.jobs))
+	}
 	return res, nil
 }
 
@@ -171,6 +192,12 @@ func decideRestore(w *appsWorkload, onlyBy string) (Result, error) {
 	rec, err := readRecord(w)
 	if err != nil {
 		return res, err
+	}
+	if rec == nil && len(w.jobs) > 0 {
+		// A CronJob release cut short between its Jobs and the CronJob.
+		res.Action, res.Jobs = ActionRestored, w.jobs
+		res.Message = fmt.Sprintf("%s carries no release record, but its Job(s) %s were suspended by gpuslice: resumed them", w.Qualified(), strings.Join(w.jobs, ", "))
+		return res, nil
 	}
 	if rec == nil {
 		res.Message = fmt.Sprintf("%s was not released by gpuslice (no %s annotation); nothing to restore", w.Qualified(), workload.AnnotationReleasedReplicas)
@@ -185,7 +212,11 @@ func decideRestore(w *appsWorkload, onlyBy string) (Result, error) {
 		delete(w.meta.Annotations, k)
 	}
 	w.setReplicas(rec.Replicas)
-	res.Action, res.ReplicasAfter, res.Record = ActionRestored, rec.Replicas, rec
+	res.Action, res.ReplicasAfter, res.Record, res.Jobs = ActionRestored, rec.Replicas, rec, w.jobs
+	if w.suspend != nil {
+		res.Message = fmt.Sprintf("%s restored: %s (released %s)", w.Qualified(), cronJobChange("resumed", rec.Replicas, w.jobs, "left it suspended as it was before the release"), rec.Describe())
+		return res, nil
+	}
 	res.Message = fmt.Sprintf("%s restored: %d → %d replicas (released %s)", w.Qualified(), cur, rec.Replicas, rec.Describe())
 	if cur != 0 {
 		res.Message += fmt.Sprintf("; it had been scaled to %d by hand since, and is set to the %d the release remembered", cur, rec.Replicas)

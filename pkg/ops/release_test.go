@@ -30,6 +30,17 @@ func withReplicas(n int32, annotations map[string]string) *appsWorkload {
 	return wrapDeployment(d)
 }
 
+// cronJob is the seed's nightly training CronJob, suspended or not, whose
+// running Jobs are jobs.
+func cronJob(suspend bool, jobs []string, annotations map[string]string) *appsWorkload {
+	cj := seed.TrainingCronJob("ai", "nightly-training")
+	cj.Spec.Suspend = ptr.To(suspend)
+	maps.Copy(cj.Annotations, annotations)
+	w := wrapCronJob(cj)
+	w.jobs = jobs
+	return w
+}
+
 func TestDecideRelease(t *testing.T) {
 	opts := ReleaseOptions{By: "jane", Reason: "Plex stutters", Now: releaseTime}
 	released := map[string]string{workload.AnnotationReleasedReplicas: "3", workload.AnnotationReleasedAt: "2026-05-01T19:00:00Z", workload.AnnotationReleasedBy: "arbiter"}
@@ -69,6 +80,23 @@ func TestDecideRelease(t *testing.T) {
 		{
 			name: "already at zero by hand: nothing to release", w: withReplicas(0, nil),
 			action: ActionUnchanged, replicas: 0, message: "already has 0 replicas",
+		},
+		{
+			name: "a CronJob: suspended with its running Jobs, remembered as 1", w: cronJob(false, []string{"nightly-training-1"}, nil),
+			action: ActionReleased, replicas: 0,
+			message: "cronjob ai/nightly-training released: suspended it and suspended its Job(s) nightly-training-1, remembered in gpuslice.io/released-replicas; gpuslice restore cronjob/nightly-training -n ai resumes it and its Jobs",
+		},
+		{
+			name: "a CronJob suspended by hand with a Job running: the Job only, remembered as 0", w: cronJob(true, []string{"nightly-training-1"}, nil),
+			action: ActionReleased, replicas: 0, message: "left it suspended as it was and suspended its Job(s) nightly-training-1",
+		},
+		{
+			name: "a CronJob suspended by hand, no Job: nothing to release", w: cronJob(true, nil, nil),
+			action: ActionUnchanged, replicas: 0, message: "is suspended and has no running Job",
+		},
+		{
+			name: "a protected CronJob", w: cronJob(false, []string{"nightly-training-1"}, map[string]string{workload.AnnotationProtected: "true"}),
+			replicas: 1, err: ErrProtected, errText: "refusing to release cronjob ai/nightly-training",
 		},
 		{
 			name: "broken record", w: withReplicas(0, map[string]string{workload.AnnotationReleasedReplicas: "three"}),
@@ -120,6 +148,14 @@ func TestDecideRestore(t *testing.T) {
 			message: "was not released by gpuslice"},
 		{name: "released from zero is impossible but harmless", w: withReplicas(0, map[string]string{workload.AnnotationReleasedReplicas: "0"}), action: ActionRestored},
 		{name: "broken record", w: withReplicas(0, map[string]string{workload.AnnotationReleasedReplicas: "-1"}), errText: "not a replica count"},
+		{name: "a CronJob the release suspended: resumed with its Jobs", w: cronJob(true, []string{"nightly-training-1"}, map[string]string{workload.AnnotationReleasedReplicas: "1"}),
+			action: ActionRestored, replicas: 1, message: "restored: resumed it and resumed its Job(s) nightly-training-1"},
+		{name: "a CronJob suspended before the release stays suspended", w: cronJob(true, []string{"nightly-training-1"}, map[string]string{workload.AnnotationReleasedReplicas: "0"}),
+			action: ActionRestored, replicas: 0, message: "left it suspended as it was before the release and resumed its Job(s) nightly-training-1"},
+		{name: "a CronJob suspended by hand, no record, no Job of gpuslice's: untouched", w: cronJob(true, nil, nil),
+			action: ActionUnchanged, replicas: 0, message: "was not released by gpuslice"},
+		{name: "a CronJob release cut short: its Jobs resumed", w: cronJob(false, []string{"nightly-training-1"}, nil),
+			action: ActionRestored, replicas: 1, message: "carries no release record, but its Job(s) nightly-training-1 were suspended by gpuslice"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res, err := decideRestore(tc.w, "")

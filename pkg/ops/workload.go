@@ -23,14 +23,21 @@ import (
 // FieldManager is the manager name gpuslice's writes carry in managedFields.
 const FieldManager = "gpuslice"
 
-// appsWorkload is a Deployment or StatefulSet seen through the fields ops reads
-// and changes. It points into obj, so changes through it change obj.
+// appsWorkload is a Deployment or StatefulSet (or, for release and restore
+// only, a CronJob) seen through the fields ops reads and changes. It
+// points into obj, so changes through it change obj.
 type appsWorkload struct {
 	workload.Ref
-	obj      runtime.Object // *appsv1.Deployment or *appsv1.StatefulSet
+	obj      runtime.Object // *appsv1.Deployment, *appsv1.StatefulSet or *batchv1.CronJob
 	meta     *metav1.ObjectMeta
 	template *corev1.PodTemplateSpec
 	replicas **int32
+	// suspend is a CronJob's spec.suspend, replicas nil: the CronJob
+	// counts as 1 replica while it schedules Jobs, 0 while suspended.
+	suspend **bool
+	// jobs are the CronJob's Jobs a release suspends or a restore
+	// resumes, found before deciding.
+	jobs []string
 }
 
 func wrapDeployment(d *appsv1.Deployment) *appsWorkload {
@@ -47,22 +54,31 @@ func wrapStatefulSet(s *appsv1.StatefulSet) *appsWorkload {
 	}
 }
 
-// Replicas is spec.replicas, with the API server's default of 1.
+// Replicas is spec.replicas, with the API server's default of 1; for a
+// CronJob 0 when suspended, else 1.
 func (w *appsWorkload) Replicas() int32 {
+	if w.suspend != nil {
+		if *w.suspend != nil && **w.suspend {
+			return 0
+		}
+		return 1
+	}
 	if *w.replicas == nil {
 		return 1
 	}
 	return **w.replicas
 }
 
-func (w *appsWorkload) setReplicas(n int32) { *w.replicas = &n }
-
-func (w *appsWorkload) annotate(key, value string) {
-	if w.meta.Annotations == nil {
-		w.meta.Annotations = map[string]string{}
+func (w *appsWorkload) setReplicas(n int32) {
+	if w.suspend != nil {
+		suspend := n == 0
+		*w.suspend = &suspend
+		return
 	}
-	w.meta.Annotations[key] = value
+	*w.replicas = &n
 }
+
+func (w *appsWorkload) annotate(key, value string) { annotate(w.meta, key, value) }
 
 // rollingKeepsOld says whether a rollout starts a new pod before an old one
 // stops, so that both hold their GPU shares at once: a Deployment's
@@ -194,6 +210,9 @@ func modifyWorkload(ctx context.Context, cs kubernetes.Interface, ref workload.R
 	case workload.KindStatefulSet:
 		return modify(ctx, cs.AppsV1().StatefulSets(ref.Namespace), ref.Qualified(), ref.Name, dryRun,
 			func(s *appsv1.StatefulSet) (bool, error) { return change(wrapStatefulSet(s)) })
+	case workload.KindCronJob:
+		return fmt.Errorf("%s: only gpuslice release and restore act on a CronJob (they suspend and resume it and its Jobs); change its jobTemplate with kubectl edit %s",
+			ref.Qualified(), ref.KubectlArgs())
 	}
 	return fmt.Errorf("%s: unsupported kind %q", ref.Name, ref.Kind)
 }

@@ -12,7 +12,8 @@ import (
 )
 
 // Cluster lists, once, what the arbiter's informers keep (the ledger's
-// input, Deployments, StatefulSets and PriorityClasses): for a command
+// input, Deployments, StatefulSets, CronJobs and PriorityClasses; Jobs
+// as metadata only): for a command
 // that decides as the admission gate does, without watching. Pods keep
 // their status: the decision reads whether the protected workload's pods
 // are Ready.
@@ -32,6 +33,11 @@ func Cluster(ctx context.Context, cs kubernetes.Interface, opt ledger.Options) (
 		return nil, listErr("statefulsets", err)
 	}
 	c.StatefulSets = sts.Items
+	cjs, err := cs.BatchV1().CronJobs("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, listErr("cronjobs", err)
+	}
+	c.CronJobs = cjs.Items
 	pcs, err := cs.SchedulingV1().PriorityClasses().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, listErr("priorityclasses", err)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
@@ -29,11 +30,16 @@ type Informers struct {
 }
 
 // NewInformers watches nodes, pods, ReplicaSets, Deployments,
-// StatefulSets, ConfigMaps (GPU_MEMORY_UTILIZATION) and PriorityClasses.
-// onChange, when not nil, is called after any of them changes.
+// StatefulSets, CronJobs and their Jobs, ConfigMaps
+// (GPU_MEMORY_UTILIZATION) and PriorityClasses. onChange, when not nil,
+// is called after any of them changes.
 func NewInformers(cs kubernetes.Interface, onChange func()) *Informers {
 	f := informers.NewSharedInformerFactory(cs, 10*time.Minute)
 	i := &Informers{factory: f}
+	// Jobs and CronJobs keep only what the view reads: a Job's pod
+	// template is most of its bytes and nobody here reads it.
+	_ = f.Batch().V1().Jobs().Informer().SetTransform(trimJob)
+	_ = f.Batch().V1().CronJobs().Informer().SetTransform(trimCronJob)
 	for resource, inf := range map[string]cache.SharedIndexInformer{
 		"nodes":                             f.Core().V1().Nodes().Informer(),
 		"pods":                              f.Core().V1().Pods().Informer(),
@@ -41,6 +47,8 @@ func NewInformers(cs kubernetes.Interface, onChange func()) *Informers {
 		"replicasets.apps":                  f.Apps().V1().ReplicaSets().Informer(),
 		"deployments.apps":                  f.Apps().V1().Deployments().Informer(),
 		"statefulsets.apps":                 f.Apps().V1().StatefulSets().Informer(),
+		"cronjobs.batch":                    f.Batch().V1().CronJobs().Informer(),
+		"jobs.batch":                        f.Batch().V1().Jobs().Informer(),
 		"priorityclasses.scheduling.k8s.io": f.Scheduling().V1().PriorityClasses().Informer(),
 	} {
 		_ = inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
@@ -117,6 +125,16 @@ func (i *Informers) Cluster() (*clusterview.Cluster, error) {
 		return nil, err
 	}
 	c.StatefulSets = copyAll[appsv1.StatefulSet](sts)
+	cjs, err := i.factory.Batch().V1().CronJobs().Lister().List(all)
+	if err != nil {
+		return nil, err
+	}
+	c.CronJobs = copyAll[batchv1.CronJob](cjs)
+	jobs, err := i.factory.Batch().V1().Jobs().Lister().List(all)
+	if err != nil {
+		return nil, err
+	}
+	c.Jobs = copyAll[batchv1.Job](jobs)
 	pcs, err := i.factory.Scheduling().V1().PriorityClasses().Lister().List(all)
 	if err != nil {
 		return nil, err
@@ -125,6 +143,32 @@ func (i *Informers) Cluster() (*clusterview.Cluster, error) {
 		c.Classes[pc.Name] = pc
 	}
 	return c, nil
+}
+
+// trimJob keeps of a Job its metadata without managedFields, the spec
+// fields that say how many pods it wants and whether it is suspended, and
+// the status' conditions (finished) and succeeded count.
+func trimJob(obj any) (any, error) {
+	j, ok := obj.(*batchv1.Job)
+	if !ok {
+		return obj, nil // a tombstone
+	}
+	j.ManagedFields = nil
+	j.Spec = batchv1.JobSpec{Parallelism: j.Spec.Parallelism, Completions: j.Spec.Completions, Suspend: j.Spec.Suspend}
+	j.Status = batchv1.JobStatus{Conditions: j.Status.Conditions, Succeeded: j.Status.Succeeded}
+	return j, nil
+}
+
+// trimCronJob drops a CronJob's managedFields and status; its job
+// template carries the pods' policy, shares and node selector.
+func trimCronJob(obj any) (any, error) {
+	cj, ok := obj.(*batchv1.CronJob)
+	if !ok {
+		return obj, nil
+	}
+	cj.ManagedFields = nil
+	cj.Status = batchv1.CronJobStatus{}
+	return cj, nil
 }
 
 // copyAll dereferences the cache's pointers into a slice of values. The

@@ -38,7 +38,7 @@ func Take(ctx context.Context, cs kubernetes.Interface, opt ledger.Options) (led
 // Ledger reads what the ledger counts and computes it. It lists less than
 // Take, filtered by the API server: no finished pods (they hold no
 // shares), and with opt.Node only that node and the pods bound to it.
-// It also lists Deployments and StatefulSets for the workloads gpuslice
+// It also lists Deployments, StatefulSets and CronJobs for the workloads gpuslice
 // released or lowered, which have no pods to show; a user who may not
 // list them gets the report without, and a warning.
 func Ledger(ctx context.Context, cs kubernetes.Interface, opt ledger.Options) (*ledger.Report, error) {
@@ -64,8 +64,8 @@ func Ledger(ctx context.Context, cs kubernetes.Interface, opt ledger.Options) (*
 	return r, nil
 }
 
-// Managed lists the Deployments and StatefulSets of namespace ("" for
-// all) that carry a release or lower record.
+// Managed lists the Deployments, StatefulSets and CronJobs of namespace
+// ("" for all) that carry a release or lower record.
 func Managed(ctx context.Context, cs kubernetes.Interface, namespace string) ([]ledger.ManagedWorkload, error) {
 	var out []ledger.ManagedWorkload
 	deps, err := cs.AppsV1().Deployments(namespace).List(ctx, metav1.ListOptions{})
@@ -83,6 +83,18 @@ func Managed(ctx context.Context, cs kubernetes.Interface, namespace string) ([]
 	for i := range sts.Items {
 		s := &sts.Items[i]
 		out = appendManaged(out, workload.Ref{Kind: workload.KindStatefulSet, Namespace: s.Namespace, Name: s.Name}, s.Annotations, s.Spec.Replicas)
+	}
+	cjs, err := cs.BatchV1().CronJobs(namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return out, listErr("cronjobs", err)
+	}
+	for i := range cjs.Items {
+		cj := &cjs.Items[i]
+		replicas := int32(1)
+		if cj.Spec.Suspend != nil && *cj.Spec.Suspend {
+			replicas = 0
+		}
+		out = appendManaged(out, workload.Ref{Kind: workload.KindCronJob, Namespace: cj.Namespace, Name: cj.Name}, cj.Annotations, &replicas)
 	}
 	return out, nil
 }

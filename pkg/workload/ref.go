@@ -9,10 +9,16 @@ import (
 const (
 	KindDeployment  = "Deployment"
 	KindStatefulSet = "StatefulSet"
+	// KindCronJob is released by suspending it and its running Jobs,
+	// and restored by resuming them (never scaled).
+	KindCronJob = "CronJob"
+	// KindJob is what a CronJob runs; gpuslice suspends and resumes
+	// them with their CronJob.
+	KindJob = "Job"
 )
 
-// Ref names a workload: a Deployment or StatefulSet (and, where a pod has
-// no such owner, its own kind: DaemonSet, Job, Pod).
+// Ref names a workload: a Deployment, StatefulSet or CronJob (and, where a
+// pod has no such owner, its own kind: DaemonSet, Job, Pod).
 type Ref struct {
 	Kind      string `json:"kind"`
 	Namespace string `json:"namespace"`
@@ -20,21 +26,24 @@ type Ref struct {
 }
 
 // ParseRef reads the kubectl spellings "deploy/NAME", "deployment/NAME",
-// "deployments.apps/NAME", "sts/NAME", "statefulset/NAME", or a bare NAME,
-// which means a Deployment as in the seed's runbooks.
+// "deployments.apps/NAME", "sts/NAME", "statefulset/NAME", "cj/NAME",
+// "cronjob/NAME", "cronjobs.batch/NAME", or a bare NAME, which means a
+// Deployment as in the seed's runbooks.
 func ParseRef(s, namespace string) (Ref, error) {
 	kind, name, found := strings.Cut(s, "/")
 	if !found {
 		kind, name = "deployment", s
 	}
 	r := Ref{Namespace: namespace, Name: name}
-	switch strings.TrimSuffix(strings.ToLower(kind), ".apps") {
+	switch strings.TrimSuffix(strings.TrimSuffix(strings.ToLower(kind), ".apps"), ".batch") {
 	case "deploy", "deployment", "deployments":
 		r.Kind = KindDeployment
 	case "sts", "statefulset", "statefulsets":
 		r.Kind = KindStatefulSet
+	case "cj", "cronjob", "cronjobs":
+		r.Kind = KindCronJob
 	default:
-		return Ref{}, fmt.Errorf("%q: gpuslice acts on Deployments and StatefulSets; write deploy/NAME, sts/NAME or a bare Deployment NAME", s)
+		return Ref{}, fmt.Errorf("%q: gpuslice acts on Deployments, StatefulSets and CronJobs; write deploy/NAME, sts/NAME, cj/NAME or a bare Deployment NAME", s)
 	}
 	if name == "" || strings.Contains(name, "/") {
 		return Ref{}, fmt.Errorf("%q: want KIND/NAME or NAME, e.g. deploy/vllm-server", s)

@@ -5,11 +5,19 @@ import (
 	"strconv"
 )
 
-// The release record: annotations on the Deployment or StatefulSet itself
-// (not its pod template, so that writing them rolls nothing out).
+// The release record: annotations on the Deployment, StatefulSet or
+// CronJob itself (not its pod template, so that writing them rolls nothing
+// out).
+//
+// A CronJob is released by suspending it (spec.suspend) and its running
+// Jobs: its record's replicas are 1 when the release suspended it and 0
+// when it was already suspended (by a person, so restore leaves it so).
+// Each Job the release suspended carries AnnotationReleasedBy and
+// AnnotationReleasedAt itself, written with its suspension, and only
+// those Jobs are resumed.
 const (
 	// AnnotationReleasedReplicas is the replica count a release scaled
-	// down from, which restore brings back.
+	// down from, which restore brings back (for a CronJob, see above).
 	AnnotationReleasedReplicas = "gpuslice.io/released-replicas"
 	// AnnotationReleasedAt is when (RFC 3339), AnnotationReleasedBy who
 	// (a user, or the arbiter) and AnnotationReleasedReason why.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -46,6 +47,12 @@ func TestDeployArbiter(t *testing.T) {
 	a.annotate(t, ctx, vllm, map[string]string{"gpuslice.io/preempt-action": "lower-memory=0.30"})
 	// Room for both restores beyond the threshold and its margin.
 	a.freeMiB(t, 11000)
+	// The nightly training, running, outside its hours by the real clock
+	// the binary reads: suspended with its Job under the chart's RBAC.
+	training := createCronJob(t, ctx, a.cs, "nightly-training", false)
+	startJob(t, ctx, a.cs, training, "nightly-training-1", false)
+	from := time.Now().UTC().Add(2 * time.Hour)
+	a.annotateCronJob(t, ctx, training.Name, map[string]string{workload.AnnotationActiveHours: from.Format("15:04") + "-" + from.Add(time.Hour).Format("15:04"), workload.AnnotationTimeZone: "UTC"})
 
 	ch, err := chart.Load(repoRoot(t))
 	if err != nil {
@@ -111,6 +118,11 @@ arbiter:
 	until(ctx, t, "Lease gpu-system/gpuslice-arbiter held by "+podName, func(ctx context.Context) (bool, error) {
 		l, err := a.cs.CoordinationV1().Leases(chart.DefaultNamespace).Get(ctx, "gpuslice-arbiter", metav1.GetOptions{})
 		return err == nil && l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity == podName, nil
+	})
+	until(ctx, t, "the CronJob and its Job suspended, its pod gone", func(ctx context.Context) (bool, error) {
+		cj, job := getCronJob(t, ctx, a.cs, training.Name), getJob(t, ctx, a.cs, "nightly-training-1")
+		pods, err := a.cs.CoreV1().Pods("ai").List(ctx, metav1.ListOptions{LabelSelector: batchv1.JobNameLabel + "=nightly-training-1"})
+		return err == nil && suspended(cj.Spec.Suspend) && suspended(job.Spec.Suspend) && len(pods.Items) == 0, err
 	})
 	settleProcess(t, ctx, listen, 5)
 	if got := replicas(ctx, t, a.cs, ollama); got != 1 {

@@ -23,6 +23,7 @@ import (
 	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	helmchart "helm.sh/helm/v3/pkg/chart"
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	nodev1 "k8s.io/api/node/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -378,6 +379,19 @@ func TestExamplesMatchDemo(t *testing.T) {
 		if !equalMaps(got.Spec.Template.Spec.NodeSelector, want.Spec.Template.Spec.NodeSelector) {
 			t.Errorf("%s: nodeSelector %v", want.Name, got.Spec.Template.Spec.NodeSelector)
 		}
+	}
+	// The nightly training CronJob is seed.TrainingCronJob's policy,
+	// shares and memory.
+	var cj batchv1.CronJob
+	fromUnstructured(t, byName["CronJob/ai/nightly-training"], &cj)
+	want := seed.TrainingCronJob("ai", "nightly-training")
+	gt, wt := cj.Spec.JobTemplate.Spec.Template, want.Spec.JobTemplate.Spec.Template
+	if cj.Annotations[workload.AnnotationPreemptible] != want.Annotations[workload.AnnotationPreemptible] ||
+		cj.Annotations[workload.AnnotationActiveHours] != want.Annotations[workload.AnnotationActiveHours] ||
+		cj.Spec.Schedule != want.Spec.Schedule || cj.Spec.ConcurrencyPolicy != want.Spec.ConcurrencyPolicy ||
+		gt.Spec.PriorityClassName != wt.Spec.PriorityClassName || !equalMaps(gt.Annotations, wt.Annotations) ||
+		!equalJSON(t, gt.Spec.Containers[0].Resources, wt.Spec.Containers[0].Resources) {
+		t.Errorf("examples/nightly-training.yaml differs from seed.TrainingCronJob: %+v", cj)
 	}
 	checkExamplesGetTheGPU(t, byName)
 	vllm := seed.VLLMWorkload()

@@ -111,7 +111,7 @@ func apiVersion(kind string) string {
 	switch kind {
 	case workload.KindDeployment, workload.KindStatefulSet:
 		return "apps/v1"
-	case admit.KindJob, admit.KindCronJob:
+	case workload.KindJob, workload.KindCronJob:
 		return "batch/v1"
 	}
 	return "v1"

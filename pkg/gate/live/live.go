@@ -187,34 +187,47 @@ func (g *Gate) decide(ctx context.Context, pod *corev1.Pod) (d gate.Decision, c 
 	return gate.Decide(v, pod, gate.Options{Nodes: c.Nodes, Classes: c.Classes, Ledger: g.opts.Ledger}), c
 }
 
-// missingOwner names the pod's ReplicaSet, or that ReplicaSet's
-// Deployment, or its StatefulSet, when the cache lacks it; "" otherwise.
+// missingOwner names the pod's ReplicaSet or Job, or that ReplicaSet's
+// Deployment or Job's CronJob, or its StatefulSet, when the cache lacks
+// it; "" otherwise.
 func missingOwner(c *clusterview.Cluster, pod *corev1.Pod) string {
 	ref := metav1.GetControllerOfNoCopy(pod)
 	if ref == nil {
 		return ""
 	}
-	name := func(kind, n string) string { return kind + " " + pod.Namespace + "/" + n }
 	switch ref.Kind {
 	case "ReplicaSet":
-		for i := range c.ReplicaSets {
-			rs := &c.ReplicaSets[i]
-			if rs.Namespace != pod.Namespace || rs.Name != ref.Name {
-				continue
-			}
-			if up := metav1.GetControllerOfNoCopy(rs); up != nil && up.Kind == workload.KindDeployment &&
-				workloadObject(c, workload.Ref{Kind: workload.KindDeployment, Namespace: pod.Namespace, Name: up.Name}) == nil {
-				return name(workload.KindDeployment, up.Name)
-			}
-			return ""
-		}
-		return name("ReplicaSet", ref.Name)
+		return missingVia(c, pod.Namespace, c.ReplicaSets, ref.Kind, ref.Name, workload.KindDeployment)
+	case workload.KindJob:
+		return missingVia(c, pod.Namespace, c.Jobs, ref.Kind, ref.Name, workload.KindCronJob)
 	case workload.KindStatefulSet:
 		if workloadObject(c, workload.Ref{Kind: workload.KindStatefulSet, Namespace: pod.Namespace, Name: ref.Name}) == nil {
-			return name(workload.KindStatefulSet, ref.Name)
+			return workload.KindStatefulSet + " " + pod.Namespace + "/" + ref.Name
 		}
 	}
 	return ""
+}
+
+// missingVia names the intermediate owner kind/name (a ReplicaSet, a Job)
+// when owners lack it, or its controller of kind up (a Deployment, a
+// CronJob) when the cache lacks that; "" when both are there, or the
+// owner has another controller or none (a Job of its own).
+func missingVia[T any, PT interface {
+	*T
+	metav1.Object
+}](c *clusterview.Cluster, namespace string, owners []T, kind, name, up string) string {
+	for i := range owners {
+		o := PT(&owners[i])
+		if o.GetNamespace() != namespace || o.GetName() != name {
+			continue
+		}
+		if ctl := metav1.GetControllerOfNoCopy(o); ctl != nil && ctl.Kind == up &&
+			workloadObject(c, workload.Ref{Kind: up, Namespace: namespace, Name: ctl.Name}) == nil {
+			return up + " " + namespace + "/" + ctl.Name
+		}
+		return ""
+	}
+	return kind + " " + namespace + "/" + name
 }
 
 // workloadObject is the Deployment or StatefulSet ref names, nil when c

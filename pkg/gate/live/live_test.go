@@ -6,10 +6,13 @@ import (
 	"testing"
 	"time"
 
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/ptr"
 
+	"github.com/gpuslice/gpuslice/internal/seed"
 	"github.com/gpuslice/gpuslice/internal/seed/gatecluster"
 	"github.com/gpuslice/gpuslice/pkg/clusterview"
 	"github.com/gpuslice/gpuslice/pkg/workload"
@@ -102,6 +105,38 @@ func TestAdmit(t *testing.T) {
 			wantMessage:  "Deployment ai-dev/vllm-server, this pod's owner",
 			wantWorkload: "pod ai-dev/vllm-server-5d9c-*", // no owner found: the pod itself
 		},
+		{
+			name: "a CronJob's Job not in the cache yet", synced: true,
+			pod: func(c *gatecluster.Cluster) *corev1.Pod {
+				return jobPod("nightly-training-1")
+			},
+			wantMessage:  "Job ai/nightly-training-1, this pod's owner, is not in the gate's cache",
+			wantWorkload: "pod ai/nightly-training-1-*", // no owner found: the pod itself
+		},
+		{
+			name: "the Job's CronJob not in the cache yet", synced: true,
+			pod: func(c *gatecluster.Cluster) *corev1.Pod {
+				c.Jobs = append(c.Jobs, batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: "ai", Name: "nightly-training-1",
+					OwnerReferences: []metav1.OwnerReference{{Kind: workload.KindCronJob, Name: "nightly-training", Controller: ptr.To(true)}}}})
+				return jobPod("nightly-training-1")
+			},
+			wantMessage:  "CronJob ai/nightly-training, this pod's owner",
+			wantWorkload: "pod ai/nightly-training-1-*", // no owner found: the pod itself
+		},
+		{
+			name: "a preemptible CronJob's pod is gated by the CronJob's policy", synced: true,
+			pod: func(c *gatecluster.Cluster) *corev1.Pod {
+				cj := seed.TrainingCronJob("ai", "nightly-training")
+				c.CronJobs = append(c.CronJobs, *cj)
+				c.Jobs = append(c.Jobs, batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: "ai", Name: "nightly-training-1",
+					OwnerReferences: []metav1.OwnerReference{{Kind: workload.KindCronJob, Name: cj.Name, Controller: ptr.To(true)}}}})
+				p := jobPod("nightly-training-1")
+				p.Spec = *cj.Spec.JobTemplate.Spec.Template.Spec.DeepCopy()
+				return p
+			},
+			wantMessage:  "admission gate: preemptible cronjob ai/nightly-training may not start new pods: protected deployment media/plex is unhealthy",
+			wantWorkload: "cronjob ai/nightly-training",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -125,6 +160,15 @@ func TestAdmit(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// jobPod is a pod as the Job controller creates it for job.
+func jobPod(job string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ai", GenerateName: job + "-", Annotations: map[string]string{},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "batch/v1", Kind: workload.KindJob, Name: job, Controller: ptr.To(true)}}},
+		Spec: gatecluster.PodSpec("", 1, "homelabai"),
 	}
 }
 
