@@ -23,6 +23,10 @@ const (
 	ReasonWouldRestore  = "WouldRestore"
 	ReasonStepFailed    = "ArbiterStepFailed"
 	ReasonInvalidPolicy = "InvalidPolicy"
+	// ReasonPolicyAdjusted: the policy is carried out otherwise than its
+	// annotations ask, since as asked it would fail (clusterview's
+	// Workload.Adjusted).
+	ReasonPolicyAdjusted = "PolicyAdjusted"
 	// ReasonTranscodeFellBack is on the protected workload: a transcode
 	// that asked for the GPU runs on the CPU.
 	ReasonTranscodeFellBack = "TranscodeFellBack"

@@ -113,12 +113,15 @@ func (c *Controller) adopt(j *journal.Journal, v *clusterview.View) {
 // reportUntrusted warns, once per change, about workloads whose
 // annotations claim more than they may: protection or a priority their
 // namespace may not give itself, or an arbiter record the arbiter did not
-// write.
+// write; and about policies carried out otherwise than asked.
 func (c *Controller) reportUntrusted(ctx context.Context, v *clusterview.View, sig Signals, cluster *clusterview.Cluster) {
 	for _, w := range v.Workloads {
 		if len(w.Ignored) > 0 {
 			msg := "gpuslice arbiter ignores what this workload's own annotations claim: " + strings.Join(w.Ignored, "; ")
 			c.warnOnce(ctx, "untrusted-policy/"+w.Ref.Qualified(), w.Ref, cluster, ReasonUntrustedPolicy, msg)
+		}
+		if len(w.Adjusted) > 0 {
+			c.warnOnce(ctx, "adjusted-policy/"+w.Ref.Qualified(), w.Ref, cluster, ReasonPolicyAdjusted, strings.Join(w.Adjusted, "; "))
 		}
 		claimed := w.Record != nil && w.Record.By == c.opts.Config.Identity || w.Lowered != nil
 		if _, held := sig.Held[w.Ref]; claimed && !held {
@@ -156,8 +159,11 @@ func (c *Controller) warnOnce(ctx context.Context, key string, ref workload.Ref,
 	c.opts.Log.Warn(msg, "workload", ref.Qualified(), "reason", reason)
 	c.event(cluster.Object(ref), corev1.EventTypeWarning, reason, "%s", msg)
 	action := journal.ActionUntrusted
-	if reason == ReasonPreemptionStuck {
+	switch reason {
+	case ReasonPreemptionStuck:
 		action = journal.ActionStuck
+	case ReasonPolicyAdjusted:
+		action = journal.ActionAdjusted
 	}
 	c.recordEntry(ctx, journal.Entry{Action: action, Workload: ref, Reason: reason, Message: msg}, nil)
 }

@@ -45,6 +45,9 @@ type Workload struct {
 	// Ignored says which of its annotations the policy did not believe,
 	// and why (policy.Trust.Apply).
 	Ignored []string `json:"ignored,omitempty"`
+	// Adjusted says where the policy differs from what the annotations
+	// ask, because as asked it would fail, and why (lowerNeedsRecreate).
+	Adjusted []string `json:"adjusted,omitempty"`
 	// Annotations are the workload's own, where the arbiter's intent lives.
 	Annotations map[string]string `json:"-"`
 	// Replicas is spec.replicas; Ready the ready pods. A CronJob's
@@ -196,7 +199,9 @@ func Read(c *Cluster, opt Options) (*View, error) {
 	}
 	for i := range c.Deployments {
 		d := &c.Deployments[i]
-		add(workload.Ref{Kind: workload.KindDeployment, Namespace: d.Namespace, Name: d.Name}, d.Annotations, &d.Spec.Template, d.Spec.Replicas, deploymentRolledOut(d))
+		if w := add(workload.Ref{Kind: workload.KindDeployment, Namespace: d.Namespace, Name: d.Name}, d.Annotations, &d.Spec.Template, d.Spec.Replicas, deploymentRolledOut(d)); w != nil {
+			lowerNeedsRecreate(w, d)
+		}
 	}
 	for i := range c.StatefulSets {
 		s := &c.StatefulSets[i]

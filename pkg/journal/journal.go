@@ -68,6 +68,7 @@ const (
 	ActionStuck     = "stuck"     // a preemption did not take effect in time
 	ActionUntrusted = "untrusted" // a record or policy the arbiter did not write or may not believe
 	ActionDropped   = "dropped"   // a hold whose record someone else removed (a restore by hand)
+	ActionAdjusted  = "adjusted"  // a policy carried out otherwise than asked, since as asked it would fail
 
 	ActionDenied     = "denied"      // the admission gate refused a pod
 	ActionBreakGlass = "break-glass" // a pod or manifest let in despite the gate's refusal

@@ -186,7 +186,7 @@ func TestArbiterSurvivesKill(t *testing.T) {
 // Ollama by scale to zero (3).
 func TestArbiterLowerMemorySurvivesKill(t *testing.T) {
 	a := startArbiterEnv(t)
-	a.annotate(t, testContext(t), vllm, map[string]string{"gpuslice.io/preempt-action": "lower-memory=0.30"})
+	a.lowerMemory(t, testContext(t), vllm)
 	lowered := func(ctx context.Context) bool {
 		d := deployment(ctx, t, a.cs, vllm)
 		return configValue(ctx, t, a.cs) == "0.30" && d.Annotations[workload.AnnotationLoweredFrom] == "0.70" &&

@@ -253,6 +253,18 @@ func (a *arbiterEnv) annotate(t *testing.T, ctx context.Context, ref workload.Re
 	}
 }
 
+// lowerMemory sets ref's preempt action to lower-memory=0.30, with the
+// Recreate strategy it needs: with a surging rollout the arbiter scales
+// to zero instead (clusterview's lowerNeedsRecreate).
+func (a *arbiterEnv) lowerMemory(t *testing.T, ctx context.Context, ref workload.Ref) {
+	t.Helper()
+	patch := []byte(`{"spec":{"strategy":{"type":"Recreate","rollingUpdate":null}}}`)
+	if _, err := a.cs.AppsV1().Deployments(ref.Namespace).Patch(ctx, ref.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	a.annotate(t, ctx, ref, map[string]string{"gpuslice.io/preempt-action": "lower-memory=0.30"})
+}
+
 // freeMiB makes the stand-in dcgm-exporter report that much free memory.
 func (a *arbiterEnv) freeMiB(t *testing.T, free int64) {
 	t.Helper()
@@ -349,10 +361,34 @@ func TestArbiterActiveHours(t *testing.T) {
 	a.waitAdvancing(t, ctx, vllm, 2)
 }
 
-func TestArbiterLowerMemory(t *testing.T) {
+// TestArbiterLowerMemoryNeedsRecreate: lower-memory on vLLM as the seed
+// deploys it (RollingUpdate, whose surge starts the lowered pod beside the
+// old one: on a real node the arbiter then lowered again every 12 s) is
+// carried out as a scale to zero, with a warning that says to use Recreate.
+func TestArbiterLowerMemoryNeedsRecreate(t *testing.T) {
 	a := startArbiterEnv(t)
 	ctx := testContext(t)
 	a.annotate(t, ctx, vllm, map[string]string{"gpuslice.io/preempt-action": "lower-memory=0.30"})
+	a.run(t, nil)
+	a.transcode(true)
+	a.waitReplicas(t, ctx, vllm, 0)
+	if v := configValue(ctx, t, a.cs); v != "0.70" {
+		t.Errorf("GPU_MEMORY_UTILIZATION %s, want 0.70 untouched: vLLM was scaled to zero, not lowered", v)
+	}
+	poll(t, ctx, "a PolicyAdjusted event on vLLM", func(ctx context.Context) (bool, error) {
+		for _, e := range a.events(t, ctx, vllm, arbiter.ReasonPolicyAdjusted) {
+			if strings.Contains(e.Message, "Recreate") {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+}
+
+func TestArbiterLowerMemory(t *testing.T) {
+	a := startArbiterEnv(t)
+	ctx := testContext(t)
+	a.lowerMemory(t, ctx, vllm)
 	c := a.run(t, nil)
 	a.transcode(true)
 	poll(t, ctx, "vLLM lowered and restarted", func(ctx context.Context) (bool, error) {

@@ -44,7 +44,7 @@ func TestDeployArbiter(t *testing.T) {
 	a := startArbiterEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	a.annotate(t, ctx, vllm, map[string]string{"gpuslice.io/preempt-action": "lower-memory=0.30"})
+	a.lowerMemory(t, ctx, vllm)
 	// Room for both restores beyond the threshold and its margin.
 	a.freeMiB(t, 11000)
 	// The nightly training, running, outside its hours by the real clock
