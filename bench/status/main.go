@@ -18,7 +18,7 @@
 // is the process's (for the jq pipeline, kubectl's plus jq's) maximum
 // resident set, from wait4.
 //
-//	go run ./bench/status [-nodes 200] [-pods 10000] [-rounds 7] [-json]
+//	go run ./bench/status [-nodes 200] [-pods 10000] [-rounds 7] [-uncompressed] [-json]
 package main
 
 import (
@@ -86,17 +86,18 @@ func main() {
 	rounds := flag.Int("rounds", 7, "timed rounds (after one warm-up round)")
 	asJSON := flag.Bool("json", false, "machine-readable output")
 	cpuProfile := flag.String("cpuprofile", "", "after the rounds, profile snapshot.Ledger and the table in-process (10 runs) into this file")
+	uncompressed := flag.Bool("uncompressed", false, "also time gpuslice status --disable-compression (the API server's gzip off), interleaved with the others")
 	flag.Parse()
 	log.SetFlags(0)
 	if *nodes < 1 || *pods < *nodes || *rounds < 1 || *history < 1 {
 		log.Fatal("error: need -nodes >= 1, -pods >= -nodes, -rounds >= 1 and -history >= 1")
 	}
-	if err := run(*nodes, *pods, *history, *rounds, *asJSON, *cpuProfile); err != nil {
+	if err := run(*nodes, *pods, *history, *rounds, *asJSON, *cpuProfile, *uncompressed); err != nil {
 		log.Fatalf("error: %v", err)
 	}
 }
 
-func run(nodes, pods, history, rounds int, asJSON bool, cpuProfile string) error {
+func run(nodes, pods, history, rounds int, asJSON bool, cpuProfile string, uncompressed bool) error {
 	ctx := context.Background()
 	root, err := localcluster.RepoRoot()
 	if err != nil {
@@ -138,8 +139,8 @@ func run(nodes, pods, history, rounds int, asJSON bool, cpuProfile string) error
 	log.Printf("cluster: %d nodes, %d running pods (%d using the GPU), %d ReplicaSets, written in %s",
 		nodes, pods, want.gpuPods, want.replicaSets, time.Since(start).Round(time.Second))
 
-	cmds := commands(gpuslice, kubectl, cluster.Kubeconfig, filepath.Join(tmp, "kubectl-cache"))
-	if err := warmUp(cmds, nodes, want.gpuPods); err != nil {
+	cmds := commands(gpuslice, kubectl, cluster.Kubeconfig, filepath.Join(tmp, "kubectl-cache"), nodes, want.gpuPods, uncompressed)
+	if err := warmUp(cmds); err != nil {
 		return err
 	}
 	res := result{Machine: benchstat.Machine(), Nodes: nodes, Pods: pods, GPUPods: want.gpuPods, ReplicaSets: want.replicaSets,
@@ -159,7 +160,10 @@ func run(nodes, pods, history, rounds int, asJSON bool, cpuProfile string) error
 	res.LoadAfter = loadAverage()
 	together := make([]sample, rounds)
 	for r := range rounds {
-		for k := 1; k < len(cmds); k++ {
+		for k, c := range cmds {
+			if !c.seed {
+				continue
+			}
 			together[r].wall += samples[k][r].wall
 			together[r].rssKiB = max(together[r].rssKiB, samples[k][r].rssKiB)
 		}
@@ -180,6 +184,7 @@ func run(nodes, pods, history, rounds int, asJSON bool, cpuProfile string) error
 			return err
 		}
 	}
+
 	if asJSON {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
@@ -404,6 +409,10 @@ func setRunning(pod *corev1.Pod) {
 type command struct {
 	name string
 	argv [][]string // one element per pipeline stage
+	// seed marks the seed's pipelines, summed as "pipelines together".
+	seed bool
+	// check says what is wrong with the warm-up's output.
+	check func(out []byte) error
 }
 
 // sample is one run: wall time, and the largest stage's peak RSS summed
@@ -420,38 +429,40 @@ var gpuPodsFilter = fmt.Sprintf(`[.items[] | select(
   or (.metadata.annotations // {} | has(%q)))
   | {namespace: .metadata.namespace, name: .metadata.name, node: .spec.nodeName}]`, workload.AnnotationProfiles)
 
-func commands(gpuslice, kubectl, kubeconfig, cacheDir string) []command {
+func commands(gpuslice, kubectl, kubeconfig, cacheDir string, nodes, gpuPods int, uncompressed bool) []command {
 	kc := []string{kubectl, "--kubeconfig", kubeconfig, "--cache-dir", cacheDir}
-	return []command{
-		{name: "gpuslice status", argv: [][]string{{gpuslice, "status", "--kubeconfig", kubeconfig}}},
-		{name: "kubectl describe nodes", argv: [][]string{append(slices.Clone(kc), "describe", "nodes")}},
-		{name: "kubectl get pods -A -o json | jq", argv: [][]string{append(slices.Clone(kc), "get", "pods", "-A", "-o", "json"), {"jq", "-c", gpuPodsFilter}}},
+	statusTable := func(out []byte) error { return expectNodes(out, nodes, "gpu-000 ") }
+	cmds := []command{
+		{name: "gpuslice status", argv: [][]string{{gpuslice, "status", "--kubeconfig", kubeconfig}}, check: statusTable},
+		{name: "kubectl describe nodes", argv: [][]string{append(slices.Clone(kc), "describe", "nodes")}, seed: true,
+			check: func(out []byte) error { return expectNodes(out, nodes, "Name:               gpu-000\n") }},
+		{name: "kubectl get pods -A -o json | jq", argv: [][]string{append(slices.Clone(kc), "get", "pods", "-A", "-o", "json"), {"jq", "-c", gpuPodsFilter}}, seed: true,
+			check: func(out []byte) error {
+				var got []map[string]string
+				if err := json.Unmarshal(out, &got); err != nil {
+					return fmt.Errorf("jq's output: %w", err)
+				}
+				if len(got) != gpuPods {
+					return fmt.Errorf("jq kept %d pods, want the %d using the GPU", len(got), gpuPods)
+				}
+				return nil
+			}},
 	}
+	if uncompressed {
+		cmds = append(cmds, command{name: "gpuslice status --disable-compression", argv: [][]string{{gpuslice, "status", "--kubeconfig", kubeconfig, "--disable-compression"}}, check: statusTable})
+	}
+	return cmds
 }
 
 // warmUp runs each command once (discovery caches, the API server's
 // caches) and checks what it printed.
-func warmUp(cmds []command, nodes, gpuPods int) error {
-	checks := []func([]byte) error{
-		func(out []byte) error { return expectNodes(out, nodes, "gpu-000 ") },
-		func(out []byte) error { return expectNodes(out, nodes, "Name:               gpu-000\n") },
-		func(out []byte) error {
-			var got []map[string]string
-			if err := json.Unmarshal(out, &got); err != nil {
-				return fmt.Errorf("jq's output: %w", err)
-			}
-			if len(got) != gpuPods {
-				return fmt.Errorf("jq kept %d pods, want the %d using the GPU", len(got), gpuPods)
-			}
-			return nil
-		},
-	}
-	for k, c := range cmds {
+func warmUp(cmds []command) error {
+	for _, c := range cmds {
 		var out bytes.Buffer
 		if _, err := c.run(&out); err != nil {
 			return fmt.Errorf("warm-up, %s: %w", c.name, err)
 		}
-		if err := checks[k](out.Bytes()); err != nil {
+		if err := c.check(out.Bytes()); err != nil {
 			return fmt.Errorf("warm-up, %s: %w\n%s", c.name, err, head(out.Bytes()))
 		}
 	}
