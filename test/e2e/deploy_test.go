@@ -44,6 +44,7 @@ import (
 	"github.com/gpuslice/gpuslice/internal/chart"
 	"github.com/gpuslice/gpuslice/internal/demo"
 	"github.com/gpuslice/gpuslice/internal/harness/localcluster"
+	"github.com/gpuslice/gpuslice/internal/image"
 	"github.com/gpuslice/gpuslice/internal/seed"
 	"github.com/gpuslice/gpuslice/pkg/inject"
 	"github.com/gpuslice/gpuslice/pkg/registration"
@@ -607,7 +608,7 @@ type chartInstall struct {
 // as the webhook's values.
 func installChart(ctx context.Context, t *testing.T, c *localcluster.Cluster, webhookValues map[string]any) *chartInstall {
 	t.Helper()
-	bin := buildBinary(t, "gpuslice")
+	bin := buildBinary(t, "gpuslice", "gpuslice")
 	addr := freeAddr(t)
 	_, portStr, _ := strings.Cut(addr, ":")
 	port, _ := strconv.Atoi(portStr)
@@ -759,12 +760,12 @@ func httpGet(t *testing.T, url string) string {
 	return string(b)
 }
 
-// buildBinary builds gpuslice under the given file name, with cgo as the
-// image builds it.
-func buildBinary(t *testing.T, name string) string {
+// buildBinary builds a command of this module (cmd/NAME) under the given
+// file name, with cgo as the image builds it.
+func buildBinary(t *testing.T, command, name string) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), name)
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/gpuslice/gpuslice/cmd/gpuslice")
+	cmd := exec.Command("go", "build", "-o", bin, "github.com/gpuslice/gpuslice/cmd/"+command)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("building %s: %v\n%s", name, err, out)
@@ -775,7 +776,7 @@ func buildBinary(t *testing.T, name string) string {
 // TestDeployBinary: the binary installed as the kubectl plugin names
 // itself "kubectl gpuslice"; the chart's container args are flags it has.
 func TestDeployBinary(t *testing.T) {
-	plugin := buildBinary(t, "kubectl-gpuslice")
+	plugin := buildBinary(t, "gpuslice", "kubectl-gpuslice")
 	plain := filepath.Join(filepath.Dir(plugin), "gpuslice")
 	if err := os.Link(plugin, plain); err != nil {
 		t.Fatal(err)
@@ -828,6 +829,9 @@ func TestDeployBinary(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// The image's programs, by the container command that runs them
+		// (none: the entrypoint, gpuslice).
+		programs := map[string]string{"": plain, image.AgentBinary: buildBinary(t, "gpuslice-agent", "gpuslice-agent")}
 		for _, tc := range chartCases {
 			vals, err := chart.ParseValues(tc.values)
 			if err != nil {
@@ -845,8 +849,13 @@ func TestDeployBinary(t *testing.T) {
 				}
 				fromMap(t, tmpl, &spec)
 				for _, ctr := range spec.Spec.Containers {
+					bin, ok := programs[strings.Join(ctr.Command, " ")]
+					if !ok {
+						t.Errorf("%s: %s %s runs %q, which the image does not have", tc.name, obj.GetKind(), obj.GetName(), ctr.Command)
+						continue
+					}
 					// Flags are parsed before --help is honoured: an unknown one fails.
-					cmd := exec.Command(plain, append(slices.Clone(ctr.Args), "--help")...)
+					cmd := exec.Command(bin, append(slices.Clone(ctr.Args), "--help")...)
 					if out, err := cmd.CombinedOutput(); err != nil {
 						t.Errorf("%s: %s %s's args %v: %v\n%s", tc.name, obj.GetKind(), obj.GetName(), ctr.Args, err, out)
 					}
