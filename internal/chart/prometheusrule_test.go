@@ -45,6 +45,8 @@ func TestChartPrometheusRule(t *testing.T) {
 			[]string{"GpusliceGPUMemoryLow", "GpusliceWebhookCertificateExpiring", "GpusliceWebhookDown"}},
 		{"with the arbiter", `{prometheusRule: {enabled: true, labels: {release: kube-prometheus-stack}}, arbiter: {enabled: true}}`,
 			[]string{"GpusliceArbiterNotLeading", "GpusliceFrequentPreemptions", "GpusliceGPUMemoryLow", "GpusliceWebhookCertificateExpiring", "GpusliceWebhookDown"}},
+		{"with the admission gate", `{prometheusRule: {enabled: true}, webhook: {admissionGate: true}}`,
+			[]string{"GpusliceGPUMemoryLow", "GpusliceGateJournalNotWritten", "GpusliceWebhookCertificateExpiring", "GpusliceWebhookDown"}},
 		{"without the agent", `{prometheusRule: {enabled: true}, agent: {enabled: false}}`,
 			[]string{"GpusliceWebhookCertificateExpiring", "GpusliceWebhookDown"}},
 	}
