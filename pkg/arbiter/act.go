@@ -13,7 +13,21 @@ import (
 	"github.com/gpuslice/gpuslice/pkg/journal"
 	"github.com/gpuslice/gpuslice/pkg/ops"
 	"github.com/gpuslice/gpuslice/pkg/policy"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
+
+// holdSuspend is a CronJob's hold in the journal: its scale to zero
+// suspends it and its running Jobs.
+const holdSuspend = "suspend"
+
+// holdAction is what a hold of ref says was done, as gpuslice history
+// shows it.
+func holdAction(ref workload.Ref, action policy.Action) string {
+	if ref.Kind == workload.KindCronJob && action == policy.ActionScaleToZero {
+		return holdSuspend
+	}
+	return string(action)
+}
 
 // Event reasons on the workloads the arbiter acts on.
 const (
@@ -65,7 +79,7 @@ func (c *Controller) apply(ctx context.Context, st Step, cluster *clusterview.Cl
 		// The hold first: a record on the workload is the arbiter's only
 		// if its journal holds it, so a crash after the workload's write
 		// must find the hold there.
-		hold := journal.Hold{Workload: w.Ref, Action: string(w.Policy.Action), Node: st.Node, At: c.opts.Now().UTC(), Reason: st.Reason}
+		hold := journal.Hold{Workload: w.Ref, Action: holdAction(w.Ref, w.Policy.Action), Node: st.Node, At: c.opts.Now().UTC(), Reason: st.Reason}
 		if err := c.record(ctx, func(j *journal.Journal) { j.Hold(hold) }); err != nil {
 			return c.stepFailed(ctx, st, obj, entry, log, err)
 		}

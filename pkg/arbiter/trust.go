@@ -99,7 +99,7 @@ func (c *Controller) adopt(j *journal.Journal, v *clusterview.View) {
 		h := journal.Hold{Workload: w.Ref, At: at, Reason: "adopted when the journal was created"}
 		switch {
 		case w.Record != nil && w.Record.By == c.opts.Config.Identity:
-			h.Action, h.Node = string(policy.ActionScaleToZero), w.Record.Node
+			h.Action, h.Node = holdAction(w.Ref, policy.ActionScaleToZero), w.Record.Node
 		case w.Lowered != nil:
 			h.Action, h.Node = string(policy.ActionLowerMemory), w.Lowered.Node
 		default:

@@ -142,6 +142,10 @@ func TestArbiterCronJob(t *testing.T) {
 	if err != nil || !regexpLine(out, "cronjob/nightly-training", "suspended", "gpuslice restore cronjob/nightly-training -n ai") {
 		t.Errorf("gpuslice status does not list the suspended CronJob: %v\n%s", err, out)
 	}
+	out, err = gpuslice(t, a.env, "history", "--journal-namespace", "default", "-n", "ai")
+	if err != nil || !regexpLine(out, "ai/nightly-training", "suspend", "gpuslice restore cronjob/nightly-training -n ai") {
+		t.Errorf("gpuslice history does not hold the CronJob as suspended: %v\n%s", err, out)
+	}
 
 	// 01:30 UTC the next night: both resumed, the Job's pod back.
 	a.clock.Advance(4*time.Hour + 30*time.Minute)
