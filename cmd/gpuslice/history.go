@@ -54,7 +54,11 @@ func (o *historyOptions) run(ctx context.Context, out io.Writer) error {
 	if !found && !gateFound {
 		return fmt.Errorf("no arbiter journal, %s, nor admission gate journal, %s: is the arbiter installed there? Pass --journal-namespace (the arbiter's namespace)", o.journal, o.gateJournal)
 	}
-	h := j.Report(o.journal.String(), time.Now().Add(-o.since), o.namespace)
+	name := ""
+	if found {
+		name = o.journal.String()
+	}
+	h := j.Report(name, time.Now().Add(-o.since), o.namespace)
 	if gateFound {
 		h.AddGate(o.gateJournal.String(), gate, o.namespace)
 	}

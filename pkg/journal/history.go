@@ -18,7 +18,8 @@ const DefaultNamespace = "gpu-system"
 // preempted now, and its and the admission gate's decisions since a time,
 // newest first.
 type History struct {
-	Journal string `json:"journal"`
+	// Journal is the arbiter's journal, when there is one.
+	Journal string `json:"journal,omitempty"`
 	// GateJournal is the admission gate's journal, when there is one.
 	GateJournal string    `json:"gateJournal,omitempty"`
 	Since       time.Time `json:"since"`
@@ -85,7 +86,10 @@ func (h *History) WriteTable(w io.Writer) error {
 	}
 	if len(h.Entries) == 0 {
 		journals := h.Journal
-		if h.GateJournal != "" {
+		switch {
+		case journals == "":
+			journals = h.GateJournal
+		case h.GateJournal != "":
 			journals += " and " + h.GateJournal
 		}
 		fmt.Fprintf(tw, "No decisions since %s in %s.\n", stamp(h.Since), journals)

@@ -82,3 +82,32 @@ func TestHistoryTableShowsRepeats(t *testing.T) {
 		}
 	}
 }
+
+// TestHistoryTableNamesTheJournalsRead: with no decisions it says where
+// it looked, naming only the journals that exist.
+func TestHistoryTableNamesTheJournalsRead(t *testing.T) {
+	t0 := time.Date(2026, 12, 4, 21, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name          string
+		arbiter, gate string
+		want, wantNot string
+	}{
+		{name: "both", arbiter: "configmap gpu-system/a", gate: "configmap gpu-system/g", want: "in configmap gpu-system/a and configmap gpu-system/g."},
+		{name: "arbiter only", arbiter: "configmap gpu-system/a", want: "in configmap gpu-system/a.", wantNot: " and "},
+		{name: "gate only", gate: "configmap gpu-system/g", want: "in configmap gpu-system/g.", wantNot: " and "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := New().Report(tc.arbiter, t0, "")
+			if tc.gate != "" {
+				h.AddGate(tc.gate, New(), "")
+			}
+			var out bytes.Buffer
+			if err := h.WriteTable(&out); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(out.String(), tc.want) || (tc.wantNot != "" && strings.Contains(out.String(), tc.wantNot)) {
+				t.Errorf("table %q, want %q in it", out.String(), tc.want)
+			}
+		})
+	}
+}
