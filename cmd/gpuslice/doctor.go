@@ -84,8 +84,8 @@ verdict (ok, warn, fail), the evidence it saw and the remedy:
                  TLS handshake, caBundle against the served certificate, days to expiry,
                  and a dry-run admission of an annotated probe pod (nothing is stored)
 
-KIND/NAME is deployment/NAME, statefulset/NAME, daemonset/NAME or pod/NAME
-(deploy, sts, ds, po), in -n or the kubeconfig's namespace. Without it, every
+KIND/NAME is deployment/NAME, statefulset/NAME, daemonset/NAME, cronjob/NAME
+or pod/NAME (deploy, sts, ds, cj, po), in -n or the kubeconfig's namespace. Without it, every
 GPU workload (in -n, or all namespaces) and the cluster-wide checks.
 
 Exit status 1 when a check fails; warnings do not change it.`,

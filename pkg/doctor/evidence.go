@@ -12,6 +12,7 @@ import (
 
 	"github.com/gpuslice/gpuslice/pkg/inject"
 	"github.com/gpuslice/gpuslice/pkg/ledger"
+	"github.com/gpuslice/gpuslice/pkg/workload"
 )
 
 // Workload kinds doctor names, as the ledger names them.
@@ -20,6 +21,7 @@ const (
 	KindStatefulSet = "StatefulSet"
 	KindDaemonSet   = "DaemonSet"
 	KindPod         = "Pod"
+	KindCronJob     = workload.KindCronJob
 )
 
 // Evidence is everything the checks look at, gathered beforehand.

@@ -169,6 +169,8 @@ func TestDoctorParseTarget(t *testing.T) {
 		"sts/db":                      {Kind: KindStatefulSet, Name: "db"},
 		"statefulsets/db":             {Kind: KindStatefulSet, Name: "db"},
 		"ds/dcgm":                     {Kind: KindDaemonSet, Name: "dcgm"},
+		"cj/nightly-training":         {Kind: KindCronJob, Name: "nightly-training"},
+		"cronjob.batch/nightly":       {Kind: KindCronJob, Name: "nightly"},
 		"po/plex-0":                   {Kind: KindPod, Name: "plex-0"},
 		"pod/plex-0":                  {Kind: KindPod, Name: "plex-0"},
 	} {

@@ -18,6 +18,8 @@ import (
 	"github.com/gpuslice/gpuslice/internal/demo"
 	"github.com/gpuslice/gpuslice/internal/seed"
 	"github.com/gpuslice/gpuslice/pkg/arbiter"
+	"github.com/gpuslice/gpuslice/pkg/doctor"
+	"github.com/gpuslice/gpuslice/pkg/doctor/gather"
 	"github.com/gpuslice/gpuslice/pkg/ops"
 	"github.com/gpuslice/gpuslice/pkg/workload"
 )
@@ -258,5 +260,34 @@ func TestReleaseRestoreCronJob(t *testing.T) {
 	waitJobPods(t, ctx, cs, "ai", "nightly-training-1", 1)
 	if cj := getCronJob(t, ctx, cs, training.Name); !suspended(cj.Spec.Suspend) || hasReleaseAnnotations(cj.Annotations) {
 		t.Errorf("a CronJob suspended by hand: suspend %v, annotations %v after release and restore", cj.Spec.Suspend, cj.Annotations)
+	}
+}
+
+// TestDoctorCronJob: gpuslice doctor cj/NAME checks the CronJob's pod
+// template and finds the pods of its running Job.
+func TestDoctorCronJob(t *testing.T) {
+	env := startEnv(t)
+	ctx := testContext(t)
+	cs := env.Cluster.Client
+	kctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	env.Cluster.StartKubelet(kctx)
+	if err := demo.EnsurePriorityClasses(ctx, cs); err != nil {
+		t.Fatal(err)
+	}
+	if err := demo.Deploy(ctx, env.Cluster, seed.SeedWorkloads()...); err != nil {
+		t.Fatal(err)
+	}
+	training := createCronJob(t, ctx, cs, "nightly-training", false)
+	startJob(t, ctx, cs, training, "nightly-training-1", false)
+
+	r := runDoctor(ctx, t, cs, gather.Options{Target: target(t, "cj/nightly-training"), Namespace: "ai", Logs: &fakeLogs{}})
+	title := "CronJob ai/nightly-training"
+	expectCheck(t, r, title, doctor.CheckPods, doctor.OK, "1 pod(s): nightly-training-1-", "Running on homelabai")
+	expectCheck(t, r, title, doctor.CheckPlacement, doctor.OK, "homelabai")
+
+	out, err := gpuslice(t, env, "doctor", "cronjob/nightly", "-n", "ai")
+	if exitStatus(t, err) != 1 || !strings.Contains(out, "did you mean cronjob/nightly-training?") {
+		t.Errorf("gpuslice doctor cronjob/nightly: %v\n%s", err, out)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -192,6 +193,11 @@ func targetWorkload(ctx context.Context, cs kubernetes.Interface, in *ledger.Inp
 		if d, err = cs.AppsV1().DaemonSets(ns).Get(ctx, t.Name, metav1.GetOptions{}); err == nil {
 			w = daemonSetWorkload(d, in)
 		}
+	case doctor.KindCronJob:
+		var cj *batchv1.CronJob
+		if cj, err = cs.BatchV1().CronJobs(ns).Get(ctx, t.Name, metav1.GetOptions{}); err == nil {
+			w = cronJobWorkload(cj, in)
+		}
 	case doctor.KindPod:
 		var p *corev1.Pod
 		if p, err = cs.CoreV1().Pods(ns).Get(ctx, t.Name, metav1.GetOptions{}); err == nil {
@@ -261,6 +267,13 @@ func listControllers(ctx context.Context, cs kubernetes.Interface, in *ledger.In
 		if l, err = cs.AppsV1().DaemonSets(ns).List(ctx, metav1.ListOptions{}); err == nil {
 			for i := range l.Items {
 				out = append(out, *daemonSetWorkload(&l.Items[i], in))
+			}
+		}
+	case doctor.KindCronJob:
+		var l *batchv1.CronJobList
+		if l, err = cs.BatchV1().CronJobs(ns).List(ctx, metav1.ListOptions{}); err == nil {
+			for i := range l.Items {
+				out = append(out, *cronJobWorkload(&l.Items[i], in))
 			}
 		}
 	}
@@ -389,6 +402,23 @@ func replicas(r *int32) *int32 {
 		n = *r
 	}
 	return &n
+}
+
+// cronJobWorkload is a CronJob with the pods of its Jobs. How many pods
+// it wants is left unknown: its Jobs come and go with the schedule.
+func cronJobWorkload(cj *batchv1.CronJob, in *ledger.Input) *doctor.WorkloadEvidence {
+	w := &doctor.WorkloadEvidence{
+		Kind: doctor.KindCronJob, Namespace: cj.Namespace, Name: cj.Name,
+		Annotations: cj.Annotations, Template: &cj.Spec.JobTemplate.Spec.Template,
+	}
+	jobs := map[types.UID]bool{}
+	for i := range in.Jobs {
+		if ref := metav1.GetControllerOf(&in.Jobs[i]); ref != nil && ref.UID == cj.UID {
+			jobs[in.Jobs[i].UID] = true
+		}
+	}
+	w.Pods = podsOwnedBy(in.Pods, jobs)
+	return w
 }
 
 func podsOwnedBy(pods []corev1.Pod, owners map[types.UID]bool) []doctor.PodEvidence {
