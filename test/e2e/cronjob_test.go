@@ -166,6 +166,17 @@ func TestArbiterCronJob(t *testing.T) {
 	}
 }
 
+// startEnvWithKubelet is startEnv with the simulated kubelet running
+// pods until the test ends.
+func startEnvWithKubelet(t *testing.T) *demo.Env {
+	t.Helper()
+	env := startEnv(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	env.Cluster.StartKubelet(ctx)
+	return env
+}
+
 // regexpLine says whether one line of out holds every part, in order.
 func regexpLine(out string, parts ...string) bool {
 	for _, line := range strings.Split(out, "\n") {
@@ -191,12 +202,9 @@ func regexpLine(out string, parts ...string) bool {
 // suspended by hand stays suspended; dry run changes nothing; tune
 // refuses a CronJob and says what to do.
 func TestReleaseRestoreCronJob(t *testing.T) {
-	env := startEnv(t)
+	env := startEnvWithKubelet(t)
 	ctx := testContext(t)
 	cs := env.Cluster.Client
-	kctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	env.Cluster.StartKubelet(kctx)
 	if err := demo.EnsureNamespace(ctx, cs, "ai"); err != nil {
 		t.Fatal(err)
 	}
@@ -266,12 +274,9 @@ func TestReleaseRestoreCronJob(t *testing.T) {
 // TestDoctorCronJob: gpuslice doctor cj/NAME checks the CronJob's pod
 // template and finds the pods of its running Job.
 func TestDoctorCronJob(t *testing.T) {
-	env := startEnv(t)
+	env := startEnvWithKubelet(t)
 	ctx := testContext(t)
 	cs := env.Cluster.Client
-	kctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	env.Cluster.StartKubelet(kctx)
 	if err := demo.EnsurePriorityClasses(ctx, cs); err != nil {
 		t.Fatal(err)
 	}
