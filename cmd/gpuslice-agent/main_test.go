@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"os"
 	"strings"
 	"testing"
 
@@ -18,11 +17,7 @@ import (
 // with this binary's flags: the chart must name the binary the image
 // puts at image.AgentBinary and pass only flags it has.
 func TestChartRunsThisBinary(t *testing.T) {
-	wd, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := chart.RepoRoot(wd)
+	root, err := chart.RepoRoot(".")
 	if err != nil {
 		t.Fatal(err)
 	}

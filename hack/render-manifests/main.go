@@ -24,11 +24,7 @@ func main() {
 }
 
 func run() error {
-	wd, err := os.Getwd()
-	if err != nil {
-		return err
-	}
-	root, err := chart.RepoRoot(wd)
+	root, err := chart.RepoRoot(".")
 	if err != nil {
 		return err
 	}

@@ -58,9 +58,14 @@ var ManifestOrder = func() releaseutil.KindSortOrder {
 	return slices.Insert(order, i, "MutatingWebhookConfiguration")
 }()
 
-// RepoRoot walks up from dir to the checkout that holds the chart.
+// RepoRoot walks up from dir (relative to the working directory, such as
+// ".", or absolute) to the checkout that holds the chart.
 func RepoRoot(dir string) (string, error) {
-	for d := dir; ; d = filepath.Dir(d) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("finding the checkout above %s: %w", dir, err)
+	}
+	for d := abs; ; d = filepath.Dir(d) {
 		if _, err := os.Stat(filepath.Join(d, Dir, "Chart.yaml")); err == nil {
 			return d, nil
 		}

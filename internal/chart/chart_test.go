@@ -33,11 +33,7 @@ import (
 
 func testRoot(t *testing.T) string {
 	t.Helper()
-	wd, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := RepoRoot(wd)
+	root, err := RepoRoot(".")
 	if err != nil {
 		t.Fatal(err)
 	}

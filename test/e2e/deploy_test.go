@@ -181,11 +181,7 @@ var chartCaseNamespaces = []string{"gpu-system", "gpuslice", "monitoring", "ai",
 
 func repoRoot(t *testing.T) string {
 	t.Helper()
-	wd, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := chart.RepoRoot(wd)
+	root, err := chart.RepoRoot(".")
 	if err != nil {
 		t.Fatal(err)
 	}
