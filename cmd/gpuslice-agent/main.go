@@ -105,8 +105,7 @@ image beside gpuslice, as /gpuslice-agent.`,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.showVersion {
-				info := version.Get()
-				_, err := fmt.Fprintf(cmd.OutOrStdout(), "version: %s\ncommit: %s\ngo: %s\n", info.Version, info.Commit, info.GoVersion)
+				_, err := fmt.Fprint(cmd.OutOrStdout(), version.Get().Text())
 				return err
 			}
 			if err := o.complete(); err != nil {

@@ -26,7 +26,7 @@ org.opencontainers.image.version and org.opencontainers.image.revision labels.`,
 				enc.SetIndent("", "  ")
 				return enc.Encode(info)
 			case "text":
-				_, err := fmt.Fprintf(cmd.OutOrStdout(), "version: %s\ncommit: %s\ngo: %s\n", info.Version, info.Commit, info.GoVersion)
+				_, err := fmt.Fprint(cmd.OutOrStdout(), info.Text())
 				return err
 			}
 			return fmt.Errorf("--output %q: want text or json", format)

@@ -2,7 +2,10 @@
 // and Commit with -ldflags -X, and labels the image with the same values.
 package version
 
-import "runtime"
+import (
+	"fmt"
+	"runtime"
+)
 
 // Set at link time: go build -ldflags "-X
 // github.com/gpuslice/gpuslice/internal/version.Version=0.1.0 -X ...Commit=<sha>".
@@ -20,3 +23,8 @@ type Info struct {
 
 // Get returns this binary's identity.
 func Get() Info { return Info{Version: Version, Commit: Commit, GoVersion: runtime.Version()} }
+
+// Text is the plain form both binaries print: one "key: value" line each.
+func (i Info) Text() string {
+	return fmt.Sprintf("version: %s\ncommit: %s\ngo: %s\n", i.Version, i.Commit, i.GoVersion)
+}
