@@ -23,12 +23,13 @@ var protobufPrefix = []byte("k8s\x00")
 // (the clientset's client for the resource's group, so callers keep
 // passing a kubernetes.Interface), and wraps each object's metadata as a T.
 func listOwners[T any](ctx context.Context, rc rest.Interface, resource string, wrap func(metav1.ObjectMeta) T) ([]T, error) {
-	body, err := rc.Get().Resource(resource).SetHeader("Accept", partialListTypes).Do(ctx).Raw()
+	body, err := readBody(ctx, rc.Get().Resource(resource).SetHeader("Accept", partialListTypes))
+	defer pageBuffers.Put(body)
 	if err != nil {
 		return nil, listErr(resource, err)
 	}
 	var list metav1.PartialObjectMetadataList
-	if err := decodePartialList(body, &list); err != nil {
+	if err := decodePartialList(body.Bytes(), &list); err != nil {
 		return nil, fmt.Errorf("reading the list of %s (metadata only): %w", resource, err)
 	}
 	out := make([]T, len(list.Items))

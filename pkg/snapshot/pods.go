@@ -27,9 +27,25 @@ import (
 // memory.
 const podPage = 500
 
-// pageBuffers hold the pages' bodies, read whole before decoding: reused,
-// a buffer grows to a page's size once instead of on every page.
+// pageBuffers hold the answers to list requests, read whole before
+// decoding: reused, a buffer grows to a page's size once instead of on
+// every page.
 var pageBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// readBody sends req and reads the whole answer into a buffer from
+// pageBuffers; put it back once decoded. An error status comes back as
+// client-go's error, as from Do.
+func readBody(ctx context.Context, req *rest.Request) (*bytes.Buffer, error) {
+	body := pageBuffers.Get().(*bytes.Buffer)
+	body.Reset()
+	r, err := req.Stream(ctx)
+	if err != nil {
+		return body, err
+	}
+	defer r.Close()
+	_, err = body.ReadFrom(r)
+	return body, err
+}
 
 // listPods lists every pod matching the field selector, page by page, in
 // full (doctor and top read them all).
@@ -69,13 +85,7 @@ func listCountedPods(ctx context.Context, rc rest.Interface, fieldSelector strin
 	fetch := func(o metav1.ListOptions) <-chan page {
 		ch := make(chan page, 1) // the sender never waits, even when the caller gave up
 		go func() {
-			body := pageBuffers.Get().(*bytes.Buffer)
-			body.Reset()
-			r, err := rc.Get().Resource("pods").VersionedParams(&o, metav1.ParameterCodec).Stream(ctx)
-			if err == nil {
-				_, err = body.ReadFrom(r)
-				r.Close()
-			}
+			body, err := readBody(ctx, rc.Get().Resource("pods").VersionedParams(&o, metav1.ParameterCodec))
 			ch <- page{body, err}
 		}()
 		return ch
